@@ -1,0 +1,2 @@
+import SparKV
+print("sparkv")

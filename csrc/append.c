@@ -1,0 +1,62 @@
+/* Append: one decode token per KV head, stored dense in the policy's precisions. Every page the
+ * token needs is allocated before anything is written, so a failure leaves the cache unchanged. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
+    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    sv_clear_error(cache);
+    const sparkv_shape *sh = &cache->shape;
+    const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;
+    if (!keys || !values) return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "append: %s is NULL", keys ? "values" : "keys");
+    if (layer >= sh->n_layers)
+        return sv_fail(cache, SPARKV_ERR_LAYER, "append: layer %u is out of range (n_layers = %u)", layer, sh->n_layers);
+    sv_layer *L = &cache->layers[layer];
+    if (L->n_tokens + 1 > sh->capacity)
+        return sv_fail(cache, SPARKV_ERR_CAPACITY, "append: layer %u is full (capacity %llu tokens)", layer,
+                       (unsigned long long)sh->capacity);
+    sparkv_status st = sv_check_finite(cache, "keys", keys, nkv, 1, d);
+    if (st == SPARKV_OK) st = sv_check_finite(cache, "values", values, nkv, 1, d);
+    if (st != SPARKV_OK) return st;
+
+    /* Heads share page boundaries: either all need a new page or none does. */
+    const sv_page *last = L->heads[0].n_pages ? L->heads[0].pages[L->heads[0].n_pages - 1] : NULL;
+    const int need_page = !last || last->compressed || last->n == last->cap;
+    if (need_page) {
+        sv_page **fresh = (sv_page **)calloc(nkv, sizeof(sv_page *));
+        int failed = !fresh;
+        for (uint32_t h = 0; h < nkv && !failed; h++) {
+            sv_head *hs = &L->heads[h];
+            if (hs->n_pages == hs->pages_cap) {
+                uint32_t cap = hs->pages_cap ? hs->pages_cap * 2 : 4;
+                sv_page **grown = (sv_page **)realloc(hs->pages, sizeof(sv_page *) * cap);
+                if (!grown) { failed = 1; break; } /* the old table stays valid and unchanged */
+                hs->pages = grown;
+                hs->pages_cap = cap;
+            }
+            fresh[h] = sv_page_new_dense(cache);
+            if (!fresh[h]) failed = 1;
+        }
+        if (failed) {
+            if (fresh) for (uint32_t h = 0; h < nkv; h++) sv_page_free(fresh[h]);
+            free(fresh);
+            return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
+        }
+        for (uint32_t h = 0; h < nkv; h++) {
+            fresh[h]->first = L->n_tokens;
+            L->heads[h].pages[L->heads[h].n_pages++] = fresh[h];
+        }
+        free(fresh);
+    }
+    const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
+    for (uint32_t h = 0; h < nkv; h++) {
+        sv_page *p = L->heads[h].pages[L->heads[h].n_pages - 1];
+        sv_store_row((uint8_t *)p->k + (size_t)p->n * d * sv_precision_bytes(kp), kp, keys + (size_t)h * d, d);
+        sv_store_row((uint8_t *)p->v + (size_t)p->n * d * sv_precision_bytes(vp), vp, values + (size_t)h * d, d);
+        p->n++;
+    }
+    L->n_tokens++;
+    return SPARKV_OK;
+}

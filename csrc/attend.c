@@ -1,0 +1,178 @@
+/* Decode attention over the compact cache: one query token, every stored token of a layer.
+ *
+ * Work is split into (KV head, token chunk) items so that a layer with fewer KV heads than threads
+ * still uses every core (split-K). Chunk boundaries depend only on the number of pages, never on
+ * the thread count, and partial results are merged in a fixed order with a log-sum-exp merge:
+ * the output is bit-identical for any thread count. */
+#include "internal.h"
+#include "attend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* At most this many chunks per KV head. */
+#define SV_MAX_CHUNKS 16u
+
+/* exp(x) for x <= 0 in plain C that vectorizes: Cody-Waite reduction and a degree-6 polynomial
+ * (relative error below 3e-7); x below -87 gives 0. */
+static void exp_nonpositive(float *x, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        float v = x[i] < -87.0f ? -87.0f : x[i];
+        float t = v * 1.44269504088896341f;
+        float k = (float)(int32_t)(t - 0.5f); /* round half down: v <= 0 */
+        float r = v - k * 0.693145751953125f - k * 1.428606765330187045e-06f;
+        float p = 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        int32_t bits = ((int32_t)k + 127) << 23;
+        float scale;
+        memcpy(&scale, &bits, 4);
+        x[i] = x[i] < -87.0f ? 0.0f : p * scale;
+    }
+}
+
+static const sv_kernels *kernels_for(sparkv_kernel k) {
+    switch (k) {
+    case SPARKV_KERNEL_AVX512: return &sv_kernels_avx512;
+    case SPARKV_KERNEL_AVX2: return &sv_kernels_avx2;
+    default: return &sv_kernels_portable;
+    }
+}
+
+/* Per-head query preparation: scaled queries, rq and (MEAN) the byte look-up tables. */
+static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const float *q, float scale,
+                         uint32_t head, float *qs, float *rq, float *lut) {
+    const uint32_t d = cache->shape.head_dim, g = cache->group;
+    for (uint32_t i = 0; i < g; i++)
+        for (uint32_t j = 0; j < d; j++) qs[i * d + j] = q[((size_t)head * g + i) * d + j] * scale;
+    if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
+    else memset(rq, 0, d * sizeof(float));
+    if (!lut) return;
+    /* lut[i][b][x] = sum over set bits k of x of qs_i[8b + k] * rq[8b + k]: built by adding the
+     * lowest bit to the entry without it, so each entry costs one addition. */
+    for (uint32_t i = 0; i < g; i++) {
+        for (uint32_t b = 0; b < d / 8; b++) {
+            float *row = lut + ((size_t)i * (d / 8) + b) * 256;
+            float a[8];
+            for (uint32_t k = 0; k < 8; k++) a[k] = qs[i * d + 8 * b + k] * rq[8 * b + k];
+            row[0] = 0.0f;
+            for (uint32_t x = 1; x < 256; x++) row[x] = row[x & (x - 1)] + a[__builtin_ctz(x)];
+        }
+    }
+}
+
+sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out) {
+    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    sv_clear_error(cache);
+    if (!q || !out) return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "attend: %s is NULL", q ? "out" : "q");
+    if (layer >= cache->shape.n_layers)
+        return sv_fail(cache, SPARKV_ERR_LAYER, "attend: layer %u is out of range (n_layers = %u)", layer,
+                       cache->shape.n_layers);
+    const sv_layer *L = &cache->layers[layer];
+    if (L->n_tokens == 0) return sv_fail(cache, SPARKV_ERR_EMPTY, "attend: layer %u holds no token", layer);
+    const uint32_t d = cache->shape.head_dim, g = cache->group, nkv = cache->shape.n_kv_heads;
+    sparkv_status st = sv_check_finite(cache, "queries", q, cache->shape.n_q_heads, 1, d);
+    if (st != SPARKV_OK) return st;
+
+    const float scale = cache->policy.attention_scale > 0.0f ? cache->policy.attention_scale
+                                                            : (float)(1.0 / sqrt((double)d));
+    const int use_lut = cache->prunes && cache->policy.recovery == SPARKV_RECOVER_MEAN && L->n_prompt > 0;
+    const uint32_t n_pages = L->heads[0].n_pages;
+    const uint32_t chunk_pages = (n_pages + SV_MAX_CHUNKS - 1) / SV_MAX_CHUNKS;
+    const uint32_t n_chunks = (n_pages + chunk_pages - 1) / chunk_pages;
+    /* per item: max[g], sum[g], acc[g][d], block scores[g][SV_BLOCK] */
+    const size_t part_stride = (size_t)g * (d + 2 + SV_BLOCK);
+    const size_t lut_stride = use_lut ? (size_t)g * (d / 8) * 256 : 0;
+    const size_t prep_stride = (size_t)g * d + d + lut_stride;
+
+    float *prep = (float *)malloc(sizeof(float) * (prep_stride * nkv + part_stride * nkv * n_chunks));
+    if (!prep) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "attend: cannot allocate scratch");
+    float *parts = prep + prep_stride * nkv;
+    const sv_kernels *K = kernels_for(cache->kernel);
+    const int threads = cache->policy.threads;
+    const int64_t n_items = (int64_t)nkv * n_chunks;
+
+    /* schedule(static): clang 21's dynamic schedules need a newer libomp than Debian's. */
+#pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
+    {
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < (int64_t)nkv; h++) {
+            float *base = prep + prep_stride * (size_t)h;
+            prepare_head(cache, &L->heads[h], q, scale, (uint32_t)h, base, base + (size_t)g * d,
+                         use_lut ? base + (size_t)g * d + d : NULL);
+        }
+#pragma omp for schedule(static, 1)
+        for (int64_t item = 0; item < n_items; item++) {
+            const uint32_t h = (uint32_t)(item / n_chunks), c = (uint32_t)(item % n_chunks);
+            const float *base = prep + prep_stride * h;
+            sv_head_ctx ctx = {cache, layer, h, d, g, base, base + (size_t)g * d,
+                               use_lut ? base + (size_t)g * d + d : NULL};
+            float *part = parts + part_stride * (size_t)item;
+            float *mx = part, *sum = part + g, *acc = part + 2 * g;
+            for (uint32_t i = 0; i < g; i++) { mx[i] = -INFINITY; sum[i] = 0.0f; }
+            memset(acc, 0, sizeof(float) * g * d);
+            float *sc = acc + (size_t)g * d;
+            const uint32_t p_end = (c + 1) * chunk_pages < n_pages ? (c + 1) * chunk_pages : n_pages;
+            for (uint32_t pi = c * chunk_pages; pi < p_end; pi++) {
+                const sv_page *page = L->heads[h].pages[pi];
+                uint64_t kept = 0;
+                for (uint32_t t0 = 0; t0 < page->n; t0 += SV_BLOCK) {
+                    const uint32_t n = page->n - t0 < SV_BLOCK ? page->n - t0 : SV_BLOCK;
+                    if (page->compressed) K->score_compressed(&ctx, page, t0, n, &kept, sc);
+                    else K->score_dense(&ctx, page, t0, n, sc);
+                    for (uint32_t i = 0; i < g; i++) {
+                        float *s = sc + i * SV_BLOCK;
+                        float bm = s[0];
+                        for (uint32_t t = 1; t < n; t++) bm = s[t] > bm ? s[t] : bm;
+                        if (bm > mx[i]) {
+                            float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - bm);
+                            sum[i] *= corr;
+                            for (uint32_t j = 0; j < d; j++) acc[i * d + j] *= corr;
+                            mx[i] = bm;
+                        }
+                        for (uint32_t t = 0; t < n; t++) s[t] -= mx[i];
+                        exp_nonpositive(s, n);
+                        float ls = 0.0f;
+                        for (uint32_t t = 0; t < n; t++) ls += s[t];
+                        sum[i] += ls;
+                    }
+                    K->accumulate_v(&ctx, page, t0, n, sc, acc);
+                }
+            }
+        }
+    }
+
+    /* Log-sum-exp merge of the chunks, in chunk order. */
+    for (uint32_t h = 0; h < nkv; h++) {
+        for (uint32_t i = 0; i < g; i++) {
+            float m = -INFINITY;
+            for (uint32_t c = 0; c < n_chunks; c++) {
+                const float *part = parts + part_stride * ((size_t)h * n_chunks + c);
+                if (part[i] > m) m = part[i];
+            }
+            float *o = out + ((size_t)h * g + i) * d;
+            double total = 0.0;
+            double accd[SPARKV_MAX_HEAD_DIM];
+            for (uint32_t j = 0; j < d; j++) accd[j] = 0.0;
+            for (uint32_t c = 0; c < n_chunks; c++) {
+                const float *part = parts + part_stride * ((size_t)h * n_chunks + c);
+                if (part[i] == -INFINITY) continue;
+                double w = exp((double)part[i] - (double)m);
+                total += w * part[g + i];
+                const float *acc = part + 2 * g + (size_t)i * d;
+                for (uint32_t j = 0; j < d; j++) accd[j] += w * acc[j];
+            }
+            for (uint32_t j = 0; j < d; j++) o[j] = (float)(accd[j] / total);
+        }
+    }
+    free(prep);
+    return SPARKV_OK;
+}

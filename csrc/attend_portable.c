@@ -1,0 +1,94 @@
+/* Portable decode-attention kernels: the specification the SIMD kernels are tested against.
+ * The kept part of q.k walks the kept-channel bitmask; the MEAN recovery of the pruned part uses
+ * its factorization sqrt(m_t/c) * sum_{j pruned} sgn_j q_j sqrt(c/qn_j): a few byte look-ups per
+ * token instead of a loop over the pruned channels. */
+#include "attend.h"
+#include "half.h"
+
+#include <string.h>
+
+void sv_score_compressed_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                  uint64_t *kept, float *scores) {
+    const sparkv_cache *cache = h->cache;
+    const uint32_t d = h->d, g = h->group, nb = d / 8;
+    const sparkv_precision kp = cache->policy.key_precision;
+    const sparkv_recovery rec = cache->policy.recovery;
+    uint64_t p = *kept;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t slot = t0 + i;
+        const uint8_t *mask = page->mask + (size_t)slot * nb;
+        const uint8_t *sign = page->sign ? page->sign + (size_t)slot * nb : NULL;
+        const uint16_t *st = page->stats ? page->stats + (size_t)slot * cache->n_stats : NULL;
+        float s[SPARKV_MAX_GROUP];
+        for (uint32_t k = 0; k < g; k++) s[k] = 0.0f;
+        for (uint32_t b = 0; b < nb; b++) {
+            for (uint32_t bits = mask[b]; bits; bits &= bits - 1) {
+                const uint32_t j = 8 * b + (uint32_t)__builtin_ctz(bits);
+                const float x = sv_load_one(page->k, kp, p++);
+                for (uint32_t k = 0; k < g; k++) s[k] += h->qs[k * d + j] * x;
+            }
+        }
+        if (rec == SPARKV_RECOVER_MEAN) {
+            const float a = sv_half_to_float(st[SV_STAT_MEAN]);
+            for (uint32_t k = 0; k < g; k++) {
+                const float *lut = h->lut + (size_t)k * nb * 256;
+                float r = 0.0f;
+                for (uint32_t b = 0; b < nb; b++) {
+                    r += lut[b * 256 + (uint8_t)~mask[b]];
+                    if (sign) r -= 2.0f * lut[b * 256 + sign[b]];
+                }
+                s[k] += a * r;
+            }
+        } else if (rec != SPARKV_RECOVER_NONE) {
+            /* Sampled recovery: one draw per pruned channel, recomputed from the hash each time. */
+            const uint64_t th = sv_token_hash(cache->policy.seed, h->layer, h->head, page->first + slot);
+            for (uint32_t j = 0; j < d; j++) {
+                if (mask[j >> 3] >> (j & 7) & 1u) continue;
+                float e = (float)sv_draw_scaled(rec, st, th, j) * h->rq[j];
+                if (sign && (sign[j >> 3] >> (j & 7) & 1u)) e = -e;
+                for (uint32_t k = 0; k < g; k++) s[k] += h->qs[k * d + j] * e;
+            }
+        }
+        for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = s[k];
+    }
+    *kept = p;
+}
+
+/* Dot products with 8 independent partial sums: a reduction the compiler may vectorize without
+ * reassociating (the order is fixed by the code), so results do not depend on the ISA. */
+static float dot8(const float *a, const float *b, uint32_t d) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (uint32_t j = 0; j < d; j += 8)
+        for (uint32_t l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+void sv_score_dense_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, float *scores) {
+    const uint32_t d = h->d, g = h->group;
+    const sparkv_precision kp = h->cache->policy.key_precision;
+    const size_t kb = sv_precision_bytes(kp);
+    float key[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t i = 0; i < n; i++) {
+        sv_load_row(key, (const uint8_t *)page->k + (size_t)(t0 + i) * d * kb, kp, d);
+        for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = dot8(h->qs + (size_t)k * d, key, d);
+    }
+}
+
+void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
+                              float *acc) {
+    const uint32_t d = h->d, g = h->group;
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    const size_t vb = sv_precision_bytes(vp);
+    float v[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t i = 0; i < n; i++) {
+        sv_load_row(v, (const uint8_t *)page->v + (size_t)(t0 + i) * d * vb, vp, d);
+        for (uint32_t k = 0; k < g; k++) {
+            const float w = p[k * SV_BLOCK + i];
+            float *a = acc + (size_t)k * d;
+            for (uint32_t j = 0; j < d; j++) a[j] += w * v[j];
+        }
+    }
+}
+
+const sv_kernels sv_kernels_portable = {sv_score_compressed_portable, sv_score_dense_portable,
+                                        sv_accumulate_v_portable};

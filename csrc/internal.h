@@ -1,0 +1,119 @@
+/* Internal types shared by the kernels. Not part of the public API. */
+#ifndef SPARKV_INTERNAL_H
+#define SPARKV_INTERNAL_H
+
+#include "sparkv.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#define SPARKV_HIDDEN __attribute__((visibility("hidden")))
+
+/* Tokens per storage page. Appends fill the last page; eviction and compression rebuild pages of
+ * one head at a time, so no operation ever copies a whole layer. */
+#define SPARKV_PAGE_TOKENS 256u
+/* Zeroed bytes after every packed kept-value array: SIMD kernels load whole vectors. */
+#define SPARKV_PAD_BYTES 128u
+#define SPARKV_MAX_HEAD_DIM 256u
+#define SPARKV_MAX_GROUP 256u /* query heads per KV head */
+#define SPARKV_ERROR_LEN 512
+
+/* One page of one KV head: up to SPARKV_PAGE_TOKENS consecutive tokens. */
+typedef struct sv_page {
+    uint64_t first;        /* layer token index of the page's first token */
+    uint32_t n;            /* tokens stored */
+    uint32_t cap;          /* tokens this page can hold */
+    int compressed;        /* 1: channel-pruned keys (immutable); 0: dense keys */
+    uint64_t kept_elems;   /* compressed: number of kept key values stored in `k` */
+    void *k;               /* compressed: packed kept values, token-major; dense: cap * D values */
+    uint8_t *mask;         /* compressed: cap * D/8 bytes, bit j = channel j kept */
+    uint8_t *sign;         /* compressed with sign bits: cap * D/8 bytes, bit j = pruned channel j < 0 */
+    uint16_t *stats;       /* compressed with recovery: cap * n_stats fp16 values */
+    void *v;               /* cap * D values */
+    size_t alloc_bytes;    /* bytes of the single allocation holding all arrays */
+} sv_page;
+
+/* Per (layer, KV head) storage. */
+typedef struct sv_head {
+    sv_page **pages;
+    uint32_t n_pages;
+    uint32_t pages_cap;
+    float *qn;             /* D window query norms (NULL until a pruned prefill) */
+    float c;               /* mean of qn: statistics are stored divided by it */
+} sv_head;
+
+typedef struct sv_layer {
+    uint64_t n_tokens;
+    uint64_t n_prompt;     /* tokens that came from prefill */
+    int prefilled;
+    sv_head *heads;        /* n_kv_heads */
+} sv_layer;
+
+struct sparkv_cache {
+    sparkv_shape shape;
+    sparkv_policy policy;
+    uint32_t group;        /* n_q_heads / n_kv_heads */
+    uint32_t keep_topk;    /* T for TOPK */
+    uint32_t n_stats;      /* fp16 statistics per compressed token: 0, 1 (mean), 2 (exp), 3 (gauss) */
+    int prunes;            /* prefill prunes key channels */
+    sparkv_kernel kernel;
+    sv_layer *layers;
+    char error[SPARKV_ERROR_LEN];
+};
+
+/* Statistic slots, in order, for each compressed token. */
+enum { SV_STAT_MEAN = 0, SV_STAT_THETA = 1, SV_STAT_SD = 2 };
+
+/* status.c */
+SPARKV_HIDDEN sparkv_status sv_fail(sparkv_cache *cache, sparkv_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+SPARKV_HIDDEN void sv_clear_error(sparkv_cache *cache);
+
+/* policy.c */
+SPARKV_HIDDEN sparkv_status sv_policy_check(sparkv_cache *err_to, const sparkv_policy *policy, uint32_t head_dim);
+SPARKV_HIDDEN uint32_t sv_n_stats(sparkv_recovery recovery);
+SPARKV_HIDDEN size_t sv_precision_bytes(sparkv_precision p);
+
+/* validate.c */
+SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *what, const float *x,
+                                            uint64_t n_outer, uint64_t n_mid, uint32_t d);
+
+/* page.c */
+SPARKV_HIDDEN sv_page *sv_page_new_dense(const sparkv_cache *cache);
+SPARKV_HIDDEN sv_page *sv_page_new_compressed(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_elems);
+SPARKV_HIDDEN void sv_page_free(sv_page *page);
+SPARKV_HIDDEN uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, uint32_t token);
+
+/* convert.c: element stores/loads in a storage precision. */
+SPARKV_HIDDEN void sv_store_row(void *dst, sparkv_precision p, const float *src, size_t n);
+SPARKV_HIDDEN void sv_load_row(float *dst, const void *src, sparkv_precision p, size_t n);
+SPARKV_HIDDEN float sv_load_one(const void *src, sparkv_precision p, size_t index);
+
+/* saliency.c */
+SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use,
+                                   uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
+SPARKV_HIDDEN void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s);
+
+/* select.c: fills the kept mask (d/8 bytes) of one token; returns the number kept. */
+SPARKV_HIDDEN uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mask, double *scratch);
+SPARKV_HIDDEN uint32_t sv_select_cumulative(const double *s, uint32_t d, double p, uint32_t min_keep,
+                                            uint32_t max_keep, uint8_t *mask, double *scratch);
+
+/* pack.c: one token into a compressed page. */
+SPARKV_HIDDEN void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
+                                 const float *k, const double *s, float c);
+
+/* recover.c */
+SPARKV_HIDDEN uint64_t sv_mix64(uint64_t z);
+SPARKV_HIDDEN uint64_t sv_token_hash(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token);
+SPARKV_HIDDEN void sv_channel_uniforms(uint64_t token_hash, uint32_t channel, double *u1, double *u2);
+SPARKV_HIDDEN double sv_draw_scaled(sparkv_recovery rec, const uint16_t *stats, uint64_t token_hash, uint32_t channel);
+SPARKV_HIDDEN void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq);
+SPARKV_HIDDEN void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,
+                                  const float *rq, uint64_t token_hash, float *key);
+
+/* cpu.c */
+SPARKV_HIDDEN sparkv_kernel sv_best_kernel(void);
+
+#endif

@@ -1,0 +1,43 @@
+/* Packing one selected token: kept values, pruned-channel signs, recovery statistics. */
+#include "internal.h"
+#include "half.h"
+
+#include <math.h>
+
+/* Statistics are stored as fp16(sqrt(stat / c)): in units of keys, so they stay inside fp16's
+ * range whenever the keys do, however large qn grows; and sqrt is what recovery multiplies by. */
+static uint16_t stat_half(double stat, float c) { return sv_float_to_half((float)sqrt(stat / (double)c)); }
+
+void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
+                   const float *k, const double *s, float c) {
+    const uint32_t d = cache->shape.head_dim;
+    const uint8_t *mask = page->mask + (size_t)slot * (d / 8);
+    const sparkv_precision kp = cache->policy.key_precision;
+    float kept[SPARKV_MAX_HEAD_DIM];
+    uint32_t n_kept = 0, n_pruned = 0;
+    double pruned_sum = 0.0, min_kept = INFINITY, max_pruned = 0.0;
+    uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
+    for (uint32_t j = 0; j < d; j++) {
+        if (mask[j >> 3] >> (j & 7) & 1u) {
+            kept[n_kept++] = k[j];
+            if (s[j] < min_kept) min_kept = s[j];
+        } else {
+            n_pruned++;
+            pruned_sum += s[j];
+            if (s[j] > max_pruned) max_pruned = s[j];
+            if (sign && k[j] < 0.0f) sign[j >> 3] |= (uint8_t)(1u << (j & 7));
+        }
+    }
+    sv_store_row((uint8_t *)page->k + kept_offset * sv_precision_bytes(kp), kp, kept, n_kept);
+    if (!cache->n_stats) return;
+    double mean = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
+    uint16_t *st = page->stats + (size_t)slot * cache->n_stats;
+    st[SV_STAT_MEAN] = stat_half(mean, c);
+    if (cache->n_stats > SV_STAT_THETA) st[SV_STAT_THETA] = stat_half(n_kept ? min_kept : max_pruned, c);
+    if (cache->n_stats > SV_STAT_SD) {
+        double var = 0.0;
+        for (uint32_t j = 0; j < d; j++)
+            if (!(mask[j >> 3] >> (j & 7) & 1u)) var += (s[j] - mean) * (s[j] - mean);
+        st[SV_STAT_SD] = stat_half(n_pruned ? sqrt(var / (double)n_pruned) : 0.0, c);
+    }
+}

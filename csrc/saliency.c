@@ -1,0 +1,37 @@
+/* Window query norms and per-channel key saliency: s_tj = k_tj^2 * ||Qwin[:, j]||_2. */
+#include "internal.h"
+
+#include <math.h>
+
+/* qn_j over the last n_use of n_window_total window queries of the `group` query heads starting at
+ * first_q_head, averaged over those heads first. Double precision, fixed summation order (window
+ * rows ascending, heads ascending) so any reimplementation can reproduce it bit for bit. */
+void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use, uint32_t group,
+                     uint32_t first_q_head, uint32_t d, float *qn, float *c) {
+    double acc[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t j = 0; j < d; j++) acc[j] = 0.0;
+    for (uint64_t w = n_window_total - n_use; w < n_window_total; w++) {
+        double bar[SPARKV_MAX_HEAD_DIM];
+        for (uint32_t j = 0; j < d; j++) bar[j] = 0.0;
+        for (uint32_t g = 0; g < group; g++) {
+            const float *row = q_window + (((uint64_t)(first_q_head + g)) * n_window_total + w) * d;
+            for (uint32_t j = 0; j < d; j++) bar[j] += (double)row[j];
+        }
+        for (uint32_t j = 0; j < d; j++) {
+            double m = bar[j] / (double)group;
+            acc[j] += m * m;
+        }
+    }
+    double sum = 0.0;
+    for (uint32_t j = 0; j < d; j++) {
+        qn[j] = (float)sqrt(acc[j]);
+        sum += (double)qn[j];
+    }
+    float mean = (float)(sum / (double)d);
+    *c = mean > 0.0f ? mean : 1.0f;
+}
+
+/* Saliency in double: k^2 is exact, so only the product with qn rounds (and never overflows). */
+void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s) {
+    for (uint32_t j = 0; j < d; j++) s[j] = (double)k[j] * (double)k[j] * (double)qn[j];
+}

@@ -1,0 +1,306 @@
+/*
+ * sparkv.h — SparKV: a compact, query-aware channel-pruned KV cache for CPU LLM inference.
+ *
+ * SparKV implements SparK: at prefill, every prompt key keeps only its most salient channels
+ * (saliency s_tj = k_tj^2 * qn_j, qn_j = ||Qwin[:, j]||_2 over the last w post-RoPE queries,
+ * averaged over the query heads of the GQA group). The kept values are stored compactly with a
+ * per-token channel bitmask, optional sign bits for the pruned channels, and a few fp16
+ * statistics from which decode attention *recovers* the pruned entries. Decode attention reads
+ * this compact form directly; the cache is never re-densified.
+ *
+ * Lifecycle:   sparkv_default_policy() -> sparkv_cache_create() -> sparkv_prefill() per layer
+ *              -> { sparkv_append(), sparkv_attend() } per decode step -> sparkv_memory_report()
+ *              -> sparkv_cache_free().
+ *
+ * Conventions (apply to every function below):
+ *  - Every fallible call returns a sparkv_status. SPARKV_OK is 0. sparkv_status_string() gives a
+ *    stable sentence for any code; sparkv_last_error() gives the detail of the last failure.
+ *  - A call that fails leaves the cache exactly as it was before the call.
+ *  - Tensors are float32, row-major, contiguous, already RoPE-rotated. Shapes are written
+ *    [outer][...][inner]. The caller keeps ownership of every pointer it passes; SparKV copies
+ *    what it needs before returning and never keeps a caller pointer.
+ *  - Threading: a sparkv_cache may be used from any thread, but by one thread at a time (calls on
+ *    one handle must not overlap). Distinct handles are independent. Internally prefill and
+ *    attend use OpenMP with the policy's thread count. Results do not depend on the thread
+ *    count: work is split into fixed token chunks merged in a fixed order.
+ *  - Bytes are bytes; token counts are per layer and per KV head unless stated otherwise.
+ *
+ * This header compiles as C99, C11 and C++.
+ */
+#ifndef SPARKV_H
+#define SPARKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(SPARKV_BUILD_SHARED)
+#define SPARKV_API __declspec(dllexport)
+#elif defined(__GNUC__) || defined(__clang__)
+#define SPARKV_API __attribute__((visibility("default")))
+#else
+#define SPARKV_API
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+#define SPARKV_VERSION_MAJOR 0
+#define SPARKV_VERSION_MINOR 1
+#define SPARKV_VERSION_PATCH 0
+#define SPARKV_VERSION_NUMBER (SPARKV_VERSION_MAJOR * 10000 + SPARKV_VERSION_MINOR * 100 + SPARKV_VERSION_PATCH)
+
+/** The library's version as MAJOR*10000 + MINOR*100 + PATCH (compare with SPARKV_VERSION_NUMBER). */
+SPARKV_API unsigned sparkv_version(void);
+/** The library's version as a static string "MAJOR.MINOR.PATCH". Never NULL; do not free. */
+SPARKV_API const char *sparkv_version_string(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status codes                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Result of every fallible call. Values are stable: never reused or renumbered. */
+typedef enum sparkv_status {
+    SPARKV_OK = 0,
+    SPARKV_ERR_NULL_POINTER = 1,     /**< a required pointer argument is NULL */
+    SPARKV_ERR_INVALID_SHAPE = 2,    /**< a size is zero or sizes are inconsistent */
+    SPARKV_ERR_HEAD_DIM = 3,         /**< head_dim is not a multiple of 8 in [8, 256] */
+    SPARKV_ERR_GQA = 4,              /**< n_q_heads is not a multiple of n_kv_heads */
+    SPARKV_ERR_INVALID_POLICY = 5,   /**< a policy field is out of range or an invalid combination */
+    SPARKV_ERR_NON_FINITE = 6,       /**< an input tensor contains NaN or Inf */
+    SPARKV_ERR_LAYER = 7,            /**< layer index out of range */
+    SPARKV_ERR_CAPACITY = 8,         /**< the layer's token capacity would be exceeded */
+    SPARKV_ERR_STATE = 9,            /**< call not allowed in the layer's state (prefill twice, ...) */
+    SPARKV_ERR_WINDOW = 10,          /**< observation window is empty or longer than the prompt */
+    SPARKV_ERR_OUT_OF_MEMORY = 11,   /**< an allocation failed */
+    SPARKV_ERR_UNSUPPORTED = 12,     /**< requested kernel/ISA not supported by this CPU or build */
+    SPARKV_ERR_EMPTY = 13,           /**< attend on a layer that holds no token */
+    SPARKV_ERR_STRUCT_SIZE = 14,     /**< struct_size field is not one this library knows */
+    SPARKV_ERR_INDEX = 15            /**< a head or token index is out of range */
+} sparkv_status;
+
+/** A stable English sentence describing `status` (unknown codes get a generic sentence).
+ *  Static storage; never NULL; do not free. Thread-safe. */
+SPARKV_API const char *sparkv_status_string(sparkv_status status);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Model shape and compression policy                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Shape of the attention layers a cache serves. */
+typedef struct sparkv_shape {
+    uint32_t struct_size; /**< sizeof(sparkv_shape); set by sparkv_default_shape() */
+    uint32_t n_layers;    /**< number of transformer layers, >= 1 */
+    uint32_t n_q_heads;   /**< query heads per layer, >= 1, multiple of n_kv_heads */
+    uint32_t n_kv_heads;  /**< key/value heads per layer, >= 1 (GQA group = n_q_heads / n_kv_heads) */
+    uint32_t head_dim;    /**< D: channels per head, a multiple of 8 in [8, 256]; 64 and 128 are fastest */
+    uint64_t capacity;    /**< maximum tokens per layer (prompt + appended), >= 1. Memory is allocated
+                               in pages as tokens arrive, not reserved up front. */
+} sparkv_shape;
+
+/** How pruned channels are chosen per token. */
+typedef enum sparkv_selection {
+    SPARKV_SELECT_TOPK = 0,       /**< keep T = D - floor(r*D) channels per token */
+    SPARKV_SELECT_CUMULATIVE = 1  /**< keep the fewest top channels whose saliency sum >= p * total,
+                                       clamped to [cumulative_min_keep, cumulative_max_keep] */
+} sparkv_selection;
+
+/** How a pruned key entry is rebuilt at attention time (qn_j: window query norm of channel j). */
+typedef enum sparkv_recovery {
+    SPARKV_RECOVER_NONE = 0,        /**< pruned entry is 0 */
+    SPARKV_RECOVER_MEAN = 1,        /**< sgn * sqrt(m_t / qn_j), m_t = mean pruned saliency */
+    SPARKV_RECOVER_GAUSSIAN = 2,    /**< sgn * sqrt(x / qn_j), x ~ N(m_t, sd_t) clipped to [0, theta_t] */
+    SPARKV_RECOVER_EXPONENTIAL = 3  /**< sgn * sqrt(x / qn_j), x ~ Exp(rate 1/m_t) clipped to [0, theta_t] */
+} sparkv_recovery;
+
+/** Storage precision of kept key values and of values. */
+typedef enum sparkv_precision {
+    SPARKV_F32 = 0,  /**< 4 bytes */
+    SPARKV_F16 = 1,  /**< IEEE binary16, 2 bytes, round to nearest even (default) */
+    SPARKV_BF16 = 2  /**< bfloat16, 2 bytes, round to nearest even */
+} sparkv_precision;
+
+/** Compression policy of a cache. Obtain with sparkv_default_policy() and change fields. */
+typedef struct sparkv_policy {
+    uint32_t struct_size;            /**< sizeof(sparkv_policy); set by sparkv_default_policy() */
+    float key_prune_ratio;           /**< r in [0, 1): fraction of key channels pruned per token (TOPK).
+                                          0 stores keys dense. Default 0 (dense). */
+    sparkv_selection selection;      /**< default SPARKV_SELECT_TOPK */
+    float cumulative_p;              /**< p in (0, 1] for CUMULATIVE. Default 0.9 */
+    uint32_t cumulative_min_keep;    /**< CUMULATIVE lower clamp on kept channels, in [0, D]. Default 1 */
+    uint32_t cumulative_max_keep;    /**< CUMULATIVE upper clamp, in [min_keep, D]; 0 means D. Default 0 */
+    sparkv_recovery recovery;        /**< default SPARKV_RECOVER_MEAN */
+    int32_t sign_bits;               /**< 1: store one sign bit per pruned channel (needs recovery != NONE);
+                                          0: recovered entries are positive. Default 1 */
+    sparkv_precision key_precision;  /**< kept key values and appended keys. Default SPARKV_F16 */
+    sparkv_precision value_precision;/**< values. Default SPARKV_F16 */
+    uint32_t window;                 /**< w: observation-window queries used, >= 1. Default 32 */
+    uint64_t seed;                   /**< seed of the gaussian/exponential draws. Default 0 */
+    int32_t threads;                 /**< OpenMP threads for prefill/attend; 0 = OpenMP's default; >= 0 */
+    float attention_scale;           /**< softmax scale; 0 = 1/sqrt(D). Must be finite and >= 0 */
+} sparkv_policy;
+
+/** A 1-layer default shape (struct_size set, every other field must be filled in by the caller:
+ *  n_layers = 1, n_q_heads = n_kv_heads = 1, head_dim = 128, capacity = 4096). */
+SPARKV_API sparkv_shape sparkv_default_shape(void);
+/** The default policy: dense (r = 0), TOPK, MEAN recovery with sign bits, f16 keys and values,
+ *  window 32, seed 0, OpenMP's thread count, scale 1/sqrt(D). */
+SPARKV_API sparkv_policy sparkv_default_policy(void);
+
+/** Check a policy against a head dimension without creating a cache. Returns SPARKV_OK or
+ *  SPARKV_ERR_INVALID_POLICY / SPARKV_ERR_HEAD_DIM / SPARKV_ERR_STRUCT_SIZE; the detail is
+ *  available from sparkv_last_error(NULL) on the calling thread. */
+SPARKV_API sparkv_status sparkv_policy_validate(const sparkv_policy *policy, uint32_t head_dim);
+
+/** Number of key channels TOPK keeps per token: D - floor(r * D), computed as in the library
+ *  (floor of the float product r*D evaluated in double). */
+SPARKV_API uint32_t sparkv_topk_keep(float key_prune_ratio, uint32_t head_dim);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cache lifecycle                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Opaque cache handle. */
+typedef struct sparkv_cache sparkv_cache;
+
+/** Create an empty cache for `shape` with `policy` (both copied). On success *out receives a
+ *  handle owned by the caller (free with sparkv_cache_free). On failure *out is set to NULL when
+ *  `out` is not NULL, and sparkv_last_error(NULL) on this thread holds the detail. */
+SPARKV_API sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy *policy,
+                                             sparkv_cache **out);
+
+/** Free a cache and all its memory. NULL is a no-op. */
+SPARKV_API void sparkv_cache_free(sparkv_cache *cache);
+
+/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, token 117, channel 5"),
+ *  or, with cache == NULL, of the last failed call on this thread that had no handle (create,
+ *  policy_validate). Empty string if none. Valid until the next call on the same handle/thread. */
+SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
+
+/** Copy the cache's shape / policy out. */
+SPARKV_API sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out);
+SPARKV_API sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out);
+
+/** Tokens currently held by `layer` (prompt + appended), or 0 on a bad handle/layer. */
+SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Prefill, append, attend                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Compress and store the prompt of one layer. Allowed once per layer, on an empty layer.
+ *
+ *  keys, values : [n_kv_heads][n_tokens][D]   (post-RoPE keys)
+ *  q_window     : [n_q_heads][n_window][D]    the last n_window post-RoPE prompt queries of this
+ *                 layer, oldest first. The last min(policy.window, n_window) rows are used.
+ *                 Required (1 <= n_window <= n_tokens) when keys are pruned (r > 0 or CUMULATIVE);
+ *                 may be NULL with n_window = 0 for a dense policy.
+ *
+ * Per KV head: qbar = mean over the group's query heads of the window queries (double);
+ * qn_j = sqrt(sum_w qbar_wj^2); c = mean_j qn_j (1 if 0). Per token: s_tj = k_tj^2 * qn_j
+ * (double), channels selected per the policy (ties toward the lower channel index), kept values
+ * stored in key_precision, pruned-channel signs (bit set = negative) if sign_bits, and statistics
+ * stored as fp16 square roots of (statistic / c): m_t = mean pruned saliency; sd_t its population
+ * standard deviation (GAUSSIAN); theta_t = smallest kept saliency (GAUSSIAN, EXPONENTIAL).
+ * Keeping values in units of keys keeps them inside fp16's range for outlier channels.
+ */
+SPARKV_API sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer,
+                                        const float *keys, const float *values, uint64_t n_tokens,
+                                        const float *q_window, uint64_t n_window);
+
+/** Append one decode token to `layer`: keys, values [n_kv_heads][D]. Stored dense in the policy's
+ *  key/value precision. */
+SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
+                                       const float *keys, const float *values);
+
+/**
+ * Decode attention of one query token over every token `layer` holds.
+ *  q   : [n_q_heads][D]   post-RoPE query
+ *  out : [n_q_heads][D]   softmax(scale * q.K^T) V per query head (written; may not alias q)
+ * Pruned key entries are recovered per the policy; draws of GAUSSIAN/EXPONENTIAL come from a
+ * counter-based hash of (seed, layer, kv_head, token index, channel) — see sparkv_draw_uniform —
+ * so the same call always gives the same result. Each KV head's data is read once for all query
+ * heads of its group.
+ */
+SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memory report                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
+ *  counts everything allocated (page slack included). */
+typedef struct sparkv_memory {
+    uint64_t n_tokens;          /**< tokens held, summed over the layers covered (per KV head) */
+    uint64_t key_bytes;         /**< kept key values + dense appended keys */
+    uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c */
+    uint64_t value_bytes;       /**< values */
+    uint64_t total_bytes;       /**< key_bytes + key_meta_bytes + value_bytes */
+    uint64_t dense_bytes;       /**< the same tokens as dense fp16 K and V: tokens * heads * D * 2 * 2 */
+    uint64_t reserved_bytes;    /**< bytes allocated for token storage and metadata (>= total_bytes) */
+} sparkv_memory;
+
+/** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS). */
+#define SPARKV_ALL_LAYERS 0xFFFFFFFFu
+SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Inspection (tests, debugging, export). Not used by attend.                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/** The key of one stored token as attention sees it (kept values as stored, pruned entries
+ *  recovered per the policy) and its kept-channel mask (bit j of byte j/8 = channel j kept;
+ *  D/8 bytes). Either output may be NULL. Dense tokens report every channel kept. */
+SPARKV_API sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
+                                            uint64_t token, uint8_t *kept_mask, float *key);
+/** The value of one stored token as stored (D floats). */
+SPARKV_API sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
+                                              uint64_t token, float *value);
+/** The window query norms qn_j (D floats) and the scale c of one layer and KV head (zeros and 1
+ *  for a layer stored dense or not yet prefilled). Either output may be NULL. */
+SPARKV_API sparkv_status sparkv_inspect_qnorm(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
+                                              float *qn, float *scale_c);
+
+/** The uniform in (0, 1) of the recovery draw for (seed, layer, kv_head, token, channel), and the
+ *  second uniform a Gaussian draw uses. Published so other implementations can reproduce draws:
+ *    mix(z): z += 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9;
+ *            z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31
+ *    h = mix(mix(mix(mix(seed) ^ layer) ^ kv_head) ^ token);  d1 = mix(h ^ channel);  d2 = mix(d1)
+ *    u = ((d >> 11) + 0.5) * 2^-53
+ *  GAUSSIAN: x = m + sd * sqrt(-2 ln u1) * cos(2 pi u2); EXPONENTIAL: x = -m ln u1; both then
+ *  clipped to [0, theta], all in double. */
+SPARKV_API void sparkv_draw_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token,
+                                     uint32_t channel, double *u1, double *u2);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernels (SIMD dispatch)                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Attention kernel families. AUTO picks the best the CPU supports (checked at run time). The
+ *  environment variable SPARKV_KERNEL=portable|avx2|avx512 overrides AUTO for new caches. */
+typedef enum sparkv_kernel {
+    SPARKV_KERNEL_AUTO = 0,
+    SPARKV_KERNEL_PORTABLE = 1, /**< plain C11, the specification */
+    SPARKV_KERNEL_AVX2 = 2,     /**< AVX2 + FMA + F16C */
+    SPARKV_KERNEL_AVX512 = 3    /**< AVX-512 F/BW/VL/VBMI2 + F16C */
+} sparkv_kernel;
+
+/** 1 if this CPU and build support `kernel`, else 0. */
+SPARKV_API int sparkv_kernel_supported(sparkv_kernel kernel);
+/** Choose the kernel family of a cache. SPARKV_ERR_UNSUPPORTED if the CPU lacks it. */
+SPARKV_API sparkv_status sparkv_cache_set_kernel(sparkv_cache *cache, sparkv_kernel kernel);
+/** The kernel family a cache uses (never AUTO). */
+SPARKV_API sparkv_kernel sparkv_cache_kernel(const sparkv_cache *cache);
+/** "portable", "avx2", "avx512" or "auto". Static; never NULL. */
+SPARKV_API const char *sparkv_kernel_name(sparkv_kernel kernel);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARKV_H */
