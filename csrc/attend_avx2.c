@@ -1,2 +1,157 @@
+/* AVX2 decode-attention kernels (AVX2 + FMA + F16C + BMI2), chosen at run time.
+ *
+ * AVX2 has no expand instruction: for each 8-channel byte of the kept mask, pdep turns the mask
+ * into the permutation that moves the next popcount(mask) packed values to their channels
+ * (lane l gets packed index rank(l)), and the pruned lanes are filled with the MEAN recovery, as
+ * in the AVX-512 kernel. Cases not specialised here use the portable kernels. */
 #include "attend.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define SV_TARGET __attribute__((target("avx2,fma,f16c,bmi2,popcnt")))
+#define SV_INLINE static inline __attribute__((always_inline)) SV_TARGET
+
+/* 0xFF in byte l of the result for each bit l set in m. */
+SV_INLINE uint64_t bytes_of_bits(uint32_t m) { return _pdep_u64(m, 0x0101010101010101ull) * 0xFFu; }
+
+SV_INLINE __m256 load8(const uint8_t *p, sparkv_precision kp) {
+    if (kp == SPARKV_F32) return _mm256_loadu_ps((const float *)p);
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    return kp == SPARKV_F16 ? _mm256_cvtph_ps(raw)
+                            : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+SV_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+SV_INLINE void score_compressed_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                  uint64_t *kept, float *scores, const uint32_t G) {
+    const sparkv_cache *cache = h->cache;
+    const uint32_t d = h->d, nc = d / 8;
+    const sparkv_precision kp = cache->policy.key_precision;
+    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    const int mean = cache->policy.recovery == SPARKV_RECOVER_MEAN;
+    const uint8_t *kptr = (const uint8_t *)page->k + *kept * kb;
+    const __m256i signbit = _mm256_set1_epi32((int)0x80000000u);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t slot = t0 + i;
+        const uint8_t *mask = page->mask + (size_t)slot * nc;
+        const uint8_t *sign = page->sign ? page->sign + (size_t)slot * nc : NULL;
+        __m256 a = _mm256_setzero_ps();
+        if (mean) a = _mm256_cvtph_ps(_mm_set1_epi16((short)page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]));
+        __m256 acc[16];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+        for (uint32_t c = 0; c < nc; c++) {
+            const uint32_t m = mask[c];
+            const uint64_t lanes = bytes_of_bits(m);
+            /* lane l takes packed element rank(l): pdep deposits 0,1,2,... into the kept bytes */
+            const __m256i idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)_pdep_u64(0x0706050403020100ull, lanes)));
+            const __m256i keep = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128((long long)lanes));
+            __m256 key = _mm256_permutevar8x32_ps(load8(kptr, kp), idx);
+            kptr += (size_t)__builtin_popcount(m) * kb;
+            if (mean) {
+                __m256 fill = _mm256_mul_ps(a, _mm256_loadu_ps(h->rq + 8 * c));
+                if (sign) {
+                    const __m256i neg = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128((long long)bytes_of_bits(sign[c])));
+                    fill = _mm256_xor_ps(fill, _mm256_castsi256_ps(_mm256_and_si256(neg, signbit)));
+                }
+                key = _mm256_blendv_ps(fill, key, _mm256_castsi256_ps(keep));
+            } else {
+                key = _mm256_and_ps(key, _mm256_castsi256_ps(keep));
+            }
+            for (uint32_t g = 0; g < G; g++)
+                acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(h->qs + (size_t)g * d + 8 * c), key, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) scores[g * SV_BLOCK + i] = hsum8(acc[g]);
+    }
+    *kept = (uint64_t)(kptr - (const uint8_t *)page->k) / kb;
+}
+
+SV_TARGET static void score_compressed(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                       uint64_t *kept, float *scores) {
+    const sparkv_recovery rec = h->cache->policy.recovery;
+    if (h->group > 16 || (rec != SPARKV_RECOVER_NONE && rec != SPARKV_RECOVER_MEAN)) {
+        sv_score_compressed_portable(h, page, t0, n, kept, scores);
+        return;
+    }
+    switch (h->group) {
+    case 1: score_compressed_g(h, page, t0, n, kept, scores, 1); break;
+    case 2: score_compressed_g(h, page, t0, n, kept, scores, 2); break;
+    case 3: score_compressed_g(h, page, t0, n, kept, scores, 3); break;
+    case 4: score_compressed_g(h, page, t0, n, kept, scores, 4); break;
+    case 8: score_compressed_g(h, page, t0, n, kept, scores, 8); break;
+    default: score_compressed_g(h, page, t0, n, kept, scores, h->group); break;
+    }
+}
+
+SV_INLINE void score_dense_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, float *scores,
+                             const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 8;
+    const sparkv_precision kp = h->cache->policy.key_precision;
+    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * d * kb;
+        __m256 acc[16];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+        for (uint32_t c = 0; c < nc; c++) {
+            __m256 key = load8(row + (size_t)8 * c * kb, kp);
+            for (uint32_t g = 0; g < G; g++)
+                acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(h->qs + (size_t)g * d + 8 * c), key, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) scores[g * SV_BLOCK + i] = hsum8(acc[g]);
+    }
+}
+
+SV_TARGET static void score_dense(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                  float *scores) {
+    if (h->group > 16) { sv_score_dense_portable(h, page, t0, n, scores); return; }
+    switch (h->group) {
+    case 1: score_dense_g(h, page, t0, n, scores, 1); break;
+    case 2: score_dense_g(h, page, t0, n, scores, 2); break;
+    case 3: score_dense_g(h, page, t0, n, scores, 3); break;
+    case 4: score_dense_g(h, page, t0, n, scores, 4); break;
+    case 8: score_dense_g(h, page, t0, n, scores, 8); break;
+    default: score_dense_g(h, page, t0, n, scores, h->group); break;
+    }
+}
+
+SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
+                              float *accum, const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 8;
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    const size_t vb = vp == SPARKV_F32 ? 4 : 2;
+    const uint8_t *base = (const uint8_t *)page->v + (size_t)t0 * d * vb;
+    for (uint32_t c = 0; c < nc; c++) {
+        __m256 acc[16];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm256_loadu_ps(accum + (size_t)g * d + 8 * c);
+        for (uint32_t i = 0; i < n; i++) {
+            __m256 v = load8(base + ((size_t)i * d + 8 * c) * vb, vp);
+            for (uint32_t g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(p[g * SV_BLOCK + i]), v, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) _mm256_storeu_ps(accum + (size_t)g * d + 8 * c, acc[g]);
+    }
+}
+
+SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
+                                   float *accum) {
+    if (h->group > 16) { sv_accumulate_v_portable(h, page, t0, n, p, accum); return; }
+    switch (h->group) {
+    case 1: accumulate_v_g(h, page, t0, n, p, accum, 1); break;
+    case 2: accumulate_v_g(h, page, t0, n, p, accum, 2); break;
+    case 3: accumulate_v_g(h, page, t0, n, p, accum, 3); break;
+    case 4: accumulate_v_g(h, page, t0, n, p, accum, 4); break;
+    case 8: accumulate_v_g(h, page, t0, n, p, accum, 8); break;
+    default: accumulate_v_g(h, page, t0, n, p, accum, h->group); break;
+    }
+}
+
+const sv_kernels sv_kernels_avx2 = {score_compressed, score_dense, accumulate_v};
+
+#else
 const sv_kernels sv_kernels_avx2 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable};
+#endif

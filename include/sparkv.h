@@ -286,7 +286,7 @@ SPARKV_API void sparkv_draw_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_
 typedef enum sparkv_kernel {
     SPARKV_KERNEL_AUTO = 0,
     SPARKV_KERNEL_PORTABLE = 1, /**< plain C11, the specification */
-    SPARKV_KERNEL_AVX2 = 2,     /**< AVX2 + FMA + F16C */
+    SPARKV_KERNEL_AVX2 = 2,     /**< AVX2 + FMA + F16C + BMI2 */
     SPARKV_KERNEL_AVX512 = 3    /**< AVX-512 F/BW/VL/VBMI2 + F16C */
 } sparkv_kernel;
 
