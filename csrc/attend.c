@@ -17,28 +17,6 @@
 /* At most this many chunks per KV head. */
 #define SV_MAX_CHUNKS 16u
 
-/* exp(x) for x <= 0 in plain C that vectorizes: Cody-Waite reduction and a degree-6 polynomial
- * (relative error below 3e-7); x below -87 gives 0. */
-static void exp_nonpositive(float *x, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] < -87.0f ? -87.0f : x[i];
-        float t = v * 1.44269504088896341f;
-        float k = (float)(int32_t)(t - 0.5f); /* round half down: v <= 0 */
-        float r = v - k * 0.693145751953125f - k * 1.428606765330187045e-06f;
-        float p = 1.0f / 720.0f;
-        p = p * r + 1.0f / 120.0f;
-        p = p * r + 1.0f / 24.0f;
-        p = p * r + 1.0f / 6.0f;
-        p = p * r + 0.5f;
-        p = p * r + 1.0f;
-        p = p * r + 1.0f;
-        int32_t bits = ((int32_t)k + 127) << 23;
-        float scale;
-        memcpy(&scale, &bits, 4);
-        x[i] = x[i] < -87.0f ? 0.0f : p * scale;
-    }
-}
-
 static const sv_kernels *kernels_for(sparkv_kernel k) {
     switch (k) {
     case SPARKV_KERNEL_AVX512: return &sv_kernels_avx512;
@@ -139,9 +117,12 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                             mx[i] = bm;
                         }
                         for (uint32_t t = 0; t < n; t++) s[t] -= mx[i];
-                        exp_nonpositive(s, n);
+                        for (uint32_t t = n; t < SV_BLOCK; t++) s[t] = -INFINITY; /* exp gives 0 */
+                    }
+                    K->exp_block(sc, g * SV_BLOCK);
+                    for (uint32_t i = 0; i < g; i++) {
                         float ls = 0.0f;
-                        for (uint32_t t = 0; t < n; t++) ls += s[t];
+                        for (uint32_t t = 0; t < n; t++) ls += sc[i * SV_BLOCK + t];
                         sum[i] += ls;
                     }
                     K->accumulate_v(&ctx, page, t0, n, sc, acc);

@@ -26,6 +26,8 @@ typedef struct sv_kernels {
     /* acc[g * d + j] += sum_i p[g * SV_BLOCK + i] * v(t0 + i)_j */
     void (*accumulate_v)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                          const float *p, float *acc);
+    /* x[i] = exp(x[i]) for x[i] <= 0 (the softmax weights of a block), relative error < 3e-7 */
+    void (*exp_block)(float *x, uint32_t n);
 } sv_kernels;
 
 SPARKV_HIDDEN extern const sv_kernels sv_kernels_portable;
@@ -37,6 +39,7 @@ SPARKV_HIDDEN void sv_score_compressed_portable(const sv_head_ctx *h, const sv_p
                                                 uint32_t n, uint64_t *kept, float *scores);
 SPARKV_HIDDEN void sv_score_dense_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                            float *scores);
+SPARKV_HIDDEN void sv_exp_block_portable(float *x, uint32_t n);
 SPARKV_HIDDEN void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                             const float *p, float *acc);
 

@@ -150,8 +150,34 @@ SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, ui
     }
 }
 
-const sv_kernels sv_kernels_avx2 = {score_compressed, score_dense, accumulate_v};
+/* The portable polynomial (attend_portable.c), 8 lanes at a time; n is a multiple of 8. */
+SV_TARGET static void exp_block(float *x, uint32_t n) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x0 = _mm256_loadu_ps(x + i);
+        __m256 v = _mm256_max_ps(x0, lo);
+        __m256 t = _mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f));
+        __m256 k = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f))));
+        __m256 r = _mm256_sub_ps(_mm256_sub_ps(v, _mm256_mul_ps(k, _mm256_set1_ps(0.693145751953125f))),
+                                 _mm256_mul_ps(k, _mm256_set1_ps(1.428606765330187045e-06f)));
+        __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(k), _mm256_set1_epi32(127)), 23);
+        __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+        y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x0, lo, _CMP_LT_OQ));
+        _mm256_storeu_ps(x + i, y);
+    }
+    if (i < n) sv_exp_block_portable(x + i, n - i);
+}
+
+const sv_kernels sv_kernels_avx2 = {score_compressed, score_dense, accumulate_v, exp_block};
 
 #else
-const sv_kernels sv_kernels_avx2 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable};
+const sv_kernels sv_kernels_avx2 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable, sv_exp_block_portable};
 #endif

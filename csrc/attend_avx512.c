@@ -13,15 +13,17 @@
 #define SV_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx2,fma,f16c,bmi2,popcnt")))
 #define SV_INLINE static inline __attribute__((always_inline)) SV_TARGET
 
-/* 16 stored keys values (f32, f16 or bf16) expanded into the lanes set in `m`; *ptr advances. */
+/* 16 stored key values (f32, f16 or bf16) expanded into the lanes set in `m`; *ptr advances.
+ * A full-width load then a register expand: the memory forms of vexpand are microcoded and slow
+ * on some cores. The load may run past the packed values into the page's zeroed padding. */
 SV_INLINE __m512 expand16(const uint8_t **ptr, __mmask16 m, sparkv_precision kp) {
     const int cnt = __builtin_popcount((unsigned)m);
     __m512 r;
     if (kp == SPARKV_F32) {
-        r = _mm512_maskz_expandloadu_ps(m, *ptr);
+        r = _mm512_maskz_expand_ps(m, _mm512_loadu_ps(*ptr));
         *ptr += (size_t)cnt * 4;
     } else {
-        __m256i raw = _mm256_maskz_expandloadu_epi16(m, *ptr);
+        __m256i raw = _mm256_maskz_expand_epi16(m, _mm256_loadu_si256((const __m256i *)*ptr));
         r = kp == SPARKV_F16 ? _mm512_cvtph_ps(raw)
                              : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
         *ptr += (size_t)cnt * 2;
@@ -155,9 +157,34 @@ SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, ui
     }
 }
 
-const sv_kernels sv_kernels_avx512 = {score_compressed, score_dense, accumulate_v};
+/* The portable polynomial (attend_portable.c), 16 lanes at a time. */
+SV_TARGET static void exp_block(float *x, uint32_t n) {
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    for (uint32_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 v = _mm512_max_ps(x0, lo);
+        __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f));
+        __m512 k = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_sub_ps(t, _mm512_set1_ps(0.5f))));
+        __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_mul_ps(k, _mm512_set1_ps(0.693145751953125f))),
+                                 _mm512_mul_ps(k, _mm512_set1_ps(1.428606765330187045e-06f)));
+        __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
+        __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(x + i, m, y);
+    }
+}
+
+const sv_kernels sv_kernels_avx512 = {score_compressed, score_dense, accumulate_v, exp_block};
 
 #else
 /* Not x86-64: the dispatcher never selects these; keep the symbol for the table. */
-const sv_kernels sv_kernels_avx512 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable};
+const sv_kernels sv_kernels_avx512 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable, sv_exp_block_portable};
 #endif
