@@ -1,0 +1,233 @@
+# SparKV — C-only build (GNU make; no Swift needed).
+#
+#   make                        build/libsparkv.so (soname libsparkv.so.MAJOR, file libsparkv.so.MAJOR.MINOR.PATCH),
+#                               build/libsparkv.a and build/sparkv.pc
+#   make check                  all + check-symbols + check-header + test-c + example + test-python + check-install
+#   make install PREFIX=/opt/x  header, libraries (with symlinks) and sparkv.pc; DESTDIR is honoured
+#   make uninstall PREFIX=/opt/x
+#   make clean
+#
+# Compilers: CC=cc (default), CC=gcc (OpenMP from libgomp) or CC=clang (OpenMP from Debian's LLVM 14
+# libomp; override OMP_LLVM_LIBDIR / OMP_LLVM_INCLUDE for another LLVM). Changing CC or the flags
+# rebuilds everything. Every csrc/*.c is compiled: new kernel files need no change here.
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR      ?=
+BUILD        ?= build
+PYTHON       ?= python3
+AR           ?= ar
+INSTALL      ?= install
+PKG_CONFIG   ?= pkg-config
+
+HEADER := include/sparkv.h
+
+# ---- version, read from the header ------------------------------------------------------------
+version_field = $(shell sed -n 's/^[#][[:space:]]*define[[:space:]][[:space:]]*SPARKV_VERSION_$(1)[[:space:]][[:space:]]*\([0-9][0-9]*\).*/\1/p' $(HEADER))
+VERSION_MAJOR := $(call version_field,MAJOR)
+VERSION_MINOR := $(call version_field,MINOR)
+VERSION_PATCH := $(call version_field,PATCH)
+ifeq ($(strip $(VERSION_MAJOR)),)
+$(error cannot read SPARKV_VERSION_MAJOR from $(HEADER))
+endif
+ifeq ($(strip $(VERSION_MINOR)),)
+$(error cannot read SPARKV_VERSION_MINOR from $(HEADER))
+endif
+ifeq ($(strip $(VERSION_PATCH)),)
+$(error cannot read SPARKV_VERSION_PATCH from $(HEADER))
+endif
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+SONAME     := libsparkv.so.$(VERSION_MAJOR)
+LIB_REAL   := libsparkv.so.$(VERSION)
+LIB_SHARED := $(BUILD)/libsparkv.so
+LIB_STATIC := $(BUILD)/libsparkv.a
+PC_FILE    := $(BUILD)/sparkv.pc
+
+# ---- compiler and OpenMP ------------------------------------------------------------------------
+CC_IS_CLANG := $(shell $(CC) --version 2>/dev/null | grep -qi clang && echo 1)
+ifeq ($(origin CXX),default)
+  ifeq ($(CC_IS_CLANG),1)
+    CXX := $(if $(filter %clang,$(CC)),$(patsubst %clang,%clang++,$(CC)),clang++)
+  else
+    CXX := $(if $(filter %gcc,$(CC)),$(patsubst %gcc,%g++,$(CC)),c++)
+  endif
+endif
+
+OMP_LLVM_LIBDIR  ?= /usr/lib/llvm-14/lib
+OMP_LLVM_INCLUDE ?= /usr/lib/llvm-14/lib/clang/14.0.6/include
+ifeq ($(CC_IS_CLANG),1)
+  OMP_CFLAGS  := -fopenmp -isystem $(OMP_LLVM_INCLUDE)
+  OMP_LDFLAGS := -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR)
+  OMP_PC_LIBS := -L$(OMP_LLVM_LIBDIR) -lomp
+else
+  OMP_CFLAGS  := -fopenmp
+  OMP_LDFLAGS := -fopenmp
+  OMP_PC_LIBS := -lgomp
+endif
+
+# Flags the library needs (do not override); CFLAGS / CPPFLAGS / LDFLAGS are the user's additions.
+LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden -Iinclude -Icsrc $(OMP_CFLAGS)
+WARNFLAGS  ?= -Wall -Wextra -Wno-unused-parameter
+SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
+SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+SRCS     := $(sort $(wildcard csrc/*.c))
+OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
+SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
+
+.PHONY: all shared static pc install uninstall clean check check-symbols check-header check-install \
+        test-c example test-python FORCE
+
+all: shared static pc
+shared: $(LIB_SHARED) $(BUILD)/$(SONAME)
+static: $(LIB_STATIC)
+pc: $(PC_FILE)
+
+# Rebuild when the compiler or flags change, and rewrite sparkv.pc when the install paths change:
+# each stamp file is rewritten only when its content differs.
+COMPILE_ID = $(CC) | $(SRCS) | $(LIB_CFLAGS) | $(WARNFLAGS) | $(CPPFLAGS) | $(CFLAGS) | $(LDFLAGS) | $(OMP_LDFLAGS)
+PATHS_ID   = $(PREFIX) | $(LIBDIR) | $(INCLUDEDIR) | $(OMP_PC_LIBS) | $(VERSION)
+define update_stamp
+	@mkdir -p $(dir $@)
+	@echo '$($(1))' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+endef
+$(BUILD)/compile.stamp: FORCE
+	$(call update_stamp,COMPILE_ID)
+$(BUILD)/paths.stamp: FORCE
+	$(call update_stamp,PATHS_ID)
+
+$(BUILD)/obj/%.o: csrc/%.c $(BUILD)/compile.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The export list: only sparkv_* (hides linker-defined symbols such as _end that lld exports).
+EXPORTS_MAP := $(BUILD)/sparkv.map
+$(EXPORTS_MAP):
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '{' '  global: sparkv_*;' '  local: *;' '};' > $@
+
+$(BUILD)/$(LIB_REAL): $(OBJS) $(EXPORTS_MAP)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,--version-script,$(EXPORTS_MAP) \
+	    -o $@ $(OBJS) $(OMP_LDFLAGS) -lm
+$(BUILD)/$(SONAME): $(BUILD)/$(LIB_REAL)
+	ln -sf $(LIB_REAL) $@
+$(LIB_SHARED): $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(LIB_STATIC): $(OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $(OBJS)
+
+# libdir / includedir are written relative to ${prefix} when they lie under it.
+PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+$(PC_FILE): sparkv.pc.in $(BUILD)/paths.stamp
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(OMP_PC_LIBS) -lm|g' $< > $@
+
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+
+# ---- install --------------------------------------------------------------------------------------
+install: all
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/sparkv.h
+	$(INSTALL) -m 755 $(BUILD)/$(LIB_REAL) $(DESTDIR)$(LIBDIR)/$(LIB_REAL)
+	ln -sf $(LIB_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsparkv.so
+	$(INSTALL) -m 644 $(LIB_STATIC) $(DESTDIR)$(LIBDIR)/libsparkv.a
+	$(INSTALL) -m 644 $(PC_FILE) $(DESTDIR)$(PKGCONFIGDIR)/sparkv.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/sparkv.h $(DESTDIR)$(LIBDIR)/$(LIB_REAL) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libsparkv.so $(DESTDIR)$(LIBDIR)/libsparkv.a $(DESTDIR)$(PKGCONFIGDIR)/sparkv.pc
+
+clean:
+	rm -rf $(BUILD)
+
+# ---- checks ---------------------------------------------------------------------------------------
+check: all check-symbols check-header test-c example test-python check-install
+
+# The shared library must export exactly the functions the header declares, all named sparkv_*.
+check-symbols: $(LIB_SHARED)
+	@nm -D --defined-only $(LIB_SHARED) | awk '{print $$NF}' | sort -u > $(BUILD)/exported.txt
+	@sed -n 's/^SPARKV_API.*[ *]\(sparkv_[a-z0-9_]*\)(.*/\1/p' $(HEADER) | sort -u > $(BUILD)/declared.txt
+	@if grep -v '^sparkv_' $(BUILD)/exported.txt; then \
+	    echo "check-symbols: FAILED: the symbols above are exported but not named sparkv_*"; exit 1; fi
+	@if ! cmp -s $(BUILD)/exported.txt $(BUILD)/declared.txt; then \
+	    echo "check-symbols: FAILED: exported (<) and declared in $(HEADER) (>) differ:"; \
+	    diff $(BUILD)/exported.txt $(BUILD)/declared.txt; exit 1; fi
+	@echo "check-symbols: OK ($$(wc -l < $(BUILD)/exported.txt) symbols, all sparkv_*, all declared)"
+
+# The header alone must compile cleanly as C99, C11 and C++11.
+HDR_TU := $(BUILD)/header_check.c
+$(HDR_TU): $(HEADER)
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '#include "sparkv.h"' '#include "sparkv.h" /* include guard */' \
+	    'int main(void) {' \
+	    '    sparkv_shape s = sparkv_default_shape();' \
+	    '    sparkv_policy p = sparkv_default_policy();' \
+	    '    sparkv_memory m = {0, 0, 0, 0, 0, 0, 0};' \
+	    '    sparkv_cache *c = 0;' \
+	    '    sparkv_kernel k = SPARKV_KERNEL_AUTO;' \
+	    '    sparkv_status st = SPARKV_OK;' \
+	    '    (void)s; (void)p; (void)m; (void)c; (void)k; (void)st;' \
+	    '    return sparkv_version() == SPARKV_VERSION_NUMBER && SPARKV_ALL_LAYERS != 0u ? 0 : 1;' \
+	    '}' > $@
+check-header: $(HDR_TU)
+	$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -Wstrict-prototypes -Iinclude -fsyntax-only $(HDR_TU)
+	$(CC) -std=c11 -Wall -Wextra -pedantic -Werror -Wstrict-prototypes -Iinclude -fsyntax-only $(HDR_TU)
+	$(CXX) -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iinclude -fsyntax-only $(HDR_TU)
+	@echo "check-header: OK (C99, C11, C++11)"
+
+# API test: the test and every csrc file built with ASan + UBSan, no shared library involved.
+$(BUILD)/san/%.o: csrc/%.c $(BUILD)/compile.stamp
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(SAN_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/test_api: Tests/C/test_api.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c $(SAN_OBJS) \
+	    $(OMP_LDFLAGS) -lm
+test-c: $(BUILD)/test_api
+	$(SAN_ENV) ./$(BUILD)/test_api
+
+# The example, linked against the shared library.
+$(BUILD)/examples/decode: examples/c/decode.c $(HEADER) $(LIB_SHARED)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -Wall -Wextra -pedantic -Werror -Iinclude -o $@ $< -L$(BUILD) -lsparkv \
+	    -Wl,-rpath,$(abspath $(BUILD)) -lm
+example: $(BUILD)/examples/decode
+	./$(BUILD)/examples/decode
+
+test-python: $(LIB_SHARED)
+	SPARKV_LIBRARY=$(abspath $(LIB_SHARED)) PYTHONPATH=$(abspath python)$${PYTHONPATH:+:$$PYTHONPATH} \
+	    $(PYTHON) -m pytest -q python/tests
+
+# Install into a staging directory, then build the example from the installed files through
+# pkg-config, once against the shared library and once statically.
+STAGE := $(abspath $(BUILD))/stage
+STAGE_PC := PKG_CONFIG_PATH=$(STAGE)$(PKGCONFIGDIR) PKG_CONFIG_SYSROOT_DIR=$(STAGE) $(PKG_CONFIG)
+check-install: all
+	@rm -rf $(STAGE)
+	$(MAKE) --no-print-directory install DESTDIR=$(STAGE)
+	test -L $(STAGE)$(LIBDIR)/libsparkv.so && test -L $(STAGE)$(LIBDIR)/$(SONAME) && test -f $(STAGE)$(LIBDIR)/$(LIB_REAL)
+	test "$$($(STAGE_PC) --modversion sparkv)" = "$(VERSION)"
+	$(CC) -std=c11 -O2 -o $(BUILD)/stage-decode-shared examples/c/decode.c $$($(STAGE_PC) --cflags --libs sparkv) -lm
+	LD_LIBRARY_PATH=$(STAGE)$(LIBDIR) ./$(BUILD)/stage-decode-shared > /dev/null
+	$(CC) -std=c11 -O2 -o $(BUILD)/stage-decode-static examples/c/decode.c $$($(STAGE_PC) --cflags sparkv) \
+	    $$($(STAGE_PC) --libs-only-L sparkv) -Wl,-Bstatic -lsparkv -Wl,-Bdynamic \
+	    $$($(STAGE_PC) --static --libs-only-l sparkv | sed 's/-lsparkv//') $(OMP_LDFLAGS)
+	! ldd $(BUILD)/stage-decode-static | grep -q libsparkv
+	./$(BUILD)/stage-decode-static > /dev/null
+	$(MAKE) --no-print-directory uninstall DESTDIR=$(STAGE)
+	test ! -e $(STAGE)$(LIBDIR)/libsparkv.so && test ! -e $(STAGE)$(INCLUDEDIR)/sparkv.h
+	@rm -rf $(STAGE)
+	@echo "check-install: OK (pkg-config, shared and static link, uninstall)"
+
+FORCE:

@@ -1,0 +1,1208 @@
+/*
+ * test_api.c — the public C API of SparKV, tested from C alone (no Swift).
+ *
+ * Every function of sparkv.h is called, every documented error path is provoked, and after each
+ * failure the test asserts (1) the exact status, (2) a fresh, non-empty sparkv_last_error() and
+ * (3) that the cache is exactly as before (memory report, token counts, stored state and attend
+ * output, compared bit for bit). Stored keys, masks, statistics-based recovery and attention are
+ * checked against an independent reference (test_util.h and ref_* below) written from the header's
+ * semantics.
+ *
+ *   make test-c      (builds this file and csrc/ with ASan + UBSan and runs it)
+ *
+ * The last line printed is "N passed, M failed"; the exit status is non-zero if M > 0.
+ */
+#include "sparkv.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_D 256u
+
+static const sparkv_kernel ALL_KERNELS[] = {SPARKV_KERNEL_PORTABLE, SPARKV_KERNEL_AVX2, SPARKV_KERNEL_AVX512};
+
+static sparkv_shape make_shape(uint32_t n_layers, uint32_t n_q, uint32_t n_kv, uint32_t d, uint64_t capacity) {
+    sparkv_shape s = sparkv_default_shape();
+    s.n_layers = n_layers;
+    s.n_q_heads = n_q;
+    s.n_kv_heads = n_kv;
+    s.head_dim = d;
+    s.capacity = capacity;
+    return s;
+}
+
+static sparkv_policy spark_policy(float r, sparkv_recovery rec, int sign_bits) {
+    sparkv_policy p = sparkv_default_policy();
+    p.key_prune_ratio = r;
+    p.recovery = rec;
+    p.sign_bits = sign_bits;
+    return p;
+}
+
+static int shape_equal(const sparkv_shape *a, const sparkv_shape *b) {
+    return a->struct_size == b->struct_size && a->n_layers == b->n_layers && a->n_q_heads == b->n_q_heads &&
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->capacity == b->capacity;
+}
+
+static int policy_equal(const sparkv_policy *a, const sparkv_policy *b) {
+    return a->struct_size == b->struct_size && memcmp(&a->key_prune_ratio, &b->key_prune_ratio, 4) == 0 &&
+           a->selection == b->selection && memcmp(&a->cumulative_p, &b->cumulative_p, 4) == 0 &&
+           a->cumulative_min_keep == b->cumulative_min_keep && a->cumulative_max_keep == b->cumulative_max_keep &&
+           a->recovery == b->recovery && a->sign_bits == b->sign_bits && a->key_precision == b->key_precision &&
+           a->value_precision == b->value_precision && a->window == b->window && a->seed == b->seed &&
+           a->threads == b->threads && memcmp(&a->attention_scale, &b->attention_scale, 4) == 0;
+}
+
+static int memory_equal(const sparkv_memory *a, const sparkv_memory *b) {
+    return a->n_tokens == b->n_tokens && a->key_bytes == b->key_bytes && a->key_meta_bytes == b->key_meta_bytes &&
+           a->value_bytes == b->value_bytes && a->total_bytes == b->total_bytes && a->dense_bytes == b->dense_bytes &&
+           a->reserved_bytes == b->reserved_bytes;
+}
+
+static uint32_t popcount_bytes(const uint8_t *m, size_t n) {
+    uint32_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++) c += (m[i] >> b) & 1u;
+    return c;
+}
+
+/* ============================================================================================== */
+/* Snapshots: everything observable about a cache, to prove a failed call changed nothing.        */
+/* ============================================================================================== */
+
+typedef struct blob {
+    unsigned char *data;
+    size_t len, cap;
+} blob;
+
+static void blob_put(blob *b, const void *p, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *grown = (unsigned char *)realloc(b->data, cap);
+        if (!grown) { fprintf(stderr, "test: out of memory\n"); exit(2); }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+/* The state as a byte string: shape, policy, kernel, memory reports, token counts, qn/c of every
+ * head, key (mask + recovered) and value of the first, a middle and the last token of every head,
+ * and the attend output of every non-empty layer for a fixed query. */
+static blob snap_take(sparkv_cache *c) {
+    blob b = {NULL, 0, 0};
+    sparkv_shape sh;
+    sparkv_policy po;
+    if (sparkv_cache_shape(c, &sh) != SPARKV_OK || sparkv_cache_policy(c, &po) != SPARKV_OK) {
+        fprintf(stderr, "test: cannot read shape/policy for a snapshot\n");
+        exit(2);
+    }
+    /* Field by field: struct padding is not part of the state. */
+    uint64_t fields[] = {sh.n_layers, sh.n_q_heads, sh.n_kv_heads, sh.head_dim, sh.capacity};
+    blob_put(&b, fields, sizeof fields);
+    uint32_t r_bits, p_bits, scale_bits;
+    memcpy(&r_bits, &po.key_prune_ratio, 4);
+    memcpy(&p_bits, &po.cumulative_p, 4);
+    memcpy(&scale_bits, &po.attention_scale, 4);
+    uint64_t pf[] = {po.struct_size, r_bits, (uint64_t)po.selection, p_bits, po.cumulative_min_keep,
+                     po.cumulative_max_keep, (uint64_t)po.recovery, (uint64_t)po.sign_bits,
+                     (uint64_t)po.key_precision, (uint64_t)po.value_precision, po.window, po.seed,
+                     (uint64_t)po.threads, scale_bits};
+    blob_put(&b, pf, sizeof pf);
+    sparkv_kernel k = sparkv_cache_kernel(c);
+    blob_put(&b, &k, sizeof k);
+    sparkv_memory m;
+    memset(&m, 0, sizeof m);
+    sparkv_memory_report(c, SPARKV_ALL_LAYERS, &m);
+    blob_put(&b, &m, sizeof m);
+    const uint32_t d = sh.head_dim;
+    float *q = falloc((size_t)sh.n_q_heads * d), *out = falloc((size_t)sh.n_q_heads * d);
+    rng r = {777};
+    fill_normal(&r, q, (size_t)sh.n_q_heads * d, 1.0f);
+    for (uint32_t l = 0; l < sh.n_layers; l++) {
+        memset(&m, 0, sizeof m);
+        sparkv_memory_report(c, l, &m);
+        blob_put(&b, &m, sizeof m);
+        uint64_t n = sparkv_layer_tokens(c, l);
+        blob_put(&b, &n, sizeof n);
+        for (uint32_t h = 0; h < sh.n_kv_heads; h++) {
+            float qn[MAX_D], cc = -1.0f;
+            sparkv_inspect_qnorm(c, l, h, qn, &cc);
+            blob_put(&b, qn, d * sizeof(float));
+            blob_put(&b, &cc, sizeof cc);
+            uint64_t probe[3] = {0, n / 2, n ? n - 1 : 0};
+            for (int i = 0; n && i < 3; i++) {
+                uint8_t mask[MAX_D / 8];
+                float key[MAX_D], val[MAX_D];
+                sparkv_inspect_key(c, l, h, probe[i], mask, key);
+                sparkv_inspect_value(c, l, h, probe[i], val);
+                blob_put(&b, mask, d / 8);
+                blob_put(&b, key, d * sizeof(float));
+                blob_put(&b, val, d * sizeof(float));
+            }
+        }
+        if (n) {
+            sparkv_status st = sparkv_attend(c, l, q, out);
+            blob_put(&b, &st, sizeof st);
+            blob_put(&b, out, (size_t)sh.n_q_heads * d * sizeof(float));
+        }
+    }
+    free(q);
+    free(out);
+    return b;
+}
+
+static int snap_equal(const blob *a, const blob *b) {
+    return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
+/* ============================================================================================== */
+/* Expected failures                                                                               */
+/* ============================================================================================== */
+
+/* A value no real message contains: errors are primed with it so a stale message is detected. */
+#define PRIME_INDEX 4294967280u
+#define PRIME_TEXT "4294967280"
+
+static blob g_before;
+static char g_last_msg[1024]; /* the message of the last EXPECT_FAIL, saved before the snapshot */
+static sparkv_cache *g_snap_cache;
+
+static void prime_error(const sparkv_cache *errh) {
+    if (errh) {
+        (void)sparkv_inspect_qnorm(errh, 0, PRIME_INDEX, NULL, NULL);
+    } else {
+        sparkv_policy p = sparkv_default_policy();
+        (void)sparkv_policy_validate(&p, PRIME_INDEX);
+    }
+}
+
+static void expect_fail_begin(sparkv_cache *snapc, const sparkv_cache *errh) {
+    g_snap_cache = snapc;
+    if (snapc) g_before = snap_take(snapc);
+    prime_error(errh);
+}
+
+static void expect_fail_end(sparkv_status got, sparkv_status want, const sparkv_cache *errh, const char *expr,
+                            const char *file, int line) {
+    char what[512];
+    snprintf(what, sizeof what, "%s returns %s", expr, sparkv_status_string(want));
+    if (!check_impl(got == want, what, file, line))
+        fprintf(stderr, "      got %d (%s), want %d\n", (int)got, sparkv_status_string(got), (int)want);
+    const char *msg = sparkv_last_error(errh);
+    snprintf(g_last_msg, sizeof g_last_msg, "%s", msg ? msg : "");
+    int fresh = msg && msg[0] && !strstr(msg, PRIME_TEXT);
+    snprintf(what, sizeof what, "%s sets sparkv_last_error(%s)", expr, errh ? "cache" : "NULL");
+    if (!check_impl(fresh, what, file, line)) fprintf(stderr, "      last error: \"%s\"\n", msg ? msg : "(null)");
+    if (g_snap_cache) {
+        blob after = snap_take(g_snap_cache);
+        snprintf(what, sizeof what, "cache unchanged after failed %s", expr);
+        check_impl(snap_equal(&g_before, &after), what, file, line);
+        free(after.data);
+        free(g_before.data);
+        g_before.data = NULL;
+        g_snap_cache = NULL;
+    }
+}
+
+/* EXPECT_FAIL(status, cache to compare or NULL, handle whose last_error must be set or NULL, call) */
+#define EXPECT_FAIL(want, snapc, errh, call) \
+    (expect_fail_begin((snapc), (errh)), expect_fail_end((call), (want), (errh), #call, __FILE__, __LINE__))
+
+/* ============================================================================================== */
+/* Reference compression (from the header's semantics)                                             */
+/* ============================================================================================== */
+
+static uint32_t ref_topk_keep(float r, uint32_t d) { return d - (uint32_t)floor((double)r * (double)d); }
+
+static int ref_prunes(const sparkv_policy *p, uint32_t d) {
+    return p->selection == SPARKV_SELECT_CUMULATIVE || ref_topk_keep(p->key_prune_ratio, d) < d;
+}
+
+static uint32_t ref_n_stats(const sparkv_policy *p, uint32_t d) {
+    if (!ref_prunes(p, d)) return 0;
+    switch (p->recovery) {
+    case SPARKV_RECOVER_MEAN: return 1;
+    case SPARKV_RECOVER_EXPONENTIAL: return 2;
+    case SPARKV_RECOVER_GAUSSIAN: return 3;
+    default: return 0;
+    }
+}
+
+/* qn and c of KV head h: q_window [n_q][n_window][d], last `use` rows, group g. */
+static void ref_qnorm(const float *qw, uint64_t n_window, uint32_t use, uint32_t g, uint32_t h, uint32_t d, float *qn,
+                      float *c) {
+    double acc[MAX_D];
+    for (uint32_t j = 0; j < d; j++) acc[j] = 0.0;
+    for (uint64_t w = n_window - use; w < n_window; w++) {
+        for (uint32_t j = 0; j < d; j++) {
+            double sum = 0.0;
+            for (uint32_t i = 0; i < g; i++) sum += (double)qw[((size_t)(h * g + i) * n_window + w) * d + j];
+            double bar = sum / (double)g;
+            acc[j] += bar * bar;
+        }
+    }
+    double total = 0.0;
+    for (uint32_t j = 0; j < d; j++) {
+        qn[j] = (float)sqrt(acc[j]);
+        total += (double)qn[j];
+    }
+    *c = (float)(total / (double)d);
+    if (*c == 0.0f) *c = 1.0f;
+}
+
+/* The kept mask and the key as attention sees it, of one prompt token. */
+static void ref_prompt_token(const sparkv_policy *p, uint32_t d, uint32_t layer, uint32_t head, uint64_t token,
+                             const float *k, const float *qn, float c, uint8_t *mask, float *key) {
+    const sparkv_precision kp = p->key_precision;
+    if (!ref_prunes(p, d)) {
+        memset(mask, 0xff, d / 8);
+        for (uint32_t j = 0; j < d; j++) key[j] = round_prec(k[j], kp);
+        return;
+    }
+    double s[MAX_D];
+    uint32_t order[MAX_D];
+    for (uint32_t j = 0; j < d; j++) s[j] = (double)k[j] * (double)k[j] * (double)qn[j];
+    /* Stable insertion sort by saliency, descending: equal saliencies keep the lower index first. */
+    for (uint32_t i = 0; i < d; i++) {
+        uint32_t x = i, m = i;
+        while (m > 0 && s[order[m - 1]] < s[x]) { order[m] = order[m - 1]; m--; }
+        order[m] = x;
+    }
+    uint32_t keep;
+    if (p->selection == SPARKV_SELECT_TOPK) {
+        keep = ref_topk_keep(p->key_prune_ratio, d);
+    } else {
+        double total = 0.0, cum = 0.0;
+        for (uint32_t j = 0; j < d; j++) total += s[j];
+        const double target = (double)p->cumulative_p * total;
+        keep = d;
+        for (uint32_t n = 0; n <= d; n++) {
+            if (cum >= target) { keep = n; break; }
+            if (n < d) cum += s[order[n]];
+        }
+        const uint32_t maxk = p->cumulative_max_keep ? p->cumulative_max_keep : d;
+        if (keep < p->cumulative_min_keep) keep = p->cumulative_min_keep;
+        if (keep > maxk) keep = maxk;
+    }
+    memset(mask, 0, d / 8);
+    for (uint32_t n = 0; n < keep; n++) mask[order[n] / 8] |= (uint8_t)(1u << (order[n] % 8));
+
+    double pruned_sum = 0.0, min_kept = INFINITY, max_pruned = -INFINITY;
+    uint32_t n_pruned = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        if (mask[j / 8] >> (j % 8) & 1u) {
+            if (s[j] < min_kept) min_kept = s[j];
+        } else {
+            pruned_sum += s[j];
+            n_pruned++;
+            if (s[j] > max_pruned) max_pruned = s[j];
+        }
+    }
+    const double m = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
+    const double theta = keep ? min_kept : max_pruned;
+    double var = 0.0;
+    for (uint32_t j = 0; j < d; j++)
+        if (!(mask[j / 8] >> (j % 8) & 1u)) var += (s[j] - m) * (s[j] - m);
+    const double sd = n_pruned ? sqrt(var / (double)n_pruned) : 0.0;
+    const float a = round_f16((float)sqrt(m / (double)c));
+    const float e = round_f16((float)sqrt(theta / (double)c));
+    const float b = round_f16((float)sqrt(sd / (double)c));
+
+    for (uint32_t j = 0; j < d; j++) {
+        if (mask[j / 8] >> (j % 8) & 1u) {
+            key[j] = round_prec(k[j], kp);
+            continue;
+        }
+        const float rq = qn[j] == 0.0f ? 0.0f : (float)sqrt((double)c / (double)qn[j]);
+        float mag = 0.0f;
+        if (p->recovery == SPARKV_RECOVER_MEAN) {
+            mag = a * rq;
+        } else if (p->recovery != SPARKV_RECOVER_NONE) {
+            double u1, u2, x;
+            const double A = a, E = e, B = b;
+            ref_uniforms(p->seed, layer, head, token, j, &u1, &u2);
+            if (p->recovery == SPARKV_RECOVER_GAUSSIAN)
+                x = A * A + B * B * sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925 * u2);
+            else
+                x = -(A * A) * log(u1);
+            if (x < 0.0) x = 0.0;
+            if (x > E * E) x = E * E;
+            mag = (float)sqrt(x) * rq;
+        }
+        key[j] = (p->sign_bits && k[j] < 0.0f) ? -mag : mag;
+    }
+}
+
+/* ============================================================================================== */
+/* Scenarios: prefill + append one layer, then compare everything with the reference.             */
+/* ============================================================================================== */
+
+typedef struct scenario {
+    const char *name;
+    uint32_t n_q, n_kv, d;
+    uint64_t n_prompt, n_window, n_append;
+    sparkv_policy policy;
+} scenario;
+
+/* Data with the awkward cases built in: outlier channels, an all-equal token, an all-zero token,
+ * tie groups, and a channel whose window queries are all zero (qn_j = 0). */
+static void make_prompt(rng *r, const scenario *sc, float *keys, float *values, float *qw) {
+    const uint32_t d = sc->d;
+    const uint64_t n = sc->n_prompt;
+    fill_normal(r, keys, (size_t)sc->n_kv * n * d, 1.0f);
+    fill_normal(r, values, (size_t)sc->n_kv * n * d, 1.0f);
+    for (uint32_t h = 0; h < sc->n_kv; h++) {
+        float *kh = keys + (size_t)h * n * d;
+        for (uint64_t t = 0; t < n; t++)
+            for (uint32_t j = 5 % d; j < d; j += 16) kh[t * d + j] *= 5.0f;
+        if (n > 4) {
+            for (uint32_t j = 0; j < d; j++) {
+                kh[1 * d + j] = 0.5f;                           /* every saliency ties up to qn */
+                kh[2 * d + j] = 0.0f;                           /* all-zero key */
+                kh[3 * d + j] = (j % 2) ? -0.25f : 0.25f;       /* equal magnitudes, mixed signs */
+                kh[4 * d + j] = 0.5f * (float)(j % 4) - 0.75f;  /* four tie groups */
+            }
+        }
+    }
+    if (qw) {
+        fill_normal(r, qw, (size_t)sc->n_q * sc->n_window * d, 1.0f);
+        for (uint32_t i = 0; i < sc->n_q; i++)
+            for (uint64_t w = 0; w < sc->n_window; w++) qw[((size_t)i * sc->n_window + w) * d + 3] = 0.0f;
+    }
+}
+
+static void run_scenario(const scenario *sc, uint64_t seed) {
+    g_section = sc->name;
+    const uint32_t d = sc->d, n_kv = sc->n_kv, n_q = sc->n_q, g = n_q / n_kv, layer = 1;
+    const uint64_t np = sc->n_prompt, na = sc->n_append, n = np + na;
+    const sparkv_policy *p = &sc->policy;
+    const size_t nb = d / 8;
+    sparkv_shape shape = make_shape(2, n_q, n_kv, d, n);
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&shape, p, &c));
+    if (!c) return;
+
+    rng r = {seed};
+    float *keys = falloc((size_t)n_kv * np * d), *values = falloc((size_t)n_kv * np * d);
+    float *qw = sc->n_window ? falloc((size_t)n_q * sc->n_window * d) : NULL;
+    make_prompt(&r, sc, keys, values, qw);
+    CHECK_OK(sparkv_prefill(c, layer, keys, values, np, qw, sc->n_window));
+
+    /* Expected state, [n_kv][n][d]. */
+    float *ek = falloc((size_t)n_kv * n * d), *ev = falloc((size_t)n_kv * n * d);
+    uint8_t *em = (uint8_t *)xmalloc((size_t)n_kv * n * nb);
+    float qn[MAX_D * 16], qc[16];
+    const uint32_t use = (uint32_t)(sc->n_window < p->window ? sc->n_window : p->window);
+    uint64_t kept_total = 0;
+    for (uint32_t h = 0; h < n_kv; h++) {
+        if (ref_prunes(p, d)) ref_qnorm(qw, sc->n_window, use, g, h, d, qn + (size_t)h * d, &qc[h]);
+        else { memset(qn + (size_t)h * d, 0, d * sizeof(float)); qc[h] = 1.0f; }
+        for (uint64_t t = 0; t < np; t++) {
+            const size_t o = (size_t)h * n + t;
+            ref_prompt_token(p, d, layer, h, t, keys + ((size_t)h * np + t) * d, qn + (size_t)h * d, qc[h],
+                             em + o * nb, ek + o * d);
+            kept_total += popcount_bytes(em + o * nb, nb);
+            for (uint32_t j = 0; j < d; j++) ev[o * d + j] = round_prec(values[((size_t)h * np + t) * d + j], p->value_precision);
+        }
+    }
+    float *ka = falloc((size_t)n_kv * d), *va = falloc((size_t)n_kv * d);
+    for (uint64_t t = np; t < n; t++) {
+        fill_normal(&r, ka, (size_t)n_kv * d, 2.0f);
+        fill_normal(&r, va, (size_t)n_kv * d, 1.0f);
+        CHECK_OK(sparkv_append(c, layer, ka, va));
+        for (uint32_t h = 0; h < n_kv; h++) {
+            const size_t o = (size_t)h * n + t;
+            memset(em + o * nb, 0xff, nb);
+            for (uint32_t j = 0; j < d; j++) {
+                ek[o * d + j] = round_prec(ka[(size_t)h * d + j], p->key_precision);
+                ev[o * d + j] = round_prec(va[(size_t)h * d + j], p->value_precision);
+            }
+        }
+    }
+    CHECK(sparkv_layer_tokens(c, layer) == n);
+    CHECK(sparkv_layer_tokens(c, 0) == 0);
+
+    /* Stored state, exactly. */
+    uint64_t bad_qn = 0, bad_mask = 0, bad_key = 0, bad_val = 0, first_bad_key = UINT64_MAX;
+    for (uint32_t h = 0; h < n_kv; h++) {
+        float got_qn[MAX_D], got_c = -1.0f;
+        CHECK_OK(sparkv_inspect_qnorm(c, layer, h, got_qn, &got_c));
+        bad_qn += memcmp(got_qn, qn + (size_t)h * d, d * sizeof(float)) != 0 || got_c != qc[h];
+        for (uint64_t t = 0; t < n; t++) {
+            const size_t o = (size_t)h * n + t;
+            uint8_t mask[MAX_D / 8];
+            float key[MAX_D], val[MAX_D];
+            if (sparkv_inspect_key(c, layer, h, t, mask, key) != SPARKV_OK ||
+                sparkv_inspect_value(c, layer, h, t, val) != SPARKV_OK) {
+                bad_key++;
+                continue;
+            }
+            bad_mask += memcmp(mask, em + o * nb, nb) != 0;
+            if (memcmp(key, ek + o * d, d * sizeof(float)) != 0) {
+                if (!bad_key++) first_bad_key = o;
+            }
+            bad_val += memcmp(val, ev + o * d, d * sizeof(float)) != 0;
+        }
+    }
+    CHECKF(bad_qn == 0, "%llu heads with qn/c different from the reference", (unsigned long long)bad_qn);
+    CHECKF(bad_mask == 0, "%llu tokens with a kept mask different from the reference", (unsigned long long)bad_mask);
+    CHECKF(bad_val == 0, "%llu tokens with a stored value different from the reference", (unsigned long long)bad_val);
+    if (!CHECK(bad_key == 0)) {
+        float key[MAX_D];
+        const uint32_t h = (uint32_t)(first_bad_key / n);
+        const uint64_t t = first_bad_key % n;
+        sparkv_inspect_key(c, layer, h, t, NULL, key);
+        for (uint32_t j = 0; j < d; j++)
+            if (memcmp(&key[j], &ek[first_bad_key * d + j], sizeof(float)) != 0) {
+                fprintf(stderr, "      %llu keys differ; first: head %u token %llu channel %u: got %.9g want %.9g\n",
+                        (unsigned long long)bad_key, h, (unsigned long long)t, j, (double)key[j],
+                        (double)ek[first_bad_key * d + j]);
+                break;
+            }
+    }
+    if (ref_prunes(p, d) && p->selection == SPARKV_SELECT_TOPK)
+        CHECK(kept_total == (uint64_t)n_kv * np * sparkv_topk_keep(p->key_prune_ratio, d));
+
+    /* Memory report, by the documented formula. */
+    const size_t kb = prec_bytes(p->key_precision), vb = prec_bytes(p->value_precision);
+    sparkv_memory m, all, empty;
+    CHECK_OK(sparkv_memory_report(c, layer, &m));
+    CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &all));
+    CHECK_OK(sparkv_memory_report(c, 0, &empty));
+    sparkv_memory want;
+    want.n_tokens = (uint64_t)n_kv * n;
+    if (ref_prunes(p, d)) {
+        want.key_bytes = kept_total * kb + (uint64_t)n_kv * na * d * kb;
+        want.key_meta_bytes = (uint64_t)n_kv * np * (nb + (p->sign_bits ? nb : 0) + 2 * ref_n_stats(p, d)) +
+                              (uint64_t)n_kv * (d * 4 + 4);
+    } else {
+        want.key_bytes = (uint64_t)n_kv * n * d * kb;
+        want.key_meta_bytes = 0;
+    }
+    want.value_bytes = (uint64_t)n_kv * n * d * vb;
+    want.total_bytes = want.key_bytes + want.key_meta_bytes + want.value_bytes;
+    want.dense_bytes = (uint64_t)n_kv * n * d * 4;
+    CHECKF(m.n_tokens == want.n_tokens && m.key_bytes == want.key_bytes && m.key_meta_bytes == want.key_meta_bytes &&
+               m.value_bytes == want.value_bytes && m.total_bytes == want.total_bytes &&
+               m.dense_bytes == want.dense_bytes,
+           "memory: got tokens %llu key %llu meta %llu value %llu total %llu dense %llu; "
+           "want %llu %llu %llu %llu %llu %llu",
+           (unsigned long long)m.n_tokens, (unsigned long long)m.key_bytes, (unsigned long long)m.key_meta_bytes,
+           (unsigned long long)m.value_bytes, (unsigned long long)m.total_bytes, (unsigned long long)m.dense_bytes,
+           (unsigned long long)want.n_tokens, (unsigned long long)want.key_bytes,
+           (unsigned long long)want.key_meta_bytes, (unsigned long long)want.value_bytes,
+           (unsigned long long)want.total_bytes, (unsigned long long)want.dense_bytes);
+    CHECK(m.reserved_bytes >= m.total_bytes);
+    CHECK(memory_equal(&m, &all));
+    CHECK(empty.n_tokens == 0 && empty.total_bytes == 0 && empty.dense_bytes == 0);
+
+    /* Attention against the double reference, with every kernel this CPU supports; the SIMD
+     * kernels must also agree closely with the portable one. */
+    const double scale = p->attention_scale > 0.0f ? (double)p->attention_scale : 1.0 / sqrt((double)d);
+    float *q = falloc((size_t)n_q * d), *out = falloc((size_t)n_q * d), *out_portable = falloc((size_t)n_q * d);
+    double *ref = dalloc((size_t)n_q * d), *portable_d = dalloc((size_t)n_q * d);
+    for (int trial = 0; trial < 2; trial++) {
+        fill_normal(&r, q, (size_t)n_q * d, trial ? 2.0f : 1.0f);
+        ref_attention(n_q, n_kv, d, n, ek, ev, q, scale, ref);
+        for (size_t k = 0; k < sizeof ALL_KERNELS / sizeof ALL_KERNELS[0]; k++) {
+            if (!sparkv_kernel_supported(ALL_KERNELS[k])) continue;
+            CHECK_OK(sparkv_cache_set_kernel(c, ALL_KERNELS[k]));
+            CHECK(sparkv_cache_kernel(c) == ALL_KERNELS[k]);
+            memset(out, 0xff, (size_t)n_q * d * sizeof(float));
+            CHECK_OK(sparkv_attend(c, layer, q, out));
+            char what[128];
+            snprintf(what, sizeof what, "attend (%s kernel) matches the double reference",
+                     sparkv_kernel_name(ALL_KERNELS[k]));
+            CHECK_CLOSE(out, ref, (size_t)n_q * d, 1e-5, 1e-4, what);
+            if (ALL_KERNELS[k] == SPARKV_KERNEL_PORTABLE) {
+                memcpy(out_portable, out, (size_t)n_q * d * sizeof(float));
+                for (size_t i = 0; i < (size_t)n_q * d; i++) portable_d[i] = out[i];
+            } else {
+                snprintf(what, sizeof what, "attend (%s kernel) matches the portable kernel",
+                         sparkv_kernel_name(ALL_KERNELS[k]));
+                CHECK_CLOSE(out, portable_d, (size_t)n_q * d, 1e-5, 1e-4, what);
+            }
+            /* Same call, same result. */
+            float *again = falloc((size_t)n_q * d);
+            CHECK_OK(sparkv_attend(c, layer, q, again));
+            CHECK(memcmp(again, out, (size_t)n_q * d * sizeof(float)) == 0);
+            free(again);
+        }
+    }
+    CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_AUTO));
+
+    free(q); free(out); free(out_portable); free(ref); free(portable_d);
+    free(ka); free(va); free(ek); free(ev); free(em);
+    free(keys); free(values); free(qw);
+    sparkv_cache_free(c);
+}
+
+static void test_scenarios(void) {
+    scenario sc;
+    /* r = 0: dense storage; f32 keys and values, no window queries at all. */
+    sc = (scenario){"dense f32", 6, 2, 64, 300, 0, 5, sparkv_default_policy()};
+    sc.policy.key_precision = sc.policy.value_precision = SPARKV_F32;
+    sc.policy.threads = 2;
+    run_scenario(&sc, 1);
+    /* r = 0, fp16, an explicit softmax scale, window queries given although not needed. */
+    sc = (scenario){"dense f16", 4, 4, 128, 270, 4, 3, sparkv_default_policy()};
+    sc.policy.attention_scale = 0.07f;
+    run_scenario(&sc, 2);
+    sc = (scenario){"dense bf16 keys", 8, 1, 32, 40, 0, 2, sparkv_default_policy()};
+    sc.policy.key_precision = SPARKV_BF16;
+    sc.policy.value_precision = SPARKV_F32;
+    run_scenario(&sc, 3);
+    /* r > 0 but floor(r * D) = 0: keeps every channel, so stored dense. */
+    sc = (scenario){"topk keeps all", 4, 2, 64, 30, 8, 1, spark_policy(0.001f, SPARKV_RECOVER_MEAN, 1)};
+    run_scenario(&sc, 4);
+    /* The paper's setting: r = 0.8, D = 128, MEAN with sign bits, window of 16 of 24 queries. */
+    sc = (scenario){"topk 0.8 mean signs", 8, 2, 128, 300, 24, 3, spark_policy(0.8f, SPARKV_RECOVER_MEAN, 1)};
+    sc.policy.window = 16;
+    sc.policy.threads = 2;
+    run_scenario(&sc, 5);
+    sc = (scenario){"topk 0.5 none f32 keys", 2, 2, 64, 50, 50, 2, spark_policy(0.5f, SPARKV_RECOVER_NONE, 0)};
+    sc.policy.key_precision = SPARKV_F32;
+    sc.policy.value_precision = SPARKV_BF16;
+    run_scenario(&sc, 6);
+    sc = (scenario){"topk 0.6 gaussian", 4, 2, 64, 280, 12, 2, spark_policy(0.6f, SPARKV_RECOVER_GAUSSIAN, 1)};
+    sc.policy.seed = 12345;
+    sc.policy.window = 8;
+    run_scenario(&sc, 7);
+    sc = (scenario){"topk 0.7 exponential bf16", 6, 3, 64, 70, 10, 2, spark_policy(0.7f, SPARKV_RECOVER_EXPONENTIAL, 0)};
+    sc.policy.seed = 9;
+    sc.policy.key_precision = SPARKV_BF16;
+    run_scenario(&sc, 8);
+    sc = (scenario){"cumulative 0.8 mean", 4, 2, 64, 100, 10, 2, spark_policy(0.0f, SPARKV_RECOVER_MEAN, 1)};
+    sc.policy.selection = SPARKV_SELECT_CUMULATIVE;
+    sc.policy.cumulative_p = 0.8f;
+    sc.policy.cumulative_min_keep = 2;
+    sc.policy.cumulative_max_keep = 40;
+    run_scenario(&sc, 9);
+    sc = (scenario){"cumulative keep 0 gaussian", 2, 1, 32, 40, 5, 1, spark_policy(0.0f, SPARKV_RECOVER_GAUSSIAN, 1)};
+    sc.policy.selection = SPARKV_SELECT_CUMULATIVE;
+    sc.policy.cumulative_p = 0.95f;
+    sc.policy.cumulative_min_keep = 0;
+    sc.policy.cumulative_max_keep = 0;
+    run_scenario(&sc, 10);
+    sc = (scenario){"head_dim 8", 2, 1, 8, 20, 4, 1, spark_policy(0.5f, SPARKV_RECOVER_MEAN, 1)};
+    run_scenario(&sc, 11);
+    sc = (scenario){"head_dim 256", 4, 2, 256, 260, 32, 2, spark_policy(0.9f, SPARKV_RECOVER_MEAN, 1)};
+    run_scenario(&sc, 12);
+}
+
+/* ============================================================================================== */
+/* Version, strings, defaults, validation                                                          */
+/* ============================================================================================== */
+
+static void test_version_and_strings(void) {
+    g_section = "version and strings";
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", SPARKV_VERSION_MAJOR, SPARKV_VERSION_MINOR, SPARKV_VERSION_PATCH);
+    CHECK(sparkv_version() == SPARKV_VERSION_NUMBER);
+    CHECK(sparkv_version_string() != NULL && strcmp(sparkv_version_string(), want) == 0);
+
+    const char *seen[16];
+    for (int s = 0; s <= SPARKV_ERR_INDEX; s++) {
+        const char *str = sparkv_status_string((sparkv_status)s);
+        CHECKF(str && str[0], "status %d has no string", s);
+        seen[s] = str;
+        for (int t = 0; str && t < s; t++) CHECKF(strcmp(seen[t], str) != 0, "statuses %d and %d share a string", t, s);
+    }
+    const char *unknown = sparkv_status_string((sparkv_status)999);
+    CHECK(unknown && unknown[0] && strcmp(unknown, seen[0]) != 0);
+
+    CHECK(strcmp(sparkv_kernel_name(SPARKV_KERNEL_AUTO), "auto") == 0);
+    CHECK(strcmp(sparkv_kernel_name(SPARKV_KERNEL_PORTABLE), "portable") == 0);
+    CHECK(strcmp(sparkv_kernel_name(SPARKV_KERNEL_AVX2), "avx2") == 0);
+    CHECK(strcmp(sparkv_kernel_name(SPARKV_KERNEL_AVX512), "avx512") == 0);
+    CHECK(sparkv_kernel_name((sparkv_kernel)42) != NULL);
+    CHECK(sparkv_kernel_supported(SPARKV_KERNEL_PORTABLE) == 1);
+    CHECK(sparkv_kernel_supported((sparkv_kernel)42) == 0);
+    for (size_t k = 0; k < 3; k++) {
+        int s = sparkv_kernel_supported(ALL_KERNELS[k]);
+        CHECK(s == 0 || s == 1);
+    }
+    /* AVX-512 here implies AVX2. */
+    CHECK(!sparkv_kernel_supported(SPARKV_KERNEL_AVX512) || sparkv_kernel_supported(SPARKV_KERNEL_AVX2));
+}
+
+static void test_defaults_and_validate(void) {
+    g_section = "defaults and policy validation";
+    sparkv_shape s = sparkv_default_shape();
+    CHECK(s.struct_size == sizeof(sparkv_shape));
+    CHECK(s.n_layers == 1 && s.n_q_heads == 1 && s.n_kv_heads == 1 && s.head_dim == 128 && s.capacity == 4096);
+    sparkv_policy p = sparkv_default_policy();
+    CHECK(p.struct_size == sizeof(sparkv_policy));
+    CHECK(p.key_prune_ratio == 0.0f && p.selection == SPARKV_SELECT_TOPK && p.cumulative_p == 0.9f);
+    CHECK(p.cumulative_min_keep == 1 && p.cumulative_max_keep == 0);
+    CHECK(p.recovery == SPARKV_RECOVER_MEAN && p.sign_bits == 1);
+    CHECK(p.key_precision == SPARKV_F16 && p.value_precision == SPARKV_F16);
+    CHECK(p.window == 32 && p.seed == 0 && p.threads == 0 && p.attention_scale == 0.0f);
+
+    CHECK_OK(sparkv_policy_validate(&p, 128));
+    for (uint32_t d = 8; d <= 256; d += 8) CHECK_OK(sparkv_policy_validate(&p, d));
+    const uint32_t bad_dims[] = {0, 4, 7, 12, 100, 257, 264, 1024};
+    for (size_t i = 0; i < sizeof bad_dims / sizeof bad_dims[0]; i++)
+        EXPECT_FAIL(SPARKV_ERR_HEAD_DIM, NULL, NULL, sparkv_policy_validate(&p, bad_dims[i]));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, NULL, NULL, sparkv_policy_validate(NULL, 128));
+    sparkv_policy q = p;
+    q.struct_size = 0;
+    EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, NULL, NULL, sparkv_policy_validate(&q, 128));
+    q.struct_size = (uint32_t)sizeof(sparkv_policy) + 8;
+    EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, NULL, NULL, sparkv_policy_validate(&q, 128));
+
+    /* Every out-of-range field, through validate and through create. */
+    enum { N_BAD = 26 };
+    sparkv_policy bad[N_BAD];
+    for (int i = 0; i < N_BAD; i++) bad[i] = p;
+    int i = 0;
+    bad[i++].key_prune_ratio = -0.1f;
+    bad[i++].key_prune_ratio = 1.0f;
+    bad[i++].key_prune_ratio = NAN;
+    bad[i++].key_prune_ratio = INFINITY;
+    bad[i++].selection = (sparkv_selection)2;
+    bad[i++].selection = (sparkv_selection)-1;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_p = 0.0f;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_p = 1.5f;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_p = NAN;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_min_keep = 129;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_max_keep = 129;
+    bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i].cumulative_min_keep = 10; bad[i++].cumulative_max_keep = 5;
+    bad[i++].recovery = (sparkv_recovery)4;
+    bad[i++].recovery = (sparkv_recovery)-1;
+    bad[i++].sign_bits = 2;
+    bad[i++].sign_bits = -1;
+    bad[i].recovery = SPARKV_RECOVER_NONE; bad[i++].sign_bits = 1;
+    bad[i++].key_precision = (sparkv_precision)3;
+    bad[i++].value_precision = (sparkv_precision)3;
+    bad[i++].value_precision = (sparkv_precision)-1;
+    bad[i++].window = 0;
+    bad[i++].threads = -1;
+    bad[i++].attention_scale = -1.0f;
+    bad[i++].attention_scale = INFINITY;
+    bad[i++].attention_scale = NAN;
+    bad[i].key_prune_ratio = 0.5f; bad[i++].window = 0;
+    CHECK(i == N_BAD);
+    sparkv_shape shape = make_shape(1, 2, 1, 128, 16);
+    for (i = 0; i < N_BAD; i++) {
+        g_section = "policy ranges";
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, NULL, NULL, sparkv_policy_validate(&bad[i], 128));
+        sparkv_cache *c = (sparkv_cache *)&shape; /* must be overwritten with NULL */
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, NULL, NULL, sparkv_cache_create(&shape, &bad[i], &c));
+        CHECKF(c == NULL, "policy %d: *out not set to NULL on failure", i);
+    }
+
+    /* Valid corners. */
+    g_section = "policy corners";
+    sparkv_policy ok[8];
+    for (i = 0; i < 8; i++) ok[i] = p;
+    ok[0].key_prune_ratio = 0.99f;
+    ok[1].selection = SPARKV_SELECT_CUMULATIVE; ok[1].cumulative_p = 1.0f; ok[1].cumulative_min_keep = 0;
+    ok[2].selection = SPARKV_SELECT_CUMULATIVE; ok[2].cumulative_min_keep = 128; ok[2].cumulative_max_keep = 128;
+    ok[3].recovery = SPARKV_RECOVER_NONE; ok[3].sign_bits = 0;
+    ok[4].window = 1; ok[4].threads = 1;
+    ok[5].attention_scale = 0.5f; ok[5].seed = UINT64_MAX;
+    ok[6].key_precision = SPARKV_F32; ok[6].value_precision = SPARKV_BF16;
+    ok[7].recovery = SPARKV_RECOVER_GAUSSIAN; ok[7].sign_bits = 0; ok[7].key_prune_ratio = 0.25f;
+    for (i = 0; i < 8; i++) CHECKF(sparkv_policy_validate(&ok[i], 128) == SPARKV_OK, "corner policy %d: %s", i,
+                                   sparkv_last_error(NULL));
+
+    g_section = "topk_keep";
+    CHECK(sparkv_topk_keep(0.0f, 128) == 128);
+    CHECK(sparkv_topk_keep(0.8f, 128) == 26);
+    CHECK(sparkv_topk_keep(0.5f, 64) == 32);
+    CHECK(sparkv_topk_keep(0.999f, 8) == 1);
+    const float ratios[] = {0.001f, 0.1f, 0.2f, 0.25f, 0.3f, 0.33f, 0.6f, 0.7f, 0.75f, 0.9f, 0.95f};
+    for (size_t k = 0; k < sizeof ratios / sizeof ratios[0]; k++)
+        for (uint32_t d = 8; d <= 256; d += 8)
+            CHECKF(sparkv_topk_keep(ratios[k], d) == ref_topk_keep(ratios[k], d), "topk_keep(%g, %u) = %u, want %u",
+                   (double)ratios[k], d, sparkv_topk_keep(ratios[k], d), ref_topk_keep(ratios[k], d));
+}
+
+/* ============================================================================================== */
+/* Create, accessors, free                                                                         */
+/* ============================================================================================== */
+
+static void test_create(void) {
+    g_section = "create";
+    const sparkv_policy p = sparkv_default_policy();
+    sparkv_shape s = make_shape(2, 8, 2, 64, 100);
+    sparkv_cache *c = NULL;
+    sparkv_cache *sentinel = (sparkv_cache *)&s;
+
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, NULL, NULL, sparkv_cache_create(NULL, &p, &c));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, NULL, NULL, sparkv_cache_create(&s, NULL, &c));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, NULL, NULL, sparkv_cache_create(&s, &p, NULL));
+
+    struct { const char *what; sparkv_shape shape; sparkv_status want; } cases[] = {
+        {"struct_size 0", s, SPARKV_ERR_STRUCT_SIZE},
+        {"struct_size too big", s, SPARKV_ERR_STRUCT_SIZE},
+        {"n_layers 0", s, SPARKV_ERR_INVALID_SHAPE},
+        {"n_q_heads 0", s, SPARKV_ERR_INVALID_SHAPE},
+        {"n_kv_heads 0", s, SPARKV_ERR_INVALID_SHAPE},
+        {"capacity 0", s, SPARKV_ERR_INVALID_SHAPE},
+        {"head_dim 0", s, SPARKV_ERR_HEAD_DIM},
+        {"head_dim 7", s, SPARKV_ERR_HEAD_DIM},
+        {"head_dim 12", s, SPARKV_ERR_HEAD_DIM},
+        {"head_dim 264", s, SPARKV_ERR_HEAD_DIM},
+        {"GQA 3/2", s, SPARKV_ERR_GQA},
+        {"GQA 2/4", s, SPARKV_ERR_GQA},
+    };
+    cases[0].shape.struct_size = 0;
+    cases[1].shape.struct_size = (uint32_t)sizeof(sparkv_shape) + 8;
+    cases[2].shape.n_layers = 0;
+    cases[3].shape.n_q_heads = 0;
+    cases[4].shape.n_kv_heads = 0;
+    cases[5].shape.capacity = 0;
+    cases[6].shape.head_dim = 0;
+    cases[7].shape.head_dim = 7;
+    cases[8].shape.head_dim = 12;
+    cases[9].shape.head_dim = 264;
+    cases[10].shape.n_q_heads = 3; cases[10].shape.n_kv_heads = 2;
+    cases[11].shape.n_q_heads = 2; cases[11].shape.n_kv_heads = 4;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        c = sentinel;
+        EXPECT_FAIL(cases[i].want, NULL, NULL, sparkv_cache_create(&cases[i].shape, &p, &c));
+        CHECKF(c == NULL, "%s: *out not set to NULL on failure", cases[i].what);
+    }
+    /* A policy with a bad struct_size is caught by create too. */
+    sparkv_policy bad = p;
+    bad.struct_size = 4;
+    c = sentinel;
+    EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, NULL, NULL, sparkv_cache_create(&s, &bad, &c));
+    CHECK(c == NULL);
+
+    /* Success: shape and policy are copied and read back. */
+    sparkv_policy q = spark_policy(0.5f, SPARKV_RECOVER_GAUSSIAN, 1);
+    q.seed = 99;
+    q.window = 7;
+    q.threads = 1;
+    q.attention_scale = 0.25f;
+    c = NULL;
+    CHECK_OK(sparkv_cache_create(&s, &q, &c));
+    if (!c) return;
+    s.n_layers = 77; /* the cache holds a copy */
+    q.seed = 1;
+    sparkv_shape s2;
+    sparkv_policy q2;
+    CHECK_OK(sparkv_cache_shape(c, &s2));
+    CHECK_OK(sparkv_cache_policy(c, &q2));
+    sparkv_shape s_want = make_shape(2, 8, 2, 64, 100);
+    sparkv_policy q_want = spark_policy(0.5f, SPARKV_RECOVER_GAUSSIAN, 1);
+    q_want.seed = 99;
+    q_want.window = 7;
+    q_want.threads = 1;
+    q_want.attention_scale = 0.25f;
+    CHECK(shape_equal(&s2, &s_want));
+    CHECK(policy_equal(&q2, &q_want));
+    CHECK(sparkv_layer_tokens(c, 0) == 0 && sparkv_layer_tokens(c, 1) == 0);
+    CHECK(sparkv_layer_tokens(c, 2) == 0 && sparkv_layer_tokens(NULL, 0) == 0);
+    sparkv_kernel k = sparkv_cache_kernel(c);
+    CHECK(k != SPARKV_KERNEL_AUTO && sparkv_kernel_supported(k));
+    sparkv_memory m;
+    CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &m));
+    CHECK(m.n_tokens == 0 && m.key_bytes == 0 && m.key_meta_bytes == 0 && m.value_bytes == 0 && m.total_bytes == 0 &&
+          m.dense_bytes == 0);
+
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_cache_shape(NULL, &s2));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_cache_shape(c, NULL));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_cache_policy(NULL, &q2));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_cache_policy(c, NULL));
+    sparkv_cache_free(c);
+    sparkv_cache_free(NULL); /* no-op */
+    CHECK(1);
+
+    /* Many caches at once are independent. */
+    sparkv_cache *many[8];
+    sparkv_shape one = make_shape(1, 1, 1, 8, 4);
+    for (int i = 0; i < 8; i++) CHECK_OK(sparkv_cache_create(&one, &p, &many[i]));
+    float kv[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_OK(sparkv_append(many[3], 0, kv, kv));
+    CHECK(sparkv_layer_tokens(many[3], 0) == 1 && sparkv_layer_tokens(many[2], 0) == 0);
+    for (int i = 0; i < 8; i++) sparkv_cache_free(many[i]);
+}
+
+/* ============================================================================================== */
+/* Draws                                                                                           */
+/* ============================================================================================== */
+
+static void test_draw_uniforms(void) {
+    g_section = "draw uniforms";
+    const uint64_t seeds[] = {0, 1, 12345, UINT64_MAX};
+    int bad = 0, out_of_range = 0;
+    for (size_t s = 0; s < 4; s++)
+        for (uint32_t layer = 0; layer < 3; layer++)
+            for (uint32_t head = 0; head < 3; head++)
+                for (uint64_t t = 0; t < 300; t += 37)
+                    for (uint32_t j = 0; j < 256; j += 17) {
+                        double u1 = -1, u2 = -1, w1, w2;
+                        sparkv_draw_uniforms(seeds[s], layer, head, t, j, &u1, &u2);
+                        ref_uniforms(seeds[s], layer, head, t, j, &w1, &w2);
+                        bad += u1 != w1 || u2 != w2;
+                        out_of_range += !(u1 > 0.0 && u1 < 1.0 && u2 > 0.0 && u2 < 1.0);
+                    }
+    CHECKF(bad == 0, "%d draws differ from the hash published in sparkv.h", bad);
+    CHECK(out_of_range == 0);
+    double u1 = -1, u2 = -1, w1, w2;
+    sparkv_draw_uniforms(5, 1, 2, 3, 4, &u1, NULL);
+    sparkv_draw_uniforms(5, 1, 2, 3, 4, NULL, &u2);
+    sparkv_draw_uniforms(5, 1, 2, 3, 4, NULL, NULL);
+    ref_uniforms(5, 1, 2, 3, 4, &w1, &w2);
+    CHECK(u1 == w1 && u2 == w2);
+    /* Every argument changes the draw. */
+    double base, other;
+    sparkv_draw_uniforms(5, 1, 2, 3, 4, &base, NULL);
+    sparkv_draw_uniforms(6, 1, 2, 3, 4, &other, NULL); CHECK(other != base);
+    sparkv_draw_uniforms(5, 0, 2, 3, 4, &other, NULL); CHECK(other != base);
+    sparkv_draw_uniforms(5, 1, 0, 3, 4, &other, NULL); CHECK(other != base);
+    sparkv_draw_uniforms(5, 1, 2, 0, 4, &other, NULL); CHECK(other != base);
+    sparkv_draw_uniforms(5, 1, 2, 3, 0, &other, NULL); CHECK(other != base);
+}
+
+/* ============================================================================================== */
+/* Error paths on a populated cache                                                                */
+/* ============================================================================================== */
+
+enum { E_LAYERS = 4, E_Q = 4, E_KV = 2, E_D = 64, E_CAP = 300 };
+
+/* Layer 0: 40-token prompt + 2 appended; layer 1: 260-token prompt (two pages); layer 2: empty;
+ * layer 3: 3 appended tokens, never prefilled. r = 0.5, MEAN with signs, fp16. */
+static sparkv_cache *make_error_cache(void) {
+    sparkv_shape s = make_shape(E_LAYERS, E_Q, E_KV, E_D, E_CAP);
+    sparkv_policy p = spark_policy(0.5f, SPARKV_RECOVER_MEAN, 1);
+    p.window = 8;
+    p.threads = 2;
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&s, &p, &c));
+    if (!c) exit(1);
+    rng r = {4242};
+    float *k = falloc((size_t)E_KV * 260 * E_D), *v = falloc((size_t)E_KV * 260 * E_D);
+    float *qw = falloc((size_t)E_Q * 10 * E_D);
+    fill_normal(&r, k, (size_t)E_KV * 40 * E_D, 1.0f);
+    fill_normal(&r, v, (size_t)E_KV * 40 * E_D, 1.0f);
+    fill_normal(&r, qw, (size_t)E_Q * 10 * E_D, 1.0f);
+    CHECK_OK(sparkv_prefill(c, 0, k, v, 40, qw, 10));
+    fill_normal(&r, k, (size_t)E_KV * 260 * E_D, 1.0f);
+    fill_normal(&r, v, (size_t)E_KV * 260 * E_D, 1.0f);
+    CHECK_OK(sparkv_prefill(c, 1, k, v, 260, qw, 10));
+    for (int i = 0; i < 5; i++) {
+        fill_normal(&r, k, (size_t)E_KV * E_D, 1.0f);
+        fill_normal(&r, v, (size_t)E_KV * E_D, 1.0f);
+        CHECK_OK(sparkv_append(c, i < 2 ? 0 : 3, k, v));
+    }
+    free(k); free(v); free(qw);
+    CHECK(sparkv_layer_tokens(c, 0) == 42 && sparkv_layer_tokens(c, 1) == 260);
+    CHECK(sparkv_layer_tokens(c, 2) == 0 && sparkv_layer_tokens(c, 3) == 3);
+    return c;
+}
+
+static void test_prefill_errors(sparkv_cache *c) {
+    g_section = "prefill errors";
+    const uint64_t n = 20;
+    rng r = {99};
+    float *k = falloc((size_t)E_KV * (E_CAP + 1) * E_D), *v = falloc((size_t)E_KV * (E_CAP + 1) * E_D);
+    float *qw = falloc((size_t)E_Q * (E_CAP + 1) * E_D);
+    fill_normal(&r, k, (size_t)E_KV * (E_CAP + 1) * E_D, 1.0f);
+    fill_normal(&r, v, (size_t)E_KV * (E_CAP + 1) * E_D, 1.0f);
+    fill_normal(&r, qw, (size_t)E_Q * (E_CAP + 1) * E_D, 1.0f);
+
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_prefill(NULL, 2, k, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_prefill(c, 2, NULL, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_prefill(c, 2, k, NULL, n, qw, 4));
+    /* The policy prunes, so window queries are required. */
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_prefill(c, 2, k, v, n, NULL, 0));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_prefill(c, 2, k, v, n, NULL, 4));
+    EXPECT_FAIL(SPARKV_ERR_WINDOW, c, c, sparkv_prefill(c, 2, k, v, n, qw, 0));
+    EXPECT_FAIL(SPARKV_ERR_WINDOW, c, c, sparkv_prefill(c, 2, k, v, n, qw, n + 1));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_prefill(c, E_LAYERS, k, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_prefill(c, UINT32_MAX, k, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_INVALID_SHAPE, c, c, sparkv_prefill(c, 2, k, v, 0, qw, 0));
+    EXPECT_FAIL(SPARKV_ERR_CAPACITY, c, c, sparkv_prefill(c, 2, k, v, E_CAP + 1, qw, 4));
+    /* Prefill twice, and prefill of a layer that already holds appended tokens. */
+    EXPECT_FAIL(SPARKV_ERR_STATE, c, c, sparkv_prefill(c, 0, k, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_STATE, c, c, sparkv_prefill(c, 1, k, v, n, qw, 4));
+    EXPECT_FAIL(SPARKV_ERR_STATE, c, c, sparkv_prefill(c, 3, k, v, n, qw, 4));
+
+    /* Non-finite inputs anywhere, including window rows older than the policy's window. */
+    struct { float *buf; size_t at; float bad; const char *word; } nf[] = {
+        {k, ((size_t)1 * n + 17) * E_D + 5, NAN, "NaN"},
+        {k, 0, INFINITY, "Inf"},
+        {v, ((size_t)1 * n + n - 1) * E_D + E_D - 1, -INFINITY, "Inf"},
+        {v, 3 * E_D + 2, NAN, "NaN"},
+        {qw, ((size_t)3 * 12 + 11) * E_D + 63, NAN, "NaN"},
+        {qw, 0, INFINITY, "Inf"}, /* head 0, row 0: outside the last 8 of 12 rows */
+    };
+    for (size_t i = 0; i < sizeof nf / sizeof nf[0]; i++) {
+        const float saved = nf[i].buf[nf[i].at];
+        nf[i].buf[nf[i].at] = nf[i].bad;
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c, c, sparkv_prefill(c, 2, k, v, n, qw, 12));
+        CHECKF(strstr(g_last_msg, nf[i].word) != NULL, "non-finite case %zu: message \"%s\" lacks \"%s\"", i,
+               g_last_msg, nf[i].word);
+        nf[i].buf[nf[i].at] = saved;
+    }
+    /* After all those failures the empty layer still accepts its prompt, exactly at capacity. */
+    CHECK_OK(sparkv_prefill(c, 2, k, v, E_CAP, qw, E_CAP));
+    CHECK(sparkv_layer_tokens(c, 2) == E_CAP);
+    EXPECT_FAIL(SPARKV_ERR_CAPACITY, c, c, sparkv_append(c, 2, k, v));
+    EXPECT_FAIL(SPARKV_ERR_STATE, c, c, sparkv_prefill(c, 2, k, v, n, qw, 4));
+    free(k); free(v); free(qw);
+}
+
+static void test_append_errors(sparkv_cache *c) {
+    g_section = "append errors";
+    float k[E_KV * E_D], v[E_KV * E_D];
+    rng r = {5};
+    fill_normal(&r, k, E_KV * E_D, 1.0f);
+    fill_normal(&r, v, E_KV * E_D, 1.0f);
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_append(NULL, 0, k, v));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_append(c, 0, NULL, v));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_append(c, 0, k, NULL));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_append(c, E_LAYERS, k, v));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_append(c, UINT32_MAX, k, v));
+    const size_t spots[] = {0, E_D - 1, E_D, 2 * E_D - 1};
+    for (size_t i = 0; i < 4; i++) {
+        float saved = k[spots[i]];
+        k[spots[i]] = i % 2 ? INFINITY : NAN;
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c, c, sparkv_append(c, 0, k, v));
+        CHECK(strstr(g_last_msg, i % 2 ? "Inf" : "NaN") != NULL);
+        k[spots[i]] = saved;
+        saved = v[spots[i]];
+        v[spots[i]] = i % 2 ? -INFINITY : NAN;
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c, c, sparkv_append(c, 1, k, v));
+        v[spots[i]] = saved;
+    }
+}
+
+static void test_attend_errors(sparkv_cache *c) {
+    g_section = "attend errors";
+    float q[E_Q * E_D], out[E_Q * E_D];
+    rng r = {6};
+    fill_normal(&r, q, E_Q * E_D, 1.0f);
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_attend(NULL, 0, q, out));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_attend(c, 0, NULL, out));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_attend(c, 0, q, NULL));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_attend(c, E_LAYERS, q, out));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_attend(c, UINT32_MAX, q, out));
+    q[E_Q * E_D - 1] = NAN;
+    EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c, c, sparkv_attend(c, 0, q, out));
+    CHECK(strstr(g_last_msg, "NaN") != NULL);
+    q[E_Q * E_D - 1] = -INFINITY;
+    EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c, c, sparkv_attend(c, 1, q, out));
+    q[E_Q * E_D - 1] = 0.5f;
+    CHECK_OK(sparkv_attend(c, 3, q, out)); /* appended tokens only */
+}
+
+static void test_empty_layer(void) {
+    g_section = "empty layer";
+    sparkv_shape s = make_shape(2, 2, 1, 16, 8);
+    sparkv_policy p = sparkv_default_policy();
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&s, &p, &c));
+    if (!c) return;
+    float q[32] = {0}, out[32];
+    EXPECT_FAIL(SPARKV_ERR_EMPTY, c, c, sparkv_attend(c, 0, q, out));
+    EXPECT_FAIL(SPARKV_ERR_EMPTY, c, c, sparkv_attend(c, 1, q, out));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_key(c, 0, 0, 0, NULL, NULL));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_value(c, 0, 0, 0, out));
+    float qn[16], sc = 0.0f;
+    CHECK_OK(sparkv_inspect_qnorm(c, 0, 0, qn, &sc));
+    int zeros = 1;
+    for (int j = 0; j < 16; j++) zeros &= qn[j] == 0.0f;
+    CHECK(zeros && sc == 1.0f);
+    /* A dense policy takes a prompt without window queries. */
+    float kv[16 * 3];
+    for (int i = 0; i < 48; i++) kv[i] = (float)i / 7.0f;
+    CHECK_OK(sparkv_prefill(c, 0, kv, kv, 3, NULL, 0));
+    CHECK_OK(sparkv_attend(c, 0, q, out));
+    /* All-zero query: uniform softmax, so the output is the mean value (fp16 storage). */
+    double mean[32];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 16; j++)
+            mean[i * 16 + j] = ((double)round_f16(kv[j]) + round_f16(kv[16 + j]) + round_f16(kv[32 + j])) / 3.0;
+    CHECK_CLOSE(out, mean, 32, 1e-6, 1e-6, "zero query averages the values");
+    sparkv_cache_free(c);
+}
+
+static void test_report_and_inspect_errors(sparkv_cache *c) {
+    g_section = "memory report errors";
+    sparkv_memory m, sum, all;
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_memory_report(NULL, 0, &m));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_memory_report(c, 0, NULL));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_memory_report(c, SPARKV_ALL_LAYERS, NULL));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_memory_report(c, E_LAYERS, &m));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_memory_report(c, SPARKV_ALL_LAYERS - 1, &m));
+    memset(&sum, 0, sizeof sum);
+    for (uint32_t l = 0; l < E_LAYERS; l++) {
+        CHECK_OK(sparkv_memory_report(c, l, &m));
+        CHECK(m.total_bytes == m.key_bytes + m.key_meta_bytes + m.value_bytes);
+        CHECK(m.reserved_bytes >= m.total_bytes);
+        CHECK(m.n_tokens == (uint64_t)E_KV * sparkv_layer_tokens(c, l));
+        CHECK(m.dense_bytes == m.n_tokens * E_D * 4);
+        sum.n_tokens += m.n_tokens; sum.key_bytes += m.key_bytes; sum.key_meta_bytes += m.key_meta_bytes;
+        sum.value_bytes += m.value_bytes; sum.total_bytes += m.total_bytes; sum.dense_bytes += m.dense_bytes;
+        sum.reserved_bytes += m.reserved_bytes;
+    }
+    CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &all));
+    CHECK(memory_equal(&sum, &all));
+
+    g_section = "inspect errors";
+    uint8_t mask[E_D / 8];
+    float key[E_D], qn[E_D], sc;
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_inspect_key(NULL, 0, 0, 0, mask, key));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_inspect_value(NULL, 0, 0, 0, key));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_inspect_qnorm(NULL, 0, 0, qn, &sc));
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_inspect_value(c, 0, 0, 0, NULL));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_inspect_key(c, E_LAYERS, 0, 0, mask, key));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_inspect_value(c, E_LAYERS, 0, 0, key));
+    EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_inspect_qnorm(c, E_LAYERS, 0, qn, &sc));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_key(c, 0, E_KV, 0, mask, key));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_value(c, 0, E_KV, 0, key));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_qnorm(c, 0, E_KV, qn, &sc));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_key(c, 0, 0, 42, mask, key));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_key(c, 1, 1, 260, mask, key));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_value(c, 0, 0, 42, key));
+    EXPECT_FAIL(SPARKV_ERR_INDEX, c, c, sparkv_inspect_key(c, 0, 0, UINT64_MAX, mask, key));
+    /* Either output of inspect_key / inspect_qnorm may be NULL. */
+    uint8_t mask2[E_D / 8];
+    float key2[E_D];
+    CHECK_OK(sparkv_inspect_key(c, 0, 1, 41, mask, key));
+    CHECK_OK(sparkv_inspect_key(c, 0, 1, 41, mask2, NULL));
+    CHECK_OK(sparkv_inspect_key(c, 0, 1, 41, NULL, key2));
+    CHECK_OK(sparkv_inspect_key(c, 0, 1, 41, NULL, NULL));
+    CHECK(memcmp(mask, mask2, sizeof mask) == 0 && memcmp(key, key2, sizeof key) == 0);
+    CHECK(popcount_bytes(mask, sizeof mask) == E_D); /* appended: dense */
+    CHECK_OK(sparkv_inspect_key(c, 1, 1, 259, mask, key));
+    CHECK(popcount_bytes(mask, sizeof mask) == sparkv_topk_keep(0.5f, E_D));
+    float qn2[E_D], sc2 = 0.0f;
+    CHECK_OK(sparkv_inspect_qnorm(c, 1, 1, qn, &sc));
+    CHECK_OK(sparkv_inspect_qnorm(c, 1, 1, qn2, NULL));
+    CHECK_OK(sparkv_inspect_qnorm(c, 1, 1, NULL, &sc2));
+    CHECK_OK(sparkv_inspect_qnorm(c, 1, 1, NULL, NULL));
+    CHECK(memcmp(qn, qn2, sizeof qn) == 0 && sc == sc2 && sc > 0.0f);
+    CHECK_OK(sparkv_inspect_qnorm(c, 3, 0, qn, &sc)); /* never prefilled: zeros and 1 */
+    CHECK(qn[0] == 0.0f && qn[E_D - 1] == 0.0f && sc == 1.0f);
+}
+
+static void test_kernel_errors(sparkv_cache *c) {
+    g_section = "kernel selection";
+    const sparkv_kernel before = sparkv_cache_kernel(c);
+    EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_cache_set_kernel(NULL, SPARKV_KERNEL_PORTABLE));
+    EXPECT_FAIL(SPARKV_ERR_UNSUPPORTED, c, c, sparkv_cache_set_kernel(c, (sparkv_kernel)4));
+    EXPECT_FAIL(SPARKV_ERR_UNSUPPORTED, c, c, sparkv_cache_set_kernel(c, (sparkv_kernel)-1));
+    CHECK(sparkv_cache_kernel(c) == before);
+    int unsupported = 0;
+    for (size_t k = 0; k < 3; k++) {
+        if (sparkv_kernel_supported(ALL_KERNELS[k])) {
+            CHECK_OK(sparkv_cache_set_kernel(c, ALL_KERNELS[k]));
+            CHECK(sparkv_cache_kernel(c) == ALL_KERNELS[k]);
+        } else {
+            unsupported++;
+            CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_PORTABLE));
+            EXPECT_FAIL(SPARKV_ERR_UNSUPPORTED, c, c, sparkv_cache_set_kernel(c, ALL_KERNELS[k]));
+            CHECK(sparkv_cache_kernel(c) == SPARKV_KERNEL_PORTABLE);
+        }
+    }
+    if (!unsupported) printf("note: this CPU supports every kernel; only invalid kernel values test UNSUPPORTED\n");
+    CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_AUTO));
+    CHECK(sparkv_cache_kernel(c) != SPARKV_KERNEL_AUTO && sparkv_kernel_supported(sparkv_cache_kernel(c)));
+}
+
+static void test_capacity(void) {
+    g_section = "capacity";
+    /* Append-only layer: exactly capacity tokens fit (across a page boundary), then CAPACITY. */
+    sparkv_shape s = make_shape(1, 2, 2, 8, 258);
+    sparkv_policy p = sparkv_default_policy();
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&s, &p, &c));
+    if (!c) return;
+    float kv[16];
+    int ok = 1;
+    for (int t = 0; t < 258; t++) {
+        for (int i = 0; i < 16; i++) kv[i] = (float)((t * 16 + i) % 13) - 6.0f;
+        ok &= sparkv_append(c, 0, kv, kv) == SPARKV_OK;
+    }
+    CHECK(ok && sparkv_layer_tokens(c, 0) == 258);
+    EXPECT_FAIL(SPARKV_ERR_CAPACITY, c, c, sparkv_append(c, 0, kv, kv));
+    float key[8], val[8];
+    CHECK_OK(sparkv_inspect_key(c, 0, 1, 257, NULL, key));
+    CHECK_OK(sparkv_inspect_value(c, 0, 1, 257, val));
+    CHECK(key[7] == (float)((257 * 16 + 15) % 13) - 6.0f && val[0] == (float)((257 * 16 + 8) % 13) - 6.0f);
+    sparkv_cache_free(c);
+
+    /* capacity 1 */
+    s = make_shape(1, 1, 1, 8, 1);
+    CHECK_OK(sparkv_cache_create(&s, &p, &c));
+    if (!c) return;
+    float two[16] = {0};
+    EXPECT_FAIL(SPARKV_ERR_CAPACITY, c, c, sparkv_prefill(c, 0, two, two, 2, NULL, 0));
+    CHECK_OK(sparkv_prefill(c, 0, two, two, 1, NULL, 0));
+    EXPECT_FAIL(SPARKV_ERR_CAPACITY, c, c, sparkv_append(c, 0, two, two));
+    sparkv_cache_free(c);
+}
+
+/* ============================================================================================== */
+/* Results do not depend on the thread count                                                       */
+/* ============================================================================================== */
+
+static void test_thread_invariance(void) {
+    g_section = "thread invariance";
+    const uint32_t n_q = 4, n_kv = 1, d = 64;
+    const uint64_t np = 1100; /* five pages: several chunks per head */
+    sparkv_shape s = make_shape(1, n_q, n_kv, d, np + 40);
+    rng r = {31337};
+    float *k = falloc((size_t)n_kv * np * d), *v = falloc((size_t)n_kv * np * d), *qw = falloc((size_t)n_q * 16 * d);
+    fill_normal(&r, k, (size_t)n_kv * np * d, 1.0f);
+    fill_normal(&r, v, (size_t)n_kv * np * d, 1.0f);
+    fill_normal(&r, qw, (size_t)n_q * 16 * d, 1.0f);
+    float *ka = falloc((size_t)40 * n_kv * d), *va = falloc((size_t)40 * n_kv * d), q[4 * 64];
+    fill_normal(&r, ka, (size_t)40 * n_kv * d, 1.0f);
+    fill_normal(&r, va, (size_t)40 * n_kv * d, 1.0f);
+    fill_normal(&r, q, (size_t)n_q * d, 1.0f);
+    const sparkv_recovery recs[] = {SPARKV_RECOVER_MEAN, SPARKV_RECOVER_GAUSSIAN};
+    for (int ri = 0; ri < 2; ri++) {
+        float out[2][4 * 64];
+        for (int threads = 1; threads <= 2; threads++) {
+            sparkv_policy p = spark_policy(0.75f, recs[ri], 1);
+            p.threads = threads;
+            sparkv_cache *c = NULL;
+            CHECK_OK(sparkv_cache_create(&s, &p, &c));
+            if (!c) return;
+            CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_PORTABLE));
+            CHECK_OK(sparkv_prefill(c, 0, k, v, np, qw, 16));
+            for (int t = 0; t < 40; t++) CHECK_OK(sparkv_append(c, 0, ka + (size_t)t * n_kv * d, va + (size_t)t * n_kv * d));
+            CHECK_OK(sparkv_attend(c, 0, q, out[threads - 1]));
+            sparkv_cache_free(c);
+        }
+        CHECKF(memcmp(out[0], out[1], sizeof out[0]) == 0, "attend differs between 1 and 2 threads (recovery %d)",
+               (int)recs[ri]);
+    }
+    free(k); free(v); free(qw); free(ka); free(va);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    test_version_and_strings();
+    test_defaults_and_validate();
+    test_create();
+    test_draw_uniforms();
+    test_scenarios();
+    sparkv_cache *c = make_error_cache();
+    test_prefill_errors(c);
+    test_append_errors(c);
+    test_attend_errors(c);
+    test_report_and_inspect_errors(c);
+    test_kernel_errors(c);
+    sparkv_cache_free(c);
+    test_empty_layer();
+    test_capacity();
+    test_thread_invariance();
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}

@@ -1,0 +1,119 @@
+"""SparKV for Python: a ctypes binding of libsparkv (query-aware channel-pruned KV cache, SparK).
+
+    import numpy as np
+    import sparkv
+
+    shape = sparkv.Shape(n_layers=1, n_q_heads=8, n_kv_heads=2, head_dim=128, capacity=1024)
+    with sparkv.KVCache(shape, sparkv.Policy.spark(0.8)) as cache:
+        cache.prefill(0, keys, values, q_window)     # (2, n, 128), (2, n, 128), (8, w, 128) float32
+        out = cache.attend(0, q)                      # (8, 128) float32
+        print(cache.memory_report())
+
+The C library is found through SPARKV_LIBRARY, a libsparkv.so next to this package, or the
+installed prefix (see sparkv._lib). Inputs must be float32, C-contiguous numpy arrays of the exact
+shape: nothing is converted silently.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Tuple, Union
+
+from . import _lib
+from ._lib import LibraryNotFoundError, library_path
+from ._version import __version__
+from .cache import MEMORY_FIELDS, KVCache
+from .config import Kernel, Policy, Precision, Recovery, Selection, Shape, to_enum
+from .errors import (
+    CapacityError,
+    EmptyLayerError,
+    GQAError,
+    HeadDimError,
+    IndexOutOfRangeError,
+    InvalidPolicyError,
+    InvalidShapeError,
+    LayerError,
+    NonFiniteError,
+    NullPointerError,
+    OutOfMemoryError,
+    SparKVError,
+    StateError,
+    Status,
+    StructSizeError,
+    UnsupportedError,
+    WindowError,
+)
+
+ALL_LAYERS = _lib.ALL_LAYERS
+
+
+def version() -> str:
+    """The C library's version string, "MAJOR.MINOR.PATCH"."""
+    return _lib.load().sparkv_version_string().decode()
+
+
+def version_info() -> Tuple[int, int, int]:
+    """The C library's version as (major, minor, patch)."""
+    v = _lib.load().sparkv_version()
+    return v // 10000, v // 100 % 100, v % 100
+
+
+def status_string(status: Union[Status, int]) -> str:
+    """The C library's stable sentence for a status code."""
+    return _lib.load().sparkv_status_string(int(status)).decode()
+
+
+def topk_keep(key_prune_ratio: float, head_dim: int) -> int:
+    """Key channels TOPK keeps per token: head_dim - floor(r * head_dim), as the library computes it."""
+    return int(_lib.load().sparkv_topk_keep(float(key_prune_ratio), int(head_dim)))
+
+
+def kernel_supported(kernel: Union[Kernel, str, int]) -> bool:
+    """Whether this CPU and build support a kernel family."""
+    return bool(_lib.load().sparkv_kernel_supported(int(to_enum(Kernel, kernel, "kernel"))))
+
+
+def draw_uniforms(seed: int, layer: int, kv_head: int, token: int, channel: int) -> Tuple[float, float]:
+    """The two uniforms in (0, 1) of the GAUSSIAN/EXPONENTIAL recovery draw (see sparkv.h)."""
+    u1, u2 = ctypes.c_double(), ctypes.c_double()
+    _lib.load().sparkv_draw_uniforms(seed, layer, kv_head, token, channel, ctypes.byref(u1), ctypes.byref(u2))
+    return u1.value, u2.value
+
+
+__all__ = [
+    "ALL_LAYERS",
+    "MEMORY_FIELDS",
+    "CapacityError",
+    "EmptyLayerError",
+    "GQAError",
+    "HeadDimError",
+    "IndexOutOfRangeError",
+    "InvalidPolicyError",
+    "InvalidShapeError",
+    "KVCache",
+    "Kernel",
+    "LayerError",
+    "LibraryNotFoundError",
+    "NonFiniteError",
+    "NullPointerError",
+    "OutOfMemoryError",
+    "Policy",
+    "Precision",
+    "Recovery",
+    "Selection",
+    "Shape",
+    "SparKVError",
+    "StateError",
+    "Status",
+    "StructSizeError",
+    "UnsupportedError",
+    "WindowError",
+    "__version__",
+    "draw_uniforms",
+    "kernel_supported",
+    "library_path",
+    "status_string",
+    "topk_keep",
+    "version",
+    "version_info",
+]

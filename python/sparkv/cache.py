@@ -1,0 +1,332 @@
+"""KVCache: the owner of one ``sparkv_cache`` handle."""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import threading
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _lib
+from .config import U32, U64, Kernel, Policy, Shape, to_enum
+from .errors import Status, error_for
+
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+_BYTE_P = ctypes.POINTER(ctypes.c_uint8)
+
+MEMORY_FIELDS = ("n_tokens", "key_bytes", "key_meta_bytes", "value_bytes", "total_bytes", "dense_bytes", "reserved_bytes")
+
+
+def _float32_array(name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str]) -> int:
+    """The address of `a` after checking it is a float32, C-contiguous array of the expected shape.
+
+    `expected` holds sizes, None where any size is accepted; `labels` names each axis. Nothing is
+    converted: a float64 or strided array is a caller mistake worth knowing about (a silent copy
+    would hide a 2x memory and time cost on every decode step).
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(
+            f"{name} must have dtype float32 (native byte order), got {a.dtype}; "
+            f"convert it explicitly, e.g. {name}.astype(np.float32)"
+        )
+    want = "(" + ", ".join(f"{lab}={'*' if e is None else e}" for lab, e in zip(labels, expected)) + ")"
+    if a.ndim != len(expected) or any(e is not None and e != g for e, g in zip(expected, a.shape)):
+        raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to 4 bytes; pass a fresh copy ({name}.copy())")
+    return a.ctypes.data
+
+
+def _index(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+class KVCache:
+    """A SparKV cache for every layer of one sequence.
+
+    Tensors are numpy float32, C-contiguous, post-RoPE:
+
+    - ``prefill(layer, keys, values, q_window)``: keys/values ``(n_kv_heads, n_tokens, head_dim)``,
+      q_window ``(n_q_heads, n_window, head_dim)`` (the last prompt queries; may be None for a
+      dense policy). Once per layer, on an empty layer.
+    - ``append(layer, k, v)``: ``(n_kv_heads, head_dim)`` each.
+    - ``attend(layer, q)``: q ``(n_q_heads, head_dim)`` -> ``(n_q_heads, head_dim)``.
+
+    Example::
+
+        shape = Shape(n_layers=2, n_q_heads=8, n_kv_heads=2, head_dim=128, capacity=4096)
+        with KVCache(shape, Policy.spark(0.8)) as cache:
+            cache.prefill(0, keys, values, q_window)
+            cache.append(0, k, v)
+            out = cache.attend(0, q)
+            print(cache.memory_report(0)["total_bytes"])
+
+    A failing call raises a :class:`~sparkv.errors.SparKVError` subclass carrying the C status and
+    message, and leaves the cache unchanged. Calls on one cache are serialised by a lock (the C
+    library allows one thread at a time per handle); the GIL is released while C runs, so distinct
+    caches can work in parallel from different threads.
+    """
+
+    def __init__(self, shape: Shape, policy: Optional[Policy] = None):
+        if not isinstance(shape, Shape):
+            raise TypeError(f"shape must be a sparkv.Shape, got {type(shape).__name__}")
+        if policy is None:
+            policy = Policy.dense()
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a sparkv.Policy, got {type(policy).__name__}")
+        self._handle: Optional[int] = None
+        self._lock = threading.Lock()
+        lib = _lib.load()
+        self._lib = lib
+        c_shape, c_policy = shape.to_c(), policy.to_c()
+        out = ctypes.c_void_p()
+        status = lib.sparkv_cache_create(ctypes.byref(c_shape), ctypes.byref(c_policy), ctypes.byref(out))
+        if status != 0:
+            raise error_for(status, self._message(status, None))
+        self._handle = out.value
+        self._shape = shape
+        self._policy = policy
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the C cache. Idempotent; any later call raises ValueError."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                self._lib.sparkv_cache_free(handle)
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def __enter__(self) -> "KVCache":
+        self._live()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing sensible left to do
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<KVCache closed>"
+        tokens = [self.tokens(layer) for layer in range(self._shape.n_layers)]
+        return f"<KVCache {self._shape} {self._policy} tokens={tokens}>"
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _live(self) -> int:
+        if self._handle is None:
+            raise ValueError("operation on a closed KVCache")
+        return self._handle
+
+    def _message(self, status: int, handle: Optional[int]) -> str:
+        raw = self._lib.sparkv_last_error(handle)
+        msg = raw.decode("utf-8", "replace") if raw else ""
+        return msg or self._lib.sparkv_status_string(status).decode()
+
+    def _call(self, fn_name: str, *args: object) -> None:
+        """Run one C call on this handle under the lock; raise the C error on failure."""
+        with self._lock:
+            handle = self._live()
+            status = getattr(self._lib, fn_name)(handle, *args)
+            if status != 0:
+                raise error_for(status, self._message(status, handle))
+
+    def _layer(self, layer: object) -> int:
+        value = _index("layer", layer)
+        if not 0 <= value <= U32:
+            raise error_for(
+                Status.LAYER, f"layer {value} is out of range (n_layers = {self._shape.n_layers})"
+            )
+        return value
+
+    def _head(self, kv_head: object) -> int:
+        value = _index("kv_head", kv_head)
+        if not 0 <= value <= U32:
+            raise error_for(
+                Status.INDEX, f"kv_head {value} is out of range (n_kv_heads = {self._shape.n_kv_heads})"
+            )
+        return value
+
+    def _token(self, token: object) -> int:
+        value = _index("token", token)
+        if not 0 <= value <= U64:
+            raise error_for(Status.INDEX, f"token {value} is out of range")
+        return value
+
+    # ---- properties -----------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> Shape:
+        """The shape, as the C cache holds it."""
+        out = _lib.CShape()
+        self._call("sparkv_cache_shape", ctypes.byref(out))
+        return Shape.from_c(out)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy, as the C cache holds it (floats read back as float32 values)."""
+        out = _lib.CPolicy()
+        self._call("sparkv_cache_policy", ctypes.byref(out))
+        return Policy.from_c(out)
+
+    @property
+    def kernel(self) -> Kernel:
+        """The attention kernel family in use (never AUTO)."""
+        with self._lock:
+            return Kernel(self._lib.sparkv_cache_kernel(self._live()))
+
+    def set_kernel(self, kernel: Union[Kernel, str, int]) -> None:
+        """Choose the kernel family ("portable", "avx2", "avx512" or "auto"); UnsupportedError if
+        this CPU lacks it."""
+        self._call("sparkv_cache_set_kernel", int(to_enum(Kernel, kernel, "kernel")))
+
+    def tokens(self, layer: int) -> int:
+        """Tokens held by ``layer`` (prompt + appended)."""
+        value = self._layer(layer)
+        if value >= self._shape.n_layers:
+            raise error_for(Status.LAYER, f"layer {value} is out of range (n_layers = {self._shape.n_layers})")
+        with self._lock:
+            return int(self._lib.sparkv_layer_tokens(self._live(), value))
+
+    # ---- prefill, append, attend ----------------------------------------------------------------
+
+    def prefill(
+        self, layer: int, keys: np.ndarray, values: np.ndarray, q_window: Optional[np.ndarray] = None
+    ) -> None:
+        """Compress and store the prompt of one layer (once per layer, on an empty layer).
+
+        keys, values: ``(n_kv_heads, n_tokens, head_dim)``; q_window: ``(n_q_heads, n_window,
+        head_dim)``, the last prompt queries, oldest first (required when the policy prunes).
+        """
+        s = self._shape
+        layer = self._layer(layer)
+        k_ptr = _float32_array("keys", keys, (s.n_kv_heads, None, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim"))
+        n_tokens = keys.shape[1]
+        v_ptr = _float32_array(
+            "values", values, (s.n_kv_heads, n_tokens, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim")
+        )
+        if q_window is None:
+            q_ptr, n_window = None, 0
+        else:
+            q_ptr = _float32_array(
+                "q_window", q_window, (s.n_q_heads, None, s.head_dim), ("n_q_heads", "n_window", "head_dim")
+            )
+            n_window = q_window.shape[1]
+        self._call("sparkv_prefill", layer, k_ptr, v_ptr, n_tokens, q_ptr, n_window)
+
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> None:
+        """Append one decode token: k, v ``(n_kv_heads, head_dim)``."""
+        s = self._shape
+        layer = self._layer(layer)
+        k_ptr = _float32_array("k", k, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"))
+        v_ptr = _float32_array("v", v, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"))
+        self._call("sparkv_append", layer, k_ptr, v_ptr)
+
+    def attend(self, layer: int, q: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Decode attention of one query token over every token of ``layer``.
+
+        q: ``(n_q_heads, head_dim)``. Returns ``(n_q_heads, head_dim)`` float32, written into ``out``
+        when given (same shape, float32, C-contiguous, not overlapping q).
+        """
+        s = self._shape
+        layer = self._layer(layer)
+        q_ptr = _float32_array("q", q, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"))
+        if out is None:
+            out = np.empty((s.n_q_heads, s.head_dim), dtype=np.float32)
+        o_ptr = _float32_array("out", out, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"))
+        if np.shares_memory(q, out):
+            raise ValueError("out must not overlap q")
+        self._call("sparkv_attend", layer, q_ptr, o_ptr)
+        return out
+
+    # ---- memory and inspection ------------------------------------------------------------------
+
+    def memory_report(self, layer: Optional[int] = None) -> Dict[str, int]:
+        """Exact bytes held by one layer, or by the whole cache when ``layer`` is None.
+
+        Keys: n_tokens (summed over KV heads), key_bytes, key_meta_bytes, value_bytes,
+        total_bytes, dense_bytes (the same tokens as dense fp16 K and V), reserved_bytes.
+        """
+        index = _lib.ALL_LAYERS if layer is None else self._layer(layer)
+        if layer is not None and index == _lib.ALL_LAYERS:  # the C sentinel is not a layer
+            raise error_for(Status.LAYER, f"layer {index} is out of range (n_layers = {self._shape.n_layers})")
+        out = _lib.CMemory()
+        self._call("sparkv_memory_report", index, ctypes.byref(out))
+        return {name: int(getattr(out, name)) for name in MEMORY_FIELDS}
+
+    def kept_mask(self, layer: int, kv_head: int, token: int) -> np.ndarray:
+        """Which key channels of a stored token are kept: bool ``(head_dim,)`` (all True for dense
+        tokens)."""
+        d = self._shape.head_dim
+        packed = np.zeros(d // 8, dtype=np.uint8)
+        self._call(
+            "sparkv_inspect_key",
+            self._layer(layer),
+            self._head(kv_head),
+            self._token(token),
+            packed.ctypes.data_as(_BYTE_P),
+            None,
+        )
+        return np.unpackbits(packed, bitorder="little").astype(bool)
+
+    def recovered_key(self, layer: int, kv_head: int, token: int) -> np.ndarray:
+        """A stored key as attention sees it (kept values as stored, pruned entries recovered):
+        float32 ``(head_dim,)``."""
+        key = np.zeros(self._shape.head_dim, dtype=np.float32)
+        self._call(
+            "sparkv_inspect_key",
+            self._layer(layer),
+            self._head(kv_head),
+            self._token(token),
+            None,
+            key.ctypes.data_as(_FLOAT_P),
+        )
+        return key
+
+    def value(self, layer: int, kv_head: int, token: int) -> np.ndarray:
+        """A stored value (in its storage precision, as float32): ``(head_dim,)``."""
+        value = np.zeros(self._shape.head_dim, dtype=np.float32)
+        self._call(
+            "sparkv_inspect_value",
+            self._layer(layer),
+            self._head(kv_head),
+            self._token(token),
+            value.ctypes.data_as(_FLOAT_P),
+        )
+        return value
+
+    def qnorm(self, layer: int, kv_head: int) -> Tuple[np.ndarray, float]:
+        """The window query norms qn ``(head_dim,)`` and their mean c of one layer and KV head
+        (zeros and 1.0 for a layer stored dense or not prefilled)."""
+        qn = np.zeros(self._shape.head_dim, dtype=np.float32)
+        c = ctypes.c_float(0.0)
+        self._call(
+            "sparkv_inspect_qnorm",
+            self._layer(layer),
+            self._head(kv_head),
+            qn.ctypes.data_as(_FLOAT_P),
+            ctypes.byref(c),
+        )
+        return qn, float(c.value)
+
+
+__all__ = ["KVCache", "MEMORY_FIELDS"]

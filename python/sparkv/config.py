@@ -1,0 +1,255 @@
+"""Shape and Policy: immutable mirrors of ``sparkv_shape`` and ``sparkv_policy``.
+
+Ranges are checked by the C library (``Policy.validate`` or ``KVCache(...)`` raise
+:class:`~sparkv.errors.InvalidPolicyError` & co. with the C message); this module only rejects
+values that cannot be represented in the C field at all (a negative ``window``, a ``seed`` of
+2**64, a non-number), with ``TypeError`` / ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import operator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Type, TypeVar, Union
+
+from . import _lib
+from .errors import Status, error_for
+
+
+class Selection(IntEnum):
+    """How pruned channels are chosen per token (sparkv_selection)."""
+
+    TOPK = 0
+    CUMULATIVE = 1
+
+
+class Recovery(IntEnum):
+    """How a pruned key entry is rebuilt at attention time (sparkv_recovery)."""
+
+    NONE = 0
+    MEAN = 1
+    GAUSSIAN = 2
+    EXPONENTIAL = 3
+
+
+class Precision(IntEnum):
+    """Storage precision of kept keys and values (sparkv_precision)."""
+
+    F32 = 0
+    F16 = 1
+    BF16 = 2
+
+
+class Kernel(IntEnum):
+    """Attention kernel family (sparkv_kernel)."""
+
+    AUTO = 0
+    PORTABLE = 1
+    AVX2 = 2
+    AVX512 = 3
+
+
+E = TypeVar("E", bound=IntEnum)
+
+
+def to_enum(cls: Type[E], value: Any, field: str) -> E:
+    """An enum member from a member, its value or its case-insensitive name ("mean", "f16")."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+    names = ", ".join(repr(m.name.lower()) for m in cls)
+    raise ValueError(f"{field} must be one of {names} (or a {cls.__name__}), got {value!r}")
+
+
+def _int_field(obj: Any, field: str, lo: int, hi: int) -> int:
+    value = getattr(obj, field)
+    if isinstance(value, bool):
+        raise TypeError(f"{field} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{field} must be an integer, got {type(value).__name__}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{field} = {value} does not fit the C field (range [{lo}, {hi}])")
+    return value
+
+
+def _float_field(obj: Any, field: str) -> float:
+    value = getattr(obj, field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{field} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+U32 = 2**32 - 1
+U64 = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Shape of the attention layers a cache serves (mirrors sparkv_shape; defaults as in C).
+
+    ``Shape(n_layers=32, n_q_heads=32, n_kv_heads=8, head_dim=128, capacity=8192)``
+    """
+
+    n_layers: int = 1
+    n_q_heads: int = 1
+    n_kv_heads: int = 1
+    head_dim: int = 128
+    capacity: int = 4096
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (GQA group size)."""
+        return self.n_q_heads // self.n_kv_heads if self.n_kv_heads else 0
+
+    def to_c(self) -> _lib.CShape:
+        return _lib.CShape(
+            ctypes.sizeof(_lib.CShape),
+            _int_field(self, "n_layers", 0, U32),
+            _int_field(self, "n_q_heads", 0, U32),
+            _int_field(self, "n_kv_heads", 0, U32),
+            _int_field(self, "head_dim", 0, U32),
+            _int_field(self, "capacity", 0, U64),
+        )
+
+    @classmethod
+    def from_c(cls, c: _lib.CShape) -> "Shape":
+        return cls(c.n_layers, c.n_q_heads, c.n_kv_heads, c.head_dim, c.capacity)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Compression policy (mirrors sparkv_policy; defaults as in sparkv_default_policy()).
+
+    Enum fields accept members, values or names: ``Policy(recovery="gaussian", key_precision="bf16")``.
+    ``Policy.dense()`` stores keys as they are; ``Policy.spark(0.8)`` is SparK with r = 0.8, MEAN
+    recovery and sign bits. Use ``dataclasses.replace(policy, window=16)`` to change a field.
+    """
+
+    key_prune_ratio: float = 0.0
+    selection: Selection = Selection.TOPK
+    cumulative_p: float = 0.9
+    cumulative_min_keep: int = 1
+    cumulative_max_keep: int = 0
+    recovery: Recovery = Recovery.MEAN
+    sign_bits: bool = True
+    key_precision: Precision = Precision.F16
+    value_precision: Precision = Precision.F16
+    window: int = 32
+    seed: int = 0
+    threads: int = 0
+    attention_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "selection", to_enum(Selection, self.selection, "selection"))
+        set_(self, "recovery", to_enum(Recovery, self.recovery, "recovery"))
+        set_(self, "key_precision", to_enum(Precision, self.key_precision, "key_precision"))
+        set_(self, "value_precision", to_enum(Precision, self.value_precision, "value_precision"))
+        if not isinstance(self.sign_bits, (bool, int)):
+            raise TypeError(f"sign_bits must be a bool, got {type(self.sign_bits).__name__}")
+
+    @classmethod
+    def dense(cls, **fields: Any) -> "Policy":
+        """No pruning (r = 0): keys stored whole in ``key_precision``."""
+        return cls(key_prune_ratio=0.0, **fields)
+
+    @classmethod
+    def spark(
+        cls,
+        ratio: float,
+        recovery: Union[Recovery, str, int] = "mean",
+        sign_bits: bool = True,
+        **fields: Any,
+    ) -> "Policy":
+        """SparK TOPK: prune ``ratio`` of every prompt key's channels and recover them at attention.
+
+        ``recovery="none"`` needs ``sign_bits=False`` (signs would be stored and never read).
+        """
+        return cls(key_prune_ratio=ratio, selection=Selection.TOPK, recovery=recovery, sign_bits=sign_bits, **fields)
+
+    @classmethod
+    def cumulative(
+        cls,
+        p: float,
+        min_keep: int = 1,
+        max_keep: int = 0,
+        recovery: Union[Recovery, str, int] = "mean",
+        sign_bits: bool = True,
+        **fields: Any,
+    ) -> "Policy":
+        """SparK with CUMULATIVE selection: keep the fewest channels holding ``p`` of the saliency."""
+        return cls(
+            selection=Selection.CUMULATIVE,
+            cumulative_p=p,
+            cumulative_min_keep=min_keep,
+            cumulative_max_keep=max_keep,
+            recovery=recovery,
+            sign_bits=sign_bits,
+            **fields,
+        )
+
+    def to_c(self) -> _lib.CPolicy:
+        return _lib.CPolicy(
+            ctypes.sizeof(_lib.CPolicy),
+            _float_field(self, "key_prune_ratio"),
+            int(self.selection),
+            _float_field(self, "cumulative_p"),
+            _int_field(self, "cumulative_min_keep", 0, U32),
+            _int_field(self, "cumulative_max_keep", 0, U32),
+            int(self.recovery),
+            1 if self.sign_bits else 0,
+            int(self.key_precision),
+            int(self.value_precision),
+            _int_field(self, "window", 0, U32),
+            _int_field(self, "seed", 0, U64),
+            _int_field(self, "threads", -(2**31), 2**31 - 1),
+            _float_field(self, "attention_scale"),
+        )
+
+    @classmethod
+    def from_c(cls, c: _lib.CPolicy) -> "Policy":
+        return cls(
+            key_prune_ratio=c.key_prune_ratio,
+            selection=Selection(c.selection),
+            cumulative_p=c.cumulative_p,
+            cumulative_min_keep=c.cumulative_min_keep,
+            cumulative_max_keep=c.cumulative_max_keep,
+            recovery=Recovery(c.recovery),
+            sign_bits=bool(c.sign_bits),
+            key_precision=Precision(c.key_precision),
+            value_precision=Precision(c.value_precision),
+            window=c.window,
+            seed=c.seed,
+            threads=c.threads,
+            attention_scale=c.attention_scale,
+        )
+
+    def validate(self, head_dim: int) -> "Policy":
+        """Check the policy against a head dimension in C; returns self or raises the C error."""
+        head_dim = operator.index(head_dim)
+        if not 0 <= head_dim <= U32:
+            raise error_for(Status.HEAD_DIM, f"head_dim {head_dim} is not a multiple of 8 in [8, 256]")
+        lib = _lib.load()
+        c_policy = self.to_c()
+        status = lib.sparkv_policy_validate(ctypes.byref(c_policy), head_dim)
+        if status != 0:
+            raise error_for(status, lib.sparkv_last_error(None).decode("utf-8", "replace"))
+        return self
+
+    def replace(self, **changes: Any) -> "Policy":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,160 @@
+"""The binding's surface: versions, strings, mirrors of the C structs, kernels, draws, threads."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference as ref
+import sparkv
+from helpers import bits, make_prompt
+from sparkv import KVCache, Policy, Shape
+
+HEADER = Path(__file__).resolve().parents[2] / "include" / "sparkv.h"
+
+
+def test_versions_agree():
+    major, minor, patch = sparkv.version_info()
+    assert sparkv.version() == f"{major}.{minor}.{patch}"
+    assert sparkv.__version__ == sparkv.version()
+    if HEADER.exists():
+        text = HEADER.read_text()
+        macro = {k: int(re.search(rf"#define SPARKV_VERSION_{k} (\d+)", text).group(1)) for k in ("MAJOR", "MINOR", "PATCH")}
+        assert (macro["MAJOR"], macro["MINOR"], macro["PATCH"]) == (major, minor, patch)
+
+
+def test_library_is_the_one_asked_for():
+    import os
+
+    env = os.environ.get("SPARKV_LIBRARY")
+    if not env:
+        pytest.skip("SPARKV_LIBRARY not set")
+    assert sparkv._lib.candidates() == [env]
+    assert sparkv.library_path() == env
+
+
+def test_status_strings_are_distinct_sentences():
+    strings = [sparkv.status_string(s) for s in sparkv.Status]
+    assert all(strings) and len(set(strings)) == len(strings)
+    assert sparkv.status_string(999)
+
+
+def test_error_classes_cover_every_status():
+    for status in sparkv.Status:
+        if status == sparkv.Status.OK:
+            continue
+        err = sparkv.errors.error_for(status, "detail")
+        assert isinstance(err, sparkv.SparKVError) and type(err) is not sparkv.SparKVError
+        assert err.status == status and str(err) == "detail"
+    unknown = sparkv.errors.error_for(99, "x")
+    assert type(unknown) is sparkv.SparKVError and unknown.status == 99
+
+
+def test_topk_keep_matches_reference():
+    for r in (0.0, 0.001, 0.1, 0.3, 0.33, 0.5, 0.75, 0.8, 0.9, 0.99):
+        for d in range(8, 257, 8):
+            assert sparkv.topk_keep(r, d) == ref.RefPolicy(ratio=float(np.float32(r))).topk_keep(d)
+
+
+def test_draw_uniforms_follow_the_published_hash():
+    for seed in (0, 1, 2**64 - 1):
+        for args in ((0, 0, 0, 0), (1, 2, 3, 4), (31, 7, 100000, 255)):
+            got = sparkv.draw_uniforms(seed, *args)
+            assert got == ref.uniforms(seed, *args)
+            assert all(0.0 < u < 1.0 for u in got)
+
+
+def test_defaults_mirror_the_c_defaults():
+    lib = sparkv._lib.load()
+    assert Shape.from_c(lib.sparkv_default_shape()) == Shape()
+    c_default = Policy.from_c(lib.sparkv_default_policy())
+    assert c_default == dataclasses.replace(Policy(), cumulative_p=float(np.float32(0.9)))
+    assert Policy.dense() == Policy()
+
+
+def test_policy_and_shape_round_trip_through_the_cache():
+    shape = Shape(n_layers=3, n_q_heads=8, n_kv_heads=4, head_dim=64, capacity=100)
+    policy = Policy.cumulative(0.75, min_keep=3, max_keep=60, recovery="gaussian", sign_bits=False,
+                               key_precision="bf16", value_precision="f32", window=7, seed=2**63 + 5,
+                               threads=1, attention_scale=0.125)
+    with KVCache(shape, policy) as cache:
+        assert cache.shape == shape
+        got = cache.policy
+        assert got == dataclasses.replace(policy, cumulative_p=float(np.float32(0.75)))
+        assert cache.kernel != sparkv.Kernel.AUTO
+    assert shape.group == 2
+
+
+def test_enum_fields_accept_names_members_and_values():
+    a = Policy(recovery="Gaussian", key_precision=sparkv.Precision.BF16, selection=1)
+    assert a.recovery is sparkv.Recovery.GAUSSIAN and a.key_precision is sparkv.Precision.BF16
+    assert a.selection is sparkv.Selection.CUMULATIVE
+    assert Policy.spark(0.8).replace(window=16).window == 16
+
+
+def test_kernels(rng):
+    assert sparkv.kernel_supported("portable") and sparkv.kernel_supported(sparkv.Kernel.AUTO)
+    with KVCache(Shape(1, 2, 1, 32, 50), Policy.spark(0.5)) as cache:
+        keys, values, qw = make_prompt(rng, 2, 1, 50, 8, 32)
+        cache.prefill(0, keys, values, qw)
+        for kernel in sparkv.Kernel:
+            if sparkv.kernel_supported(kernel):
+                cache.set_kernel(kernel.name.lower())
+                assert cache.kernel == (kernel if kernel != sparkv.Kernel.AUTO else cache.kernel)
+                assert cache.kernel != sparkv.Kernel.AUTO
+
+
+@pytest.mark.parametrize("recovery", ["mean", "gaussian"])
+def test_attend_is_unchanged_by_thread_count(rng, recovery):
+    n, d = 1100, 64  # five pages: several chunks per head
+    keys, values, qw = make_prompt(rng, 4, 1, n, 16, d)
+    q = rng.standard_normal((4, d), dtype=np.float32)
+    appended = rng.standard_normal((10, 2, 1, d), dtype=np.float32)
+    outs = []
+    for threads in (1, 2):
+        with KVCache(Shape(1, 4, 1, d, n + 10), Policy.spark(0.75, recovery=recovery, threads=threads)) as cache:
+            cache.set_kernel("portable")
+            cache.prefill(0, keys, values, qw)
+            for k, v in appended:
+                cache.append(0, k, v)
+            outs.append(cache.attend(0, q))
+    assert np.array_equal(bits(outs[0]), bits(outs[1]))
+
+
+def test_dense_tokens_report_every_channel_kept(rng):
+    with KVCache(Shape(1, 1, 1, 16, 4), Policy.dense(key_precision="f32")) as cache:
+        k = rng.standard_normal((1, 16), dtype=np.float32)
+        cache.append(0, k, k)
+        assert cache.kept_mask(0, 0, 0).all()
+        assert np.array_equal(cache.recovered_key(0, 0, 0), k[0])
+        qn, c = cache.qnorm(0, 0)
+        assert not qn.any() and c == 1.0
+
+
+def test_caches_in_threads_are_independent(rng):
+    import threading
+
+    shape = Shape(1, 4, 2, 64, 300)
+    keys, values, qw = make_prompt(rng, 4, 2, 300, 16, 64)
+    q = rng.standard_normal((4, 64), dtype=np.float32)
+    with KVCache(shape, Policy.spark(0.8, threads=1)) as c0:
+        c0.prefill(0, keys, values, qw)
+        want = c0.attend(0, q)
+        results = []
+
+        def work():
+            with KVCache(shape, Policy.spark(0.8, threads=1)) as c:
+                c.prefill(0, keys, values, qw)
+                results.append(c.attend(0, q))
+                results.append(c0.attend(0, q))  # a shared cache: the binding serialises calls
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 8 and all(np.array_equal(r, want) for r in results)
