@@ -41,3 +41,23 @@ void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
         st[SV_STAT_SD] = stat_half(n_pruned ? sqrt(var / (double)n_pruned) : 0.0, c);
     }
 }
+
+/* Value-channel pruning: keep the T_v values of largest magnitude; the others are replaced at
+ * attention time by their mean, so the token's value sum over channels is preserved. */
+void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v) {
+    const uint32_t d = cache->shape.head_dim, tv = cache->keep_values;
+    double mag[SPARKV_MAX_HEAD_DIM] = {0}, scratch[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t j = 0; j < d; j++) mag[j] = fabs((double)v[j]);
+    uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
+    sv_select_topk(mag, d, tv, mask, scratch);
+    float kept[SPARKV_MAX_HEAD_DIM];
+    uint32_t nk = 0, np = 0;
+    double pruned = 0.0;
+    for (uint32_t j = 0; j < d; j++) {
+        if (mask[j >> 3] >> (j & 7) & 1u) kept[nk++] = v[j];
+        else { pruned += (double)v[j]; np++; }
+    }
+    const sparkv_precision vp = cache->policy.value_precision;
+    sv_store_row((uint8_t *)page->v + (size_t)slot * tv * sv_precision_bytes(vp), vp, kept, nk);
+    page->vfill[slot] = sv_float_to_half((float)(np ? pruned / (double)np : 0.0));
+}

@@ -6,7 +6,7 @@
 
 /* The k-th largest (0-based) of a[0..n): quickselect with a three-way partition, so runs of
  * equal saliencies (ties, all-zero keys) cost one pass. Reorders a. */
-static double kth_largest(double *a, uint32_t n, uint32_t k) {
+double sv_kth_largest(double *a, uint64_t n, uint64_t k) {
     int64_t l = 0, r = (int64_t)n - 1, kk = (int64_t)k;
     while (r > l) {
         double pivot = a[l + (r - l) / 2];
@@ -25,12 +25,27 @@ static double kth_largest(double *a, uint32_t n, uint32_t k) {
     return a[l];
 }
 
+void sv_select_top(const double *s, uint64_t n, uint64_t keep, double *scratch, uint64_t *out) {
+    if (keep >= n) { for (uint64_t i = 0; i < n; i++) out[i] = i; return; }
+    if (keep == 0) return;
+    memcpy(scratch, s, n * sizeof(double));
+    double v = sv_kth_largest(scratch, n, keep - 1);
+    uint64_t above = 0, m = 0;
+    for (uint64_t i = 0; i < n; i++) above += s[i] > v;
+    uint64_t ties = keep - above;
+    for (uint64_t i = 0; i < n; i++) {
+        int take = s[i] > v;
+        if (!take && s[i] == v && ties) { take = 1; ties--; }
+        if (take) out[m++] = i;
+    }
+}
+
 uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mask, double *scratch) {
     memset(mask, 0, d / 8);
     if (keep >= d) { memset(mask, 0xff, d / 8); return d; }
     if (keep == 0) return 0;
     memcpy(scratch, s, d * sizeof(double));
-    double v = kth_largest(scratch, d, keep - 1);
+    double v = sv_kth_largest(scratch, d, keep - 1);
     uint32_t above = 0;
     for (uint32_t j = 0; j < d; j++) above += s[j] > v;
     uint32_t ties = keep - above; /* channels equal to v still to keep, lowest index first */
