@@ -75,14 +75,21 @@ void sparkv_cache_free(sparkv_cache *cache) {
     free(cache);
 }
 
+/* Queries take a const handle; only the handle's error text is written. */
+static sparkv_status null_output(const sparkv_cache *cache, const char *what) {
+    return sv_fail((sparkv_cache *)cache, SPARKV_ERR_NULL_POINTER, "%s: the output pointer is NULL", what);
+}
+
 sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!out) return null_output(cache, "cache_shape");
     *out = cache->shape;
     return SPARKV_OK;
 }
 
 sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!out) return null_output(cache, "cache_policy");
     *out = cache->policy;
     return SPARKV_OK;
 }
@@ -106,7 +113,6 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
         m->reserved_bytes += head_meta;
         for (uint32_t i = 0; i < hs->n_pages; i++) {
             const sv_page *p = hs->pages[i];
-            m->n_tokens += p->n;
             m->reserved_bytes += p->alloc_bytes;
             switch (p->keys) {
             case SV_KEYS_SPARK:
@@ -124,11 +130,13 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
             }
         }
     }
+    m->n_tokens += L->n_tokens;
     m->dense_bytes += L->n_seen * c->shape.n_kv_heads * d * 2u * 2u;
 }
 
 sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!out) return null_output(cache, "memory_report");
     if (layer != SPARKV_ALL_LAYERS && layer >= cache->shape.n_layers) {
         sv_fail((sparkv_cache *)cache, SPARKV_ERR_LAYER, "memory_report: layer %u is out of range (n_layers = %u)",
                 layer, cache->shape.n_layers);

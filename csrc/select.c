@@ -40,19 +40,50 @@ void sv_select_top(const double *s, uint64_t n, uint64_t keep, double *scratch, 
     }
 }
 
+/* Top-`keep` channels of one token in about 2D operations, exactly: the float exponent of each
+ * saliency is a monotone bucket, so every channel in a bucket above the one where the count
+ * crosses `keep` is kept outright and only that bucket's channels (a handful for real keys) are
+ * compared exactly, in double, by (saliency desc, index asc). */
 uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mask, double *scratch) {
+    (void)scratch;
     memset(mask, 0, d / 8);
     if (keep >= d) { memset(mask, 0xff, d / 8); return d; }
     if (keep == 0) return 0;
-    memcpy(scratch, s, d * sizeof(double));
-    double v = sv_kth_largest(scratch, d, keep - 1);
-    uint32_t above = 0;
-    for (uint32_t j = 0; j < d; j++) above += s[j] > v;
-    uint32_t ties = keep - above; /* channels equal to v still to keep, lowest index first */
+    uint16_t bucket[256];
+    uint8_t expo[SPARKV_MAX_HEAD_DIM];
+    memset(bucket, 0, sizeof(bucket));
+    uint32_t top = 0;
     for (uint32_t j = 0; j < d; j++) {
-        int take = s[j] > v;
-        if (!take && s[j] == v && ties) { take = 1; ties--; }
-        if (take) mask[j >> 3] |= (uint8_t)(1u << (j & 7));
+        float f = (float)s[j]; /* s >= 0, so the float's top byte past the sign is its exponent */
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        expo[j] = (uint8_t)(bits >> 23);
+        bucket[expo[j]]++;
+        if (expo[j] > top) top = expo[j];
+    }
+    uint32_t above = 0, e = top;
+    while (above + bucket[e] < keep) above += bucket[e--];
+    uint32_t cand[SPARKV_MAX_HEAD_DIM], nc = 0;
+    for (uint32_t j = 0; j < d; j++) { /* branch-free: the pattern is random per token */
+        mask[j >> 3] |= (uint8_t)((uint32_t)(expo[j] > e) << (j & 7));
+        cand[nc] = j;
+        nc += expo[j] == e;
+    }
+    uint32_t need = keep - above;
+    if (need == nc) {
+        for (uint32_t i = 0; i < nc; i++) mask[cand[i] >> 3] |= (uint8_t)(1u << (cand[i] & 7));
+        return keep;
+    }
+    /* partial selection sort of the candidates (in ascending index order, so ">" keeps the lower
+     * index on ties) */
+    for (uint32_t r = 0; r < need; r++) {
+        uint32_t best = r;
+        for (uint32_t i = r + 1; i < nc; i++)
+            if (s[cand[i]] > s[cand[best]]) best = i;
+        uint32_t j = cand[best];
+        for (uint32_t i = best; i > r; i--) cand[i] = cand[i - 1]; /* keep the rest in index order */
+        cand[r] = j;
+        mask[j >> 3] |= (uint8_t)(1u << (j & 7));
     }
     return keep;
 }

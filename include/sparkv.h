@@ -211,7 +211,8 @@ SPARKV_API sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sp
 /** Free a cache and all its memory. NULL is a no-op. */
 SPARKV_API void sparkv_cache_free(sparkv_cache *cache);
 
-/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, token 117, channel 5"),
+/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, row 117, channel 5"),
+ *  const queries included (the detail is the one piece of a handle they write),
  *  or, with cache == NULL, of the last failed call on this thread that had no handle (create,
  *  policy_validate). Empty string if none. Valid until the next call on the same handle/thread. */
 SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
@@ -289,7 +290,7 @@ SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, cons
 /** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
  *  counts everything allocated (page slack included). */
 typedef struct sparkv_memory {
-    uint64_t n_tokens;          /**< tokens held, summed over the layers and KV heads covered */
+    uint64_t n_tokens;          /**< tokens held per KV head, summed over the layers covered */
     uint64_t key_bytes;         /**< kept key values + dense appended keys */
     uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c
                                      (SparK); per-head channel mask (ThinK) */
