@@ -1,0 +1,73 @@
+import CSparKV
+
+/// Exact bytes a cache (or one of its layers) holds, as reported by the library.
+///
+/// "Used" bytes (``keyBytes`` + ``keyMetaBytes`` + ``valueBytes`` = ``totalBytes``) count stored
+/// tokens and per-head metadata; ``reservedBytes`` counts everything allocated, page slack
+/// included. ``denseBytes`` is what the same tokens would take as dense fp16 K and V.
+///
+/// ```swift
+/// let report = try cache.memoryReport()
+/// print("\(report.totalBytes) bytes, \(report.ratioToDense * 100)% of dense fp16")
+/// ```
+public struct MemoryReport: Hashable, Codable, Sendable {
+    /// Token rows held, summed over the layers covered and their KV heads: one layer of 8 KV
+    /// heads holding 100 tokens counts 800.
+    public var tokenCount: Int
+    /// Kept key values of compressed tokens plus dense keys of appended (or unpruned) tokens.
+    public var keyBytes: Int
+    /// Channel masks, sign bits and recovery statistics, plus per-head window query norms.
+    public var keyMetaBytes: Int
+    /// Values.
+    public var valueBytes: Int
+    /// `keyBytes + keyMetaBytes + valueBytes`.
+    public var totalBytes: Int
+    /// The same tokens as dense fp16 K and V: `tokens * kvHeads * headDim * 2 * 2`.
+    public var denseBytes: Int
+    /// Bytes allocated for token storage and metadata (at least ``totalBytes``).
+    public var reservedBytes: Int
+
+    /// Creates a report from its fields (mostly useful to tests and decoders).
+    ///
+    /// ```swift
+    /// let empty = MemoryReport(tokenCount: 0, keyBytes: 0, keyMetaBytes: 0, valueBytes: 0,
+    ///                          totalBytes: 0, denseBytes: 0, reservedBytes: 0)
+    /// ```
+    public init(tokenCount: Int, keyBytes: Int, keyMetaBytes: Int, valueBytes: Int, totalBytes: Int,
+                denseBytes: Int, reservedBytes: Int) {
+        self.tokenCount = tokenCount
+        self.keyBytes = keyBytes
+        self.keyMetaBytes = keyMetaBytes
+        self.valueBytes = valueBytes
+        self.totalBytes = totalBytes
+        self.denseBytes = denseBytes
+        self.reservedBytes = reservedBytes
+    }
+
+    init(_ m: sparkv_memory) {
+        self.init(tokenCount: Int(clamping: m.n_tokens), keyBytes: Int(clamping: m.key_bytes),
+                  keyMetaBytes: Int(clamping: m.key_meta_bytes), valueBytes: Int(clamping: m.value_bytes),
+                  totalBytes: Int(clamping: m.total_bytes), denseBytes: Int(clamping: m.dense_bytes),
+                  reservedBytes: Int(clamping: m.reserved_bytes))
+    }
+
+    /// ``totalBytes`` / ``denseBytes``: 1 for a dense fp16 cache, about 0.67 for SparK at r = 0.8
+    /// with fp16 values. 0 when nothing is stored.
+    ///
+    /// ```swift
+    /// let saved = 1 - (try cache.memoryReport()).ratioToDense
+    /// ```
+    public var ratioToDense: Double {
+        denseBytes > 0 ? Double(totalBytes) / Double(denseBytes) : 0
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case tokenCount = "n_tokens"
+        case keyBytes = "key_bytes"
+        case keyMetaBytes = "key_meta_bytes"
+        case valueBytes = "value_bytes"
+        case totalBytes = "total_bytes"
+        case denseBytes = "dense_bytes"
+        case reservedBytes = "reserved_bytes"
+    }
+}
