@@ -6,7 +6,7 @@
 #include <string.h>
 
 sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "append: cache is NULL");
     sv_clear_error(cache);
     const sparkv_shape *sh = &cache->shape;
     const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;

@@ -57,7 +57,7 @@ static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const flo
 }
 
 sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "attend: cache is NULL");
     sv_clear_error(cache);
     if (!q || !out) return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "attend: %s is NULL", q ? "out" : "q");
     if (layer >= cache->shape.n_layers)

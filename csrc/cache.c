@@ -4,6 +4,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static void free_head_pages(sv_head *h) {
     for (uint32_t i = 0; i < h->n_pages; i++) sv_page_free(h->pages[i]);
@@ -81,17 +84,26 @@ static sparkv_status null_output(const sparkv_cache *cache, const char *what) {
 }
 
 sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_shape: cache is NULL");
     if (!out) return null_output(cache, "cache_shape");
     *out = cache->shape;
     return SPARKV_OK;
 }
 
 sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_policy: cache is NULL");
     if (!out) return null_output(cache, "cache_policy");
     *out = cache->policy;
     return SPARKV_OK;
+}
+
+int sparkv_cache_threads(const sparkv_cache *cache) {
+    if (!cache) return 0;
+#ifdef _OPENMP
+    return cache->policy.threads > 0 ? cache->policy.threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer) {
@@ -135,14 +147,19 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
 }
 
 sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "memory_report: cache is NULL");
     if (!out) return null_output(cache, "memory_report");
     if (layer != SPARKV_ALL_LAYERS && layer >= cache->shape.n_layers) {
         sv_fail((sparkv_cache *)cache, SPARKV_ERR_LAYER, "memory_report: layer %u is out of range (n_layers = %u)",
                 layer, cache->shape.n_layers);
         return SPARKV_ERR_LAYER;
     }
+    if (out->struct_size != sizeof(sparkv_memory))
+        return sv_fail((sparkv_cache *)cache, SPARKV_ERR_STRUCT_SIZE,
+                       "memory_report: out->struct_size is %llu, this library expects %u",
+                       (unsigned long long)out->struct_size, (unsigned)sizeof(sparkv_memory));
     memset(out, 0, sizeof(*out));
+    out->struct_size = sizeof(sparkv_memory);
     if (layer == SPARKV_ALL_LAYERS)
         for (uint32_t l = 0; l < cache->shape.n_layers; l++) add_layer(cache, l, out);
     else
@@ -154,7 +171,7 @@ sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sp
 /* Locate (page, slot) of a token of one head. */
 static sparkv_status find_token(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, uint64_t token,
                                 const sv_page **page, uint32_t *slot) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "inspect: cache is NULL");
     sparkv_cache *mc = (sparkv_cache *)cache; /* only the error string is written */
     sv_clear_error(mc);
     if (layer >= cache->shape.n_layers)
@@ -221,7 +238,7 @@ sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, ui
 
 sparkv_status sparkv_inspect_qnorm(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, float *qn,
                                    float *scale_c) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "inspect_qnorm: cache is NULL");
     sparkv_cache *mc = (sparkv_cache *)cache;
     sv_clear_error(mc);
     if (layer >= cache->shape.n_layers)

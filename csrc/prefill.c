@@ -99,7 +99,7 @@ static sparkv_status check_eviction(sparkv_cache *c, uint64_t n, uint32_t n_use)
 
 sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values,
                              uint64_t n_tokens, const float *q_window, uint64_t n_window) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "prefill: cache is NULL");
     sv_clear_error(cache);
     const sparkv_shape *sh = &cache->shape;
     const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;

@@ -212,14 +212,18 @@ SPARKV_API sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sp
 SPARKV_API void sparkv_cache_free(sparkv_cache *cache);
 
 /** Detail of the last failed call on `cache` ("keys contain NaN at head 2, row 117, channel 5"),
- *  const queries included (the detail is the one piece of a handle they write),
- *  or, with cache == NULL, of the last failed call on this thread that had no handle (create,
- *  policy_validate). Empty string if none. Valid until the next call on the same handle/thread. */
+ *  const queries included (the detail is the one piece of a handle they write). With cache ==
+ *  NULL: the detail of the last failed call on this thread that had no handle (create,
+ *  policy_validate, or any call given a NULL handle). Empty string if none. Valid until the next
+ *  call on the same handle/thread. */
 SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
 
 /** Copy the cache's shape / policy out. */
 SPARKV_API sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out);
 SPARKV_API sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out);
+
+/** Threads prefill and attend use: policy.threads, or OpenMP's default when that is 0. */
+SPARKV_API int sparkv_cache_threads(const sparkv_cache *cache);
 
 /** Tokens currently held by `layer` (prompt + appended), or 0 on a bad handle/layer. */
 SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer);
@@ -288,8 +292,10 @@ SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, cons
 /* ------------------------------------------------------------------------------------------ */
 
 /** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
- *  counts everything allocated (page slack included). */
+ *  counts everything allocated (page slack included). The caller sets struct_size (e.g.
+ *  `sparkv_memory m = {sizeof(sparkv_memory)};`) so the structure can grow. */
 typedef struct sparkv_memory {
+    uint64_t struct_size;       /**< set by the caller to sizeof(sparkv_memory) */
     uint64_t n_tokens;          /**< tokens held per KV head, summed over the layers covered */
     uint64_t key_bytes;         /**< kept key values + dense appended keys */
     uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c
@@ -302,7 +308,8 @@ typedef struct sparkv_memory {
     uint64_t value_meta_bytes;  /**< value-pruning masks and fill values (included in total_bytes) */
 } sparkv_memory;
 
-/** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS). */
+/** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS).
+ *  out->struct_size must be sizeof(sparkv_memory) (SPARKV_ERR_STRUCT_SIZE otherwise). */
 #define SPARKV_ALL_LAYERS 0xFFFFFFFFu
 SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out);
 
