@@ -6,7 +6,7 @@
 #include <string.h>
 
 sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "append: cache is NULL");
     sv_clear_error(cache);
     const sparkv_shape *sh = &cache->shape;
     const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;
@@ -23,7 +23,7 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
 
     /* Heads share page boundaries: either all need a new page or none does. */
     const sv_page *last = L->heads[0].n_pages ? L->heads[0].pages[L->heads[0].n_pages - 1] : NULL;
-    const int need_page = !last || last->compressed || last->n == last->cap;
+    const int need_page = !last || last->keys != SV_KEYS_DENSE || last->values_pruned || last->n == last->cap;
     if (need_page) {
         sv_page **fresh = (sv_page **)calloc(nkv, sizeof(sv_page *));
         int failed = !fresh;
@@ -58,5 +58,6 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
         p->n++;
     }
     L->n_tokens++;
+    L->n_seen++;
     return SPARKV_OK;
 }

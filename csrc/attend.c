@@ -25,12 +25,21 @@ static const sv_kernels *kernels_for(sparkv_kernel k) {
     }
 }
 
-/* Per-head query preparation: scaled queries, rq and (MEAN) the byte look-up tables. */
+/* Per-head query preparation: scaled queries, rq, (THINK) the queries gathered at the head's kept
+ * channels and (MEAN) the byte look-up tables. */
 static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const float *q, float scale,
-                         uint32_t head, float *qs, float *rq, float *lut) {
+                         uint32_t head, float *qs, float *rq, float *qt, uint32_t tstride, float *lut) {
     const uint32_t d = cache->shape.head_dim, g = cache->group;
     for (uint32_t i = 0; i < g; i++)
         for (uint32_t j = 0; j < d; j++) qs[i * d + j] = q[((size_t)head * g + i) * d + j] * scale;
+    if (qt) {
+        for (uint32_t i = 0; i < g; i++) {
+            uint32_t m = 0;
+            for (uint32_t j = 0; j < d; j++)
+                if (hs->think_mask[j >> 3] >> (j & 7) & 1u) qt[(size_t)i * tstride + m++] = qs[i * d + j];
+            for (; m < tstride; m++) qt[(size_t)i * tstride + m] = 0.0f;
+        }
+    }
     if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
     else memset(rq, 0, d * sizeof(float));
     if (!lut) return;
@@ -48,7 +57,7 @@ static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const flo
 }
 
 sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "attend: cache is NULL");
     sv_clear_error(cache);
     if (!q || !out) return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "attend: %s is NULL", q ? "out" : "q");
     if (layer >= cache->shape.n_layers)
@@ -62,14 +71,18 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
 
     const float scale = cache->policy.attention_scale > 0.0f ? cache->policy.attention_scale
                                                             : (float)(1.0 / sqrt((double)d));
-    const int use_lut = cache->prunes && cache->policy.recovery == SPARKV_RECOVER_MEAN && L->n_prompt > 0;
+    const int use_lut = L->prompt_keys == SV_KEYS_SPARK && cache->policy.recovery == SPARKV_RECOVER_MEAN &&
+                        L->n_prompt > 0;
+    const int think = L->prompt_keys == SV_KEYS_THINK && L->n_prompt > 0;
+    const uint32_t tstride = think ? (cache->keep_topk + 15u) & ~15u : 0;
     const uint32_t n_pages = L->heads[0].n_pages;
     const uint32_t chunk_pages = (n_pages + SV_MAX_CHUNKS - 1) / SV_MAX_CHUNKS;
     const uint32_t n_chunks = (n_pages + chunk_pages - 1) / chunk_pages;
     /* per item: max[g], sum[g], acc[g][d], block scores[g][SV_BLOCK] */
     const size_t part_stride = (size_t)g * (d + 2 + SV_BLOCK);
     const size_t lut_stride = use_lut ? (size_t)g * (d / 8) * 256 : 0;
-    const size_t prep_stride = (size_t)g * d + d + lut_stride;
+    const size_t qt_stride = (size_t)g * tstride;
+    const size_t prep_stride = (size_t)g * d + d + qt_stride + lut_stride;
 
     float *prep = (float *)malloc(sizeof(float) * (prep_stride * nkv + part_stride * nkv * n_chunks));
     if (!prep) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "attend: cannot allocate scratch");
@@ -85,14 +98,16 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
         for (int64_t h = 0; h < (int64_t)nkv; h++) {
             float *base = prep + prep_stride * (size_t)h;
             prepare_head(cache, &L->heads[h], q, scale, (uint32_t)h, base, base + (size_t)g * d,
-                         use_lut ? base + (size_t)g * d + d : NULL);
+                         think ? base + (size_t)g * d + d : NULL, tstride,
+                         use_lut ? base + (size_t)g * d + d + qt_stride : NULL);
         }
 #pragma omp for schedule(static, 1)
         for (int64_t item = 0; item < n_items; item++) {
             const uint32_t h = (uint32_t)(item / n_chunks), c = (uint32_t)(item % n_chunks);
             const float *base = prep + prep_stride * h;
             sv_head_ctx ctx = {cache, layer, h, d, g, base, base + (size_t)g * d,
-                               use_lut ? base + (size_t)g * d + d : NULL};
+                               use_lut ? base + (size_t)g * d + d + qt_stride : NULL,
+                               think ? base + (size_t)g * d + d : NULL, cache->keep_topk, tstride};
             float *part = parts + part_stride * (size_t)item;
             float *mx = part, *sum = part + g, *acc = part + 2 * g;
             for (uint32_t i = 0; i < g; i++) { mx[i] = -INFINITY; sum[i] = 0.0f; }
@@ -104,8 +119,9 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                 uint64_t kept = 0;
                 for (uint32_t t0 = 0; t0 < page->n; t0 += SV_BLOCK) {
                     const uint32_t n = page->n - t0 < SV_BLOCK ? page->n - t0 : SV_BLOCK;
-                    if (page->compressed) K->score_compressed(&ctx, page, t0, n, &kept, sc);
-                    else K->score_dense(&ctx, page, t0, n, sc);
+                    if (page->keys == SV_KEYS_SPARK) K->score_spark(&ctx, page, t0, n, &kept, sc);
+                    else if (page->keys == SV_KEYS_THINK) K->score_rows(&ctx, page, t0, n, ctx.qt, tstride, ctx.tkeep, sc);
+                    else K->score_rows(&ctx, page, t0, n, ctx.qs, d, d, sc);
                     for (uint32_t i = 0; i < g; i++) {
                         float *s = sc + i * SV_BLOCK;
                         float bm = s[0];
@@ -125,7 +141,8 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                         for (uint32_t t = 0; t < n; t++) ls += sc[i * SV_BLOCK + t];
                         sum[i] += ls;
                     }
-                    K->accumulate_v(&ctx, page, t0, n, sc, acc);
+                    if (page->values_pruned) K->accumulate_v_pruned(&ctx, page, t0, n, sc, acc);
+                    else K->accumulate_v(&ctx, page, t0, n, sc, acc);
                 }
             }
         }

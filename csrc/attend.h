@@ -15,17 +15,27 @@ typedef struct sv_head_ctx {
     const float *qs;    /* [group][d] queries times the softmax scale */
     const float *rq;    /* [d] sqrt(c / qn_j), 0 where qn_j = 0 */
     const float *lut;   /* MEAN: [group][d/8][256] sums of qs*rq over the set bits of a mask byte */
+    const float *qt;    /* THINK: [group][tstride] qs gathered at the head's kept channels, zero-padded */
+    uint32_t tkeep;     /* THINK: kept channels T */
+    uint32_t tstride;   /* THINK: T rounded up to a multiple of 16 */
 } sv_head_ctx;
 
 typedef struct sv_kernels {
-    /* scores[g * SV_BLOCK + i] = qs_g . key(t0 + i) for i < n; *kept advances past the block's
-     * kept values (the offset of token t0 in page->k on entry). */
-    void (*score_compressed)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
-                             uint64_t *kept, float *scores);
-    void (*score_dense)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, float *scores);
-    /* acc[g * d + j] += sum_i p[g * SV_BLOCK + i] * v(t0 + i)_j */
+    /* SPARK pages: scores[g * SV_BLOCK + i] = qs_g . key(t0 + i) for i < n, pruned entries recovered;
+     * *kept advances past the block's kept values (the offset of token t0 in page->k on entry). */
+    void (*score_spark)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                        uint64_t *kept, float *scores);
+    /* DENSE and THINK pages: rows of `width` stored values; scores[g * SV_BLOCK + i] =
+     * q[g * qstride ..] . row(t0 + i). q is zero-padded to qstride (a multiple of 16 >= width), so
+     * SIMD kernels may read whole vectors past a row (into the next row or the page's padding). */
+    void (*score_rows)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
+                       uint32_t qstride, uint32_t width, float *scores);
+    /* acc[g * d + j] += sum_i p[g * SV_BLOCK + i] * v(t0 + i)_j, dense values */
     void (*accumulate_v)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                          const float *p, float *acc);
+    /* the same for value-pruned pages: kept values at their channels, the token's fill elsewhere */
+    void (*accumulate_v_pruned)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                const float *p, float *acc);
     /* x[i] = exp(x[i]) for x[i] <= 0 (the softmax weights of a block), relative error < 3e-7 */
     void (*exp_block)(float *x, uint32_t n);
 } sv_kernels;
@@ -34,11 +44,31 @@ SPARKV_HIDDEN extern const sv_kernels sv_kernels_portable;
 SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx2;
 SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx512;
 
+/* Calls fn(..., G) with G a compile-time constant for the common GQA group sizes, so the SIMD
+ * kernels keep their G accumulators in registers; other sizes use the runtime value. */
+#define SV_GROUP_SWITCH(g, fn, ...)                                                                  \
+    do {                                                                                             \
+        switch (g) {                                                                                 \
+        case 1: fn(__VA_ARGS__, 1); break;                                                           \
+        case 2: fn(__VA_ARGS__, 2); break;                                                           \
+        case 3: fn(__VA_ARGS__, 3); break;                                                           \
+        case 4: fn(__VA_ARGS__, 4); break;                                                           \
+        case 8: fn(__VA_ARGS__, 8); break;                                                           \
+        default: fn(__VA_ARGS__, g); break;                                                          \
+        }                                                                                            \
+    } while (0)
+
+/* SIMD kernels hold at most this many query heads' accumulators; larger groups use the portable
+ * kernels. */
+#define SV_SIMD_MAX_GROUP 16u
+
 /* Portable pieces the SIMD kernels reuse for the cases they do not specialise. */
-SPARKV_HIDDEN void sv_score_compressed_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
-                                                uint32_t n, uint64_t *kept, float *scores);
-SPARKV_HIDDEN void sv_score_dense_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
-                                           float *scores);
+SPARKV_HIDDEN void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
+                                           uint32_t n, uint64_t *kept, float *scores);
+SPARKV_HIDDEN void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                          const float *q, uint32_t qstride, uint32_t width, float *scores);
+SPARKV_HIDDEN void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
+                                                   uint32_t n, const float *p, float *acc);
 SPARKV_HIDDEN void sv_exp_block_portable(float *x, uint32_t n);
 SPARKV_HIDDEN void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                             const float *p, float *acc);

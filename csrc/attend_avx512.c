@@ -1,10 +1,11 @@
 /* AVX-512 decode-attention kernels (F/BW/VL/VBMI2 + F16C + FMA), chosen at run time.
  *
- * A compressed key is rebuilt 16 lanes at a time in registers: vpexpandw/vexpandps place the kept
- * values at their channels straight from the packed array, and the pruned lanes are filled with
- * the MEAN recovery sign * sqrt(m_t/c) * sqrt(c/qn_j) ("fused" recovery) before one dense FMA per
- * query head of the GQA group. The key is never written back to memory. Cases not specialised
- * here (sampled recovery, head_dim not a multiple of 16) use the portable kernels. */
+ * A SparK key is rebuilt 16 lanes at a time in registers: vpexpandw/vexpandps place the kept
+ * values at their channels, and the pruned lanes are filled with the MEAN recovery
+ * sign * sqrt(m_t/c) * sqrt(c/qn_j) ("fused" recovery) before one dense FMA per query head of the
+ * GQA group. Value-pruned values are rebuilt the same way with the token's fill value. Nothing is
+ * written back to memory. Cases not specialised here (sampled recovery, head_dim not a multiple
+ * of 16, groups above SV_SIMD_MAX_GROUP) use the portable kernels. */
 #include "attend.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -13,34 +14,26 @@
 #define SV_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx2,fma,f16c,bmi2,popcnt")))
 #define SV_INLINE static inline __attribute__((always_inline)) SV_TARGET
 
-/* 16 stored key values (f32, f16 or bf16) expanded into the lanes set in `m`; *ptr advances.
- * A full-width load then a register expand: the memory forms of vexpand are microcoded and slow
- * on some cores. The load may run past the packed values into the page's zeroed padding. */
-SV_INLINE __m512 expand16(const uint8_t **ptr, __mmask16 m, sparkv_precision kp) {
-    const int cnt = __builtin_popcount((unsigned)m);
-    __m512 r;
-    if (kp == SPARKV_F32) {
-        r = _mm512_maskz_expand_ps(m, _mm512_loadu_ps(*ptr));
-        *ptr += (size_t)cnt * 4;
-    } else {
-        __m256i raw = _mm256_maskz_expand_epi16(m, _mm256_loadu_si256((const __m256i *)*ptr));
-        r = kp == SPARKV_F16 ? _mm512_cvtph_ps(raw)
-                             : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-        *ptr += (size_t)cnt * 2;
-    }
-    return r;
+SV_INLINE __m512 widen16(__m256i raw, sparkv_precision p) {
+    return p == SPARKV_F16 ? _mm512_cvtph_ps(raw)
+                           : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
-SV_INLINE __m512 load16(const uint8_t *p, sparkv_precision kp) {
-    if (kp == SPARKV_F32) return _mm512_loadu_ps(p);
-    __m256i raw = _mm256_loadu_si256((const __m256i *)p);
-    return kp == SPARKV_F16 ? _mm512_cvtph_ps(raw)
-                            : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+/* The next popcount(m) stored values at *ptr placed in the lanes set in m (0 elsewhere). A full
+ * load then a register expand: the memory forms of vexpand are microcoded and slow on some cores.
+ * The load may run past the packed values into the page's zeroed padding. */
+SV_INLINE __m512 expand16(const uint8_t *ptr, __mmask16 m, sparkv_precision p) {
+    if (p == SPARKV_F32) return _mm512_maskz_expand_ps(m, _mm512_loadu_ps(ptr));
+    return widen16(_mm256_maskz_expand_epi16(m, _mm256_loadu_si256((const __m256i *)ptr)), p);
 }
 
-/* G is a compile-time constant in the specialised instances below, so acc[] lives in registers. */
-SV_INLINE void score_compressed_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
-                                  uint64_t *kept, float *scores, const uint32_t G) {
+SV_INLINE __m512 load16(const uint8_t *ptr, sparkv_precision p) {
+    if (p == SPARKV_F32) return _mm512_loadu_ps(ptr);
+    return widen16(_mm256_loadu_si256((const __m256i *)ptr), p);
+}
+
+SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
+                             float *scores, const uint32_t G) {
     const sparkv_cache *cache = h->cache;
     const uint32_t d = h->d, nc = d / 16;
     const sparkv_precision kp = cache->policy.key_precision;
@@ -53,15 +46,13 @@ SV_INLINE void score_compressed_g(const sv_head_ctx *h, const sv_page *page, uin
         const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * (d / 8));
         const uint16_t *sign = page->sign ? (const uint16_t *)(page->sign + (size_t)slot * (d / 8)) : NULL;
         __m512 a = _mm512_setzero_ps();
-        if (mean) {
-            uint16_t st = page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN];
-            a = _mm512_cvtph_ps(_mm256_set1_epi16((short)st));
-        }
-        __m512 acc[16];
+        if (mean) a = _mm512_cvtph_ps(_mm256_set1_epi16((short)page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]));
+        __m512 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
         for (uint32_t c = 0; c < nc; c++) {
             const __mmask16 km = mask[c];
-            __m512 key = expand16(&kptr, km, kp);
+            __m512 key = expand16(kptr, km, kp);
+            kptr += (size_t)__builtin_popcount(km) * kb;
             if (mean) {
                 __m512 fill = _mm512_mul_ps(a, _mm512_loadu_ps(h->rq + 16 * c));
                 if (sign)
@@ -77,52 +68,41 @@ SV_INLINE void score_compressed_g(const sv_head_ctx *h, const sv_page *page, uin
     *kept = (uint64_t)(kptr - (const uint8_t *)page->k) / kb;
 }
 
-SV_TARGET static void score_compressed(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
-                                       uint64_t *kept, float *scores) {
+SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                  uint64_t *kept, float *scores) {
     const sparkv_recovery rec = h->cache->policy.recovery;
-    if (h->d % 16 || h->group > 16 || (rec != SPARKV_RECOVER_NONE && rec != SPARKV_RECOVER_MEAN)) {
-        sv_score_compressed_portable(h, page, t0, n, kept, scores);
+    if (h->d % 16 || h->group > SV_SIMD_MAX_GROUP || (rec != SPARKV_RECOVER_NONE && rec != SPARKV_RECOVER_MEAN)) {
+        sv_score_spark_portable(h, page, t0, n, kept, scores);
         return;
     }
-    switch (h->group) {
-    case 1: score_compressed_g(h, page, t0, n, kept, scores, 1); break;
-    case 2: score_compressed_g(h, page, t0, n, kept, scores, 2); break;
-    case 3: score_compressed_g(h, page, t0, n, kept, scores, 3); break;
-    case 4: score_compressed_g(h, page, t0, n, kept, scores, 4); break;
-    case 8: score_compressed_g(h, page, t0, n, kept, scores, 8); break;
-    default: score_compressed_g(h, page, t0, n, kept, scores, h->group); break;
-    }
+    SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores);
 }
 
-SV_INLINE void score_dense_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, float *scores,
-                             const uint32_t G) {
-    const uint32_t d = h->d, nc = d / 16;
+SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
+                            uint32_t qstride, uint32_t width, float *scores, const uint32_t G) {
+    const uint32_t nc = (width + 15) / 16;
     const sparkv_precision kp = h->cache->policy.key_precision;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
     for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * d * kb;
-        __m512 acc[16];
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * width * kb;
+        __m512 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
         for (uint32_t c = 0; c < nc; c++) {
             __m512 key = load16(row + (size_t)16 * c * kb, kp);
             for (uint32_t g = 0; g < G; g++)
-                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * c), key, acc[g]);
+                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
         }
         for (uint32_t g = 0; g < G; g++) scores[g * SV_BLOCK + i] = _mm512_reduce_add_ps(acc[g]);
     }
 }
 
-SV_TARGET static void score_dense(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
-                                  float *scores) {
-    if (h->d % 16 || h->group > 16) { sv_score_dense_portable(h, page, t0, n, scores); return; }
-    switch (h->group) {
-    case 1: score_dense_g(h, page, t0, n, scores, 1); break;
-    case 2: score_dense_g(h, page, t0, n, scores, 2); break;
-    case 3: score_dense_g(h, page, t0, n, scores, 3); break;
-    case 4: score_dense_g(h, page, t0, n, scores, 4); break;
-    case 8: score_dense_g(h, page, t0, n, scores, 8); break;
-    default: score_dense_g(h, page, t0, n, scores, h->group); break;
+SV_TARGET static void score_rows(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
+                                 uint32_t qstride, uint32_t width, float *scores) {
+    if ((width + 15) / 16 * 16 > qstride || h->group > SV_SIMD_MAX_GROUP) {
+        sv_score_rows_portable(h, page, t0, n, q, qstride, width, scores);
+        return;
     }
+    SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores);
 }
 
 /* Channel-block outer, token inner: the G accumulators of 16 channels stay in registers while
@@ -134,7 +114,7 @@ SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_
     const size_t vb = vp == SPARKV_F32 ? 4 : 2;
     const uint8_t *base = (const uint8_t *)page->v + (size_t)t0 * d * vb;
     for (uint32_t c = 0; c < nc; c++) {
-        __m512 acc[16];
+        __m512 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
         for (uint32_t i = 0; i < n; i++) {
             __m512 v = load16(base + ((size_t)i * d + 16 * c) * vb, vp);
@@ -146,15 +126,45 @@ SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_
 
 SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
                                    float *accum) {
-    if (h->d % 16 || h->group > 16) { sv_accumulate_v_portable(h, page, t0, n, p, accum); return; }
-    switch (h->group) {
-    case 1: accumulate_v_g(h, page, t0, n, p, accum, 1); break;
-    case 2: accumulate_v_g(h, page, t0, n, p, accum, 2); break;
-    case 3: accumulate_v_g(h, page, t0, n, p, accum, 3); break;
-    case 4: accumulate_v_g(h, page, t0, n, p, accum, 4); break;
-    case 8: accumulate_v_g(h, page, t0, n, p, accum, 8); break;
-    default: accumulate_v_g(h, page, t0, n, p, accum, h->group); break;
+    if (h->d % 16 || h->group > SV_SIMD_MAX_GROUP) { sv_accumulate_v_portable(h, page, t0, n, p, accum); return; }
+    SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum);
+}
+
+/* As accumulate_v, with each token's kept values expanded to their channels and its fill value in
+ * the others; off[i] tracks where token i's next kept values start. */
+SV_INLINE void accumulate_v_pruned_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                     const float *p, float *accum, const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 16, tv = h->cache->keep_values;
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    const size_t vb = vp == SPARKV_F32 ? 4 : 2;
+    uint32_t off[SV_BLOCK];
+    __m512 fill[SV_BLOCK];
+    for (uint32_t i = 0; i < n; i++) {
+        off[i] = 0;
+        fill[i] = _mm512_cvtph_ps(_mm256_set1_epi16((short)page->vfill[t0 + i]));
     }
+    for (uint32_t c = 0; c < nc; c++) {
+        __m512 acc[SV_SIMD_MAX_GROUP];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
+        for (uint32_t i = 0; i < n; i++) {
+            const uint32_t slot = t0 + i;
+            const __mmask16 m = ((const uint16_t *)(page->vmask + (size_t)slot * (d / 8)))[c];
+            const uint8_t *row = (const uint8_t *)page->v + ((size_t)slot * tv + off[i]) * vb;
+            __m512 v = _mm512_mask_mov_ps(fill[i], m, expand16(row, m, vp));
+            off[i] += (uint32_t)__builtin_popcount(m);
+            for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * SV_BLOCK + i]), v, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * c, acc[g]);
+    }
+}
+
+SV_TARGET static void accumulate_v_pruned(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                          const float *p, float *accum) {
+    if (h->d % 16 || h->group > SV_SIMD_MAX_GROUP) {
+        sv_accumulate_v_pruned_portable(h, page, t0, n, p, accum);
+        return;
+    }
+    SV_GROUP_SWITCH(h->group, accumulate_v_pruned_g, h, page, t0, n, p, accum);
 }
 
 /* The portable polynomial (attend_portable.c), 16 lanes at a time. */
@@ -168,23 +178,24 @@ SV_TARGET static void exp_block(float *x, uint32_t n) {
         __m512 k = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_sub_ps(t, _mm512_set1_ps(0.5f))));
         __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_mul_ps(k, _mm512_set1_ps(0.693145751953125f))),
                                  _mm512_mul_ps(k, _mm512_set1_ps(1.428606765330187045e-06f)));
-        __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        __m512 y = _mm512_set1_ps(1.0f / 720.0f);
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120.0f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24.0f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6.0f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
         __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
-        __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
         y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ), _mm512_setzero_ps());
         _mm512_mask_storeu_ps(x + i, m, y);
     }
 }
 
-const sv_kernels sv_kernels_avx512 = {score_compressed, score_dense, accumulate_v, exp_block};
+const sv_kernels sv_kernels_avx512 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block};
 
 #else
 /* Not x86-64: the dispatcher never selects these; keep the symbol for the table. */
-const sv_kernels sv_kernels_avx512 = {sv_score_compressed_portable, sv_score_dense_portable, sv_accumulate_v_portable, sv_exp_block_portable};
+const sv_kernels sv_kernels_avx512 = {sv_score_spark_portable, sv_score_rows_portable, sv_accumulate_v_portable,
+                                      sv_accumulate_v_pruned_portable, sv_exp_block_portable};
 #endif

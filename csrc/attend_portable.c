@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-void sv_score_compressed_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                   uint64_t *kept, float *scores) {
     const sparkv_cache *cache = h->cache;
     const uint32_t d = h->d, g = h->group, nb = d / 8;
@@ -54,23 +54,51 @@ void sv_score_compressed_portable(const sv_head_ctx *h, const sv_page *page, uin
     *kept = p;
 }
 
-/* Dot products with 8 independent partial sums: a reduction the compiler may vectorize without
+/* Dot product with 8 independent partial sums: a reduction the compiler may vectorize without
  * reassociating (the order is fixed by the code), so results do not depend on the ISA. */
-static float dot8(const float *a, const float *b, uint32_t d) {
+static float dot8(const float *a, const float *b, uint32_t n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (uint32_t j = 0; j < d; j += 8)
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8)
         for (uint32_t l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+    for (uint32_t l = 0; j < n; j++, l++) acc[l] += a[j] * b[j];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-void sv_score_dense_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, float *scores) {
-    const uint32_t d = h->d, g = h->group;
+void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
+                            uint32_t qstride, uint32_t width, float *scores) {
+    const uint32_t g = h->group;
     const sparkv_precision kp = h->cache->policy.key_precision;
     const size_t kb = sv_precision_bytes(kp);
     float key[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        sv_load_row(key, (const uint8_t *)page->k + (size_t)(t0 + i) * d * kb, kp, d);
-        for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = dot8(h->qs + (size_t)k * d, key, d);
+        sv_load_row(key, (const uint8_t *)page->k + (size_t)(t0 + i) * width * kb, kp, width);
+        for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = dot8(q + (size_t)k * qstride, key, width);
+    }
+}
+
+static void add_weighted(const float *v, const float *p, uint32_t i, uint32_t d, uint32_t g, float *acc) {
+    for (uint32_t k = 0; k < g; k++) {
+        const float w = p[k * SV_BLOCK + i];
+        float *a = acc + (size_t)k * d;
+        for (uint32_t j = 0; j < d; j++) a[j] += w * v[j];
+    }
+}
+
+void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                     const float *p, float *acc) {
+    const uint32_t d = h->d, tv = h->cache->keep_values;
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    const size_t vb = sv_precision_bytes(vp);
+    float v[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t slot = t0 + i;
+        const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
+        const uint8_t *row = (const uint8_t *)page->v + (size_t)slot * tv * vb;
+        const float fill = sv_half_to_float(page->vfill[slot]);
+        uint32_t q = 0;
+        for (uint32_t j = 0; j < d; j++) v[j] = (mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, vp, q++) : fill;
+        add_weighted(v, p, i, d, h->group, acc);
     }
 }
 
@@ -82,11 +110,7 @@ void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_
     float v[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
         sv_load_row(v, (const uint8_t *)page->v + (size_t)(t0 + i) * d * vb, vp, d);
-        for (uint32_t k = 0; k < g; k++) {
-            const float w = p[k * SV_BLOCK + i];
-            float *a = acc + (size_t)k * d;
-            for (uint32_t j = 0; j < d; j++) a[j] += w * v[j];
-        }
+        add_weighted(v, p, i, d, g, acc);
     }
 }
 
@@ -112,5 +136,5 @@ void sv_exp_block_portable(float *x, uint32_t n) {
     }
 }
 
-const sv_kernels sv_kernels_portable = {sv_score_compressed_portable, sv_score_dense_portable,
-                                        sv_accumulate_v_portable, sv_exp_block_portable};
+const sv_kernels sv_kernels_portable = {sv_score_spark_portable, sv_score_rows_portable, sv_accumulate_v_portable,
+                                        sv_accumulate_v_pruned_portable, sv_exp_block_portable};

@@ -1,8 +1,12 @@
 /* Cache lifecycle, queries about it, memory accounting and inspection. */
 #include "internal.h"
+#include "half.h"
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static void free_head_pages(sv_head *h) {
     for (uint32_t i = 0; i < h->n_pages; i++) sv_page_free(h->pages[i]);
@@ -46,7 +50,10 @@ sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy
     c->group = shape->n_q_heads / shape->n_kv_heads;
     c->keep_topk = sparkv_topk_keep(policy->key_prune_ratio, d);
     c->prunes = policy->selection == SPARKV_SELECT_CUMULATIVE || c->keep_topk < d;
-    c->n_stats = c->prunes ? sv_n_stats(policy->recovery) : 0;
+    c->prompt_keys = !c->prunes ? SV_KEYS_DENSE
+                     : policy->key_pruning == SPARKV_KEYS_THINK ? SV_KEYS_THINK : SV_KEYS_SPARK;
+    c->n_stats = c->prompt_keys == SV_KEYS_SPARK ? sv_n_stats(policy->recovery) : 0;
+    c->keep_values = sparkv_topk_keep(policy->value_prune_ratio, d);
     c->kernel = sv_best_kernel();
     c->layers = (sv_layer *)calloc(shape->n_layers, sizeof(sv_layer));
     if (!c->layers) { free(c); return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "cache_create: out of memory"); }
@@ -71,16 +78,32 @@ void sparkv_cache_free(sparkv_cache *cache) {
     free(cache);
 }
 
+/* Queries take a const handle; only the handle's error text is written. */
+static sparkv_status null_output(const sparkv_cache *cache, const char *what) {
+    return sv_fail((sparkv_cache *)cache, SPARKV_ERR_NULL_POINTER, "%s: the output pointer is NULL", what);
+}
+
 sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_shape: cache is NULL");
+    if (!out) return null_output(cache, "cache_shape");
     *out = cache->shape;
     return SPARKV_OK;
 }
 
 sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_policy: cache is NULL");
+    if (!out) return null_output(cache, "cache_policy");
     *out = cache->policy;
     return SPARKV_OK;
+}
+
+int sparkv_cache_threads(const sparkv_cache *cache) {
+    if (!cache) return 0;
+#ifdef _OPENMP
+    return cache->policy.threads > 0 ? cache->policy.threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
 }
 
 uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer) {
@@ -95,46 +118,60 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
     const sv_layer *L = &c->layers[l];
     for (uint32_t h = 0; h < c->shape.n_kv_heads; h++) {
         const sv_head *hs = &L->heads[h];
-        if (hs->qn) {
-            m->key_meta_bytes += (uint64_t)d * sizeof(float) + sizeof(float);
-            m->reserved_bytes += (uint64_t)d * sizeof(float) + sizeof(float);
-        }
+        uint64_t head_meta = 0;
+        if (hs->qn) head_meta += (uint64_t)d * sizeof(float) + sizeof(float);
+        if (L->prefilled && L->prompt_keys == SV_KEYS_THINK) head_meta += d / 8;
+        m->key_meta_bytes += head_meta;
+        m->reserved_bytes += head_meta;
         for (uint32_t i = 0; i < hs->n_pages; i++) {
             const sv_page *p = hs->pages[i];
-            m->n_tokens += p->n;
-            m->value_bytes += (uint64_t)p->n * d * vb;
             m->reserved_bytes += p->alloc_bytes;
-            if (p->compressed) {
+            switch (p->keys) {
+            case SV_KEYS_SPARK:
                 m->key_bytes += p->kept_elems * kb;
                 m->key_meta_bytes += (uint64_t)p->n * ((d / 8) * (p->sign ? 2u : 1u) + c->n_stats * 2u);
+                break;
+            case SV_KEYS_THINK: m->key_bytes += (uint64_t)p->n * c->keep_topk * kb; break;
+            default: m->key_bytes += (uint64_t)p->n * d * kb; break;
+            }
+            if (p->values_pruned) {
+                m->value_bytes += (uint64_t)p->n * c->keep_values * vb;
+                m->value_meta_bytes += (uint64_t)p->n * (d / 8 + sizeof(uint16_t));
             } else {
-                m->key_bytes += (uint64_t)p->n * d * kb;
+                m->value_bytes += (uint64_t)p->n * d * vb;
             }
         }
     }
+    m->n_tokens += L->n_tokens;
+    m->dense_bytes += L->n_seen * c->shape.n_kv_heads * d * 2u * 2u;
 }
 
 sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out) {
-    if (!cache || !out) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "memory_report: cache is NULL");
+    if (!out) return null_output(cache, "memory_report");
     if (layer != SPARKV_ALL_LAYERS && layer >= cache->shape.n_layers) {
         sv_fail((sparkv_cache *)cache, SPARKV_ERR_LAYER, "memory_report: layer %u is out of range (n_layers = %u)",
                 layer, cache->shape.n_layers);
         return SPARKV_ERR_LAYER;
     }
+    if (out->struct_size != sizeof(sparkv_memory))
+        return sv_fail((sparkv_cache *)cache, SPARKV_ERR_STRUCT_SIZE,
+                       "memory_report: out->struct_size is %llu, this library expects %u",
+                       (unsigned long long)out->struct_size, (unsigned)sizeof(sparkv_memory));
     memset(out, 0, sizeof(*out));
+    out->struct_size = sizeof(sparkv_memory);
     if (layer == SPARKV_ALL_LAYERS)
         for (uint32_t l = 0; l < cache->shape.n_layers; l++) add_layer(cache, l, out);
     else
         add_layer(cache, layer, out);
-    out->total_bytes = out->key_bytes + out->key_meta_bytes + out->value_bytes;
-    out->dense_bytes = out->n_tokens * cache->shape.head_dim * 2u * 2u;
+    out->total_bytes = out->key_bytes + out->key_meta_bytes + out->value_bytes + out->value_meta_bytes;
     return SPARKV_OK;
 }
 
 /* Locate (page, slot) of a token of one head. */
 static sparkv_status find_token(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, uint64_t token,
                                 const sv_page **page, uint32_t *slot) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "inspect: cache is NULL");
     sparkv_cache *mc = (sparkv_cache *)cache; /* only the error string is written */
     sv_clear_error(mc);
     if (layer >= cache->shape.n_layers)
@@ -162,7 +199,8 @@ sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint
     if (st != SPARKV_OK) return st;
     const uint32_t d = cache->shape.head_dim;
     if (kept_mask) {
-        if (page->compressed) memcpy(kept_mask, page->mask + (size_t)slot * (d / 8), d / 8);
+        if (page->keys == SV_KEYS_SPARK) memcpy(kept_mask, page->mask + (size_t)slot * (d / 8), d / 8);
+        else if (page->keys == SV_KEYS_THINK) memcpy(kept_mask, cache->layers[layer].heads[kv_head].think_mask, d / 8);
         else memset(kept_mask, 0xff, d / 8);
     }
     if (key) {
@@ -170,8 +208,9 @@ sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint
         float rq[SPARKV_MAX_HEAD_DIM];
         if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
         else memset(rq, 0, sizeof(rq));
-        uint64_t off = page->compressed ? sv_page_kept_offset(page, d, slot) : 0;
-        sv_recover_key(cache, page, slot, off, rq, sv_token_hash(cache->policy.seed, layer, kv_head, token), key);
+        uint64_t off = page->keys == SV_KEYS_SPARK ? sv_page_kept_offset(page, d, slot) : 0;
+        sv_recover_key(cache, page, slot, off, rq, sv_token_hash(cache->policy.seed, layer, kv_head, token),
+                       hs->think_mask, key);
     }
     return SPARKV_OK;
 }
@@ -185,13 +224,21 @@ sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, ui
     if (!value) return sv_fail((sparkv_cache *)cache, SPARKV_ERR_NULL_POINTER, "inspect_value: value is NULL");
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision vp = cache->policy.value_precision;
-    sv_load_row(value, (const uint8_t *)page->v + (size_t)slot * d * sv_precision_bytes(vp), vp, d);
+    if (!page->values_pruned) {
+        sv_load_row(value, (const uint8_t *)page->v + (size_t)slot * d * sv_precision_bytes(vp), vp, d);
+        return SPARKV_OK;
+    }
+    const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
+    const float fill = sv_half_to_float(page->vfill[slot]);
+    const uint8_t *row = (const uint8_t *)page->v + (size_t)slot * cache->keep_values * sv_precision_bytes(vp);
+    uint32_t p = 0;
+    for (uint32_t j = 0; j < d; j++) value[j] = (mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, vp, p++) : fill;
     return SPARKV_OK;
 }
 
 sparkv_status sparkv_inspect_qnorm(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, float *qn,
                                    float *scale_c) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "inspect_qnorm: cache is NULL");
     sparkv_cache *mc = (sparkv_cache *)cache;
     sv_clear_error(mc);
     if (layer >= cache->shape.n_layers)

@@ -59,7 +59,7 @@ const char *sparkv_kernel_name(sparkv_kernel kernel) {
 }
 
 sparkv_status sparkv_cache_set_kernel(sparkv_cache *cache, sparkv_kernel kernel) {
-    if (!cache) return SPARKV_ERR_NULL_POINTER;
+    if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_set_kernel: cache is NULL");
     sv_clear_error(cache);
     if ((int)kernel < 0 || (int)kernel > SPARKV_KERNEL_AVX512)
         return sv_fail(cache, SPARKV_ERR_UNSUPPORTED, "kernel %d is not a known kernel family", (int)kernel);

@@ -19,19 +19,28 @@
 #define SPARKV_MAX_GROUP 256u /* query heads per KV head */
 #define SPARKV_ERROR_LEN 512
 
-/* One page of one KV head: up to SPARKV_PAGE_TOKENS consecutive tokens. */
+/* How the keys of a page are stored. */
+typedef enum { SV_KEYS_DENSE = 0, SV_KEYS_SPARK = 1, SV_KEYS_THINK = 2 } sv_key_mode;
+
+/* One page of one KV head: up to SPARKV_PAGE_TOKENS consecutive stored tokens. Prompt pages are
+ * built once at prefill and never change; appended tokens go to dense pages. */
 typedef struct sv_page {
     uint64_t first;        /* layer token index of the page's first token */
     uint32_t n;            /* tokens stored */
     uint32_t cap;          /* tokens this page can hold */
-    int compressed;        /* 1: channel-pruned keys (immutable); 0: dense keys */
-    uint64_t kept_elems;   /* compressed: number of kept key values stored in `k` */
-    void *k;               /* compressed: packed kept values, token-major; dense: cap * D values */
-    uint8_t *mask;         /* compressed: cap * D/8 bytes, bit j = channel j kept */
-    uint8_t *sign;         /* compressed with sign bits: cap * D/8 bytes, bit j = pruned channel j < 0 */
-    uint16_t *stats;       /* compressed with recovery: cap * n_stats fp16 values */
-    void *v;               /* cap * D values */
-    size_t alloc_bytes;    /* bytes of the single allocation holding all arrays */
+    sv_key_mode keys;
+    int values_pruned;     /* 1: value-channel pruned (vmask, vfill, T_v kept values per token) */
+    uint64_t kept_elems;   /* SPARK: number of kept key values stored in `k` */
+    void *k;               /* DENSE: cap * D values; SPARK: packed kept values, token-major;
+                              THINK: n * T values (the head's kept channels) */
+    uint8_t *mask;         /* SPARK: cap * D/8 bytes, bit j = channel j kept */
+    uint8_t *sign;         /* SPARK with sign bits: cap * D/8 bytes, bit j = pruned channel j < 0 */
+    uint16_t *stats;       /* SPARK with recovery: cap * n_stats fp16 values */
+    void *v;               /* cap * D values, or (values_pruned) n * T_v kept values */
+    uint8_t *vmask;        /* values_pruned: n * D/8 bytes, bit j = value channel j kept */
+    uint16_t *vfill;       /* values_pruned: n fp16 means of the pruned values */
+    void *base;            /* the single allocation holding every array above */
+    size_t alloc_bytes;
 } sv_page;
 
 /* Per (layer, KV head) storage. */
@@ -39,14 +48,17 @@ typedef struct sv_head {
     sv_page **pages;
     uint32_t n_pages;
     uint32_t pages_cap;
-    float *qn;             /* D window query norms (NULL until a pruned prefill) */
-    float c;               /* mean of qn: statistics are stored divided by it */
+    float *qn;             /* SPARK: D window query norms (NULL otherwise) */
+    float c;               /* SPARK: mean of qn; statistics are stored divided by it */
+    uint8_t think_mask[SPARKV_MAX_HEAD_DIM / 8]; /* THINK: the head's kept channels */
 } sv_head;
 
 typedef struct sv_layer {
-    uint64_t n_tokens;
-    uint64_t n_prompt;     /* tokens that came from prefill */
+    uint64_t n_tokens;     /* tokens stored */
+    uint64_t n_prompt;     /* stored tokens that came from prefill */
+    uint64_t n_seen;       /* prompt tokens given to prefill (evicted ones included) + appended */
     int prefilled;
+    sv_key_mode prompt_keys; /* how the prompt's keys are stored */
     sv_head *heads;        /* n_kv_heads */
 } sv_layer;
 
@@ -54,9 +66,11 @@ struct sparkv_cache {
     sparkv_shape shape;
     sparkv_policy policy;
     uint32_t group;        /* n_q_heads / n_kv_heads */
-    uint32_t keep_topk;    /* T for TOPK */
+    uint32_t keep_topk;    /* T for TOPK (SparK and ThinK) */
+    uint32_t keep_values;  /* T_v: value channels kept per token (D when value pruning is off) */
     uint32_t n_stats;      /* fp16 statistics per compressed token: 0, 1 (mean), 2 (exp), 3 (gauss) */
     int prunes;            /* prefill prunes key channels */
+    sv_key_mode prompt_keys; /* how prefill stores keys: DENSE, SPARK or THINK */
     sparkv_kernel kernel;
     sv_layer *layers;
     char error[SPARKV_ERROR_LEN];
@@ -81,7 +95,8 @@ SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *wha
 
 /* page.c */
 SPARKV_HIDDEN sv_page *sv_page_new_dense(const sparkv_cache *cache);
-SPARKV_HIDDEN sv_page *sv_page_new_compressed(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_elems);
+/* A prompt page of n tokens stored per the cache's policy; kept_elems = SPARK kept key values. */
+SPARKV_HIDDEN sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_elems);
 SPARKV_HIDDEN void sv_page_free(sv_page *page);
 SPARKV_HIDDEN uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, uint32_t token);
 
@@ -95,14 +110,30 @@ SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_tota
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
 SPARKV_HIDDEN void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s);
 
+/* select.c: indices (ascending) of the `keep` largest of s[0..n), ties toward the lower index. */
+SPARKV_HIDDEN double sv_kth_largest(double *a, uint64_t n, uint64_t k);
+SPARKV_HIDDEN void sv_select_top(const double *s, uint64_t n, uint64_t keep, double *scratch, uint64_t *out);
 /* select.c: fills the kept mask (d/8 bytes) of one token; returns the number kept. */
 SPARKV_HIDDEN uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mask, double *scratch);
 SPARKV_HIDDEN uint32_t sv_select_cumulative(const double *s, uint32_t d, double p, uint32_t min_keep,
                                             uint32_t max_keep, uint8_t *mask, double *scratch);
 
-/* pack.c: one token into a compressed page. */
+/* pack.c: one token's key into a SPARK page; one token's value into a value-pruned page. */
+SPARKV_HIDDEN void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v);
 SPARKV_HIDDEN void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
                                  const float *k, const double *s, float c);
+
+/* evict.c: the prompt tokens a head keeps, ascending, into keep[]; returns how many. */
+SPARKV_HIDDEN uint64_t sv_evict_count(const sparkv_cache *cache, uint32_t layer, uint64_t n_tokens, uint32_t n_use);
+SPARKV_HIDDEN uint32_t sv_pyramid_budget(uint32_t mean_budget, float ratio, uint32_t layer, uint32_t n_layers);
+/* 0 on success, -1 when out of memory. */
+SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uint32_t head, const float *keys,
+                                  uint64_t n_tokens, const float *q_window, uint64_t n_window, uint32_t n_use,
+                                  uint64_t n_keep, uint64_t *keep);
+
+/* think.c: ThinK's channel set of one head from its surviving keys. */
+SPARKV_HIDDEN void sv_think_select(const sparkv_cache *cache, const float *keys, const uint64_t *rows, uint64_t n,
+                                   const float *qn, uint32_t n_use, uint8_t *mask);
 
 /* recover.c */
 SPARKV_HIDDEN uint64_t sv_mix64(uint64_t z);
@@ -111,7 +142,7 @@ SPARKV_HIDDEN void sv_channel_uniforms(uint64_t token_hash, uint32_t channel, do
 SPARKV_HIDDEN double sv_draw_scaled(sparkv_recovery rec, const uint16_t *stats, uint64_t token_hash, uint32_t channel);
 SPARKV_HIDDEN void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq);
 SPARKV_HIDDEN void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,
-                                  const float *rq, uint64_t token_hash, float *key);
+                                  const float *rq, uint64_t token_hash, const uint8_t *think_mask, float *key);
 
 /* cpu.c */
 SPARKV_HIDDEN sparkv_kernel sv_best_kernel(void);

@@ -14,20 +14,27 @@ void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
     const uint8_t *mask = page->mask + (size_t)slot * (d / 8);
     const sparkv_precision kp = cache->policy.key_precision;
     float kept[SPARKV_MAX_HEAD_DIM];
-    uint32_t n_kept = 0, n_pruned = 0;
+    uint32_t n_kept = 0;
     double pruned_sum = 0.0, min_kept = INFINITY, max_pruned = 0.0;
     uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
-    for (uint32_t j = 0; j < d; j++) {
-        if (mask[j >> 3] >> (j & 7) & 1u) {
-            kept[n_kept++] = k[j];
-            if (s[j] < min_kept) min_kept = s[j];
-        } else {
-            n_pruned++;
-            pruned_sum += s[j];
-            if (s[j] > max_pruned) max_pruned = s[j];
-            if (sign && k[j] < 0.0f) sign[j >> 3] |= (uint8_t)(1u << (j & 7));
+    /* Branch-free: the kept pattern is random per token, so branches would mispredict. Adding 0.0
+     * for kept channels leaves the pruned sum (in channel order) bit-identical. */
+    for (uint32_t b = 0; b < d / 8; b++) {
+        uint32_t neg = 0;
+        for (uint32_t i = 0; i < 8; i++) {
+            const uint32_t j = 8 * b + i;
+            const uint32_t keep = mask[b] >> i & 1u;
+            kept[n_kept] = k[j];
+            n_kept += keep;
+            pruned_sum += keep ? 0.0 : s[j];
+            const double as_kept = keep ? s[j] : INFINITY, as_pruned = keep ? 0.0 : s[j];
+            min_kept = as_kept < min_kept ? as_kept : min_kept;
+            max_pruned = as_pruned > max_pruned ? as_pruned : max_pruned;
+            neg |= (uint32_t)(!keep && k[j] < 0.0f) << i;
         }
+        if (sign) sign[b] = (uint8_t)neg;
     }
+    const uint32_t n_pruned = d - n_kept;
     sv_store_row((uint8_t *)page->k + kept_offset * sv_precision_bytes(kp), kp, kept, n_kept);
     if (!cache->n_stats) return;
     double mean = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
@@ -40,4 +47,24 @@ void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
             if (!(mask[j >> 3] >> (j & 7) & 1u)) var += (s[j] - mean) * (s[j] - mean);
         st[SV_STAT_SD] = stat_half(n_pruned ? sqrt(var / (double)n_pruned) : 0.0, c);
     }
+}
+
+/* Value-channel pruning: keep the T_v values of largest magnitude; the others are replaced at
+ * attention time by their mean, so the token's value sum over channels is preserved. */
+void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v) {
+    const uint32_t d = cache->shape.head_dim, tv = cache->keep_values;
+    double mag[SPARKV_MAX_HEAD_DIM] = {0}, scratch[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t j = 0; j < d; j++) mag[j] = fabs((double)v[j]);
+    uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
+    sv_select_topk(mag, d, tv, mask, scratch);
+    float kept[SPARKV_MAX_HEAD_DIM];
+    uint32_t nk = 0, np = 0;
+    double pruned = 0.0;
+    for (uint32_t j = 0; j < d; j++) {
+        if (mask[j >> 3] >> (j & 7) & 1u) kept[nk++] = v[j];
+        else { pruned += (double)v[j]; np++; }
+    }
+    const sparkv_precision vp = cache->policy.value_precision;
+    sv_store_row((uint8_t *)page->v + (size_t)slot * tv * sv_precision_bytes(vp), vp, kept, nk);
+    page->vfill[slot] = sv_float_to_half((float)(np ? pruned / (double)np : 0.0));
 }

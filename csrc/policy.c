@@ -30,6 +30,14 @@ sparkv_policy sparkv_default_policy(void) {
     p.seed = 0;
     p.threads = 0;
     p.attention_scale = 0.0f;
+    p.eviction = SPARKV_EVICT_NONE;
+    p.evict_budget = 512;
+    p.pool_kernel = 5;
+    p.pyramid_ratio = 4.0f;
+    p.sink_tokens = 4;
+    p.recent_tokens = 508;
+    p.key_pruning = SPARKV_KEYS_SPARK;
+    p.value_prune_ratio = 0.0f;
     return p;
 }
 
@@ -89,6 +97,29 @@ sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t 
     if (!isfinite(p->attention_scale) || p->attention_scale < 0.0f)
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "attention_scale %g must be finite and >= 0",
                        (double)p->attention_scale);
+    if ((int)p->eviction < 0 || (int)p->eviction > SPARKV_EVICT_STREAMING)
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "eviction %d is not a known mode (0..3)", (int)p->eviction);
+    if (p->eviction == SPARKV_EVICT_SNAPKV || p->eviction == SPARKV_EVICT_PYRAMIDKV) {
+        if (p->evict_budget < 1)
+            return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "evict_budget must be at least 1");
+        if (p->pool_kernel < 1 || p->pool_kernel % 2 == 0)
+            return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "pool_kernel %u must be odd and >= 1", p->pool_kernel);
+    }
+    if (p->eviction == SPARKV_EVICT_PYRAMIDKV && !(p->pyramid_ratio >= 1.0f && p->pyramid_ratio <= 1e6f))
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "pyramid_ratio %g must be in [1, 1e6]", (double)p->pyramid_ratio);
+    if (p->eviction == SPARKV_EVICT_STREAMING && p->sink_tokens + (uint64_t)p->recent_tokens < 1)
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "StreamingLLM needs sink_tokens + recent_tokens >= 1");
+    if (p->key_pruning != SPARKV_KEYS_SPARK && p->key_pruning != SPARKV_KEYS_THINK)
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "key_pruning %d is not SPARK (0) or THINK (1)", (int)p->key_pruning);
+    if (p->key_pruning == SPARKV_KEYS_THINK) {
+        if (p->selection != SPARKV_SELECT_TOPK)
+            return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "ThinK prunes one channel set per head: selection must be TOPK");
+        if (p->sign_bits || p->recovery != SPARKV_RECOVER_NONE)
+            return sv_fail(e, SPARKV_ERR_INVALID_POLICY,
+                           "ThinK stores no recovery statistics: set recovery NONE and sign_bits 0");
+    }
+    if (!(p->value_prune_ratio >= 0.0f && p->value_prune_ratio < 1.0f))
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "value_prune_ratio %g is outside [0, 1)", (double)p->value_prune_ratio);
     return SPARKV_OK;
 }
 

@@ -56,12 +56,18 @@ void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq) {
 }
 
 void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,
-                    const float *rq, uint64_t token_hash, float *key) {
+                    const float *rq, uint64_t token_hash, const uint8_t *think_mask, float *key) {
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision kp = cache->policy.key_precision;
     const size_t kb = sv_precision_bytes(kp);
-    if (!page->compressed) {
+    if (page->keys == SV_KEYS_DENSE) {
         sv_load_row(key, (const uint8_t *)page->k + (size_t)slot * d * kb, kp, d);
+        return;
+    }
+    if (page->keys == SV_KEYS_THINK) {
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)slot * cache->keep_topk * kb;
+        uint32_t p = 0;
+        for (uint32_t j = 0; j < d; j++) key[j] = (think_mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, kp, p++) : 0.0f;
         return;
     }
     const uint8_t *mask = page->mask + (size_t)slot * (d / 8);

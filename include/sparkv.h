@@ -117,6 +117,23 @@ typedef enum sparkv_recovery {
     SPARKV_RECOVER_EXPONENTIAL = 3  /**< sgn * sqrt(x / qn_j), x ~ Exp(rate 1/m_t) clipped to [0, theta_t] */
 } sparkv_recovery;
 
+/** Token eviction applied at prefill, before channel pruning (per layer and KV head). */
+typedef enum sparkv_eviction {
+    SPARKV_EVICT_NONE = 0,
+    SPARKV_EVICT_SNAPKV = 1,    /**< keep the window and the `evict_budget` prompt tokens with the highest
+                                     pooled window attention (SnapKV) */
+    SPARKV_EVICT_PYRAMIDKV = 2, /**< SnapKV scoring with budgets decreasing linearly over the layers
+                                     (mean evict_budget, first/last ratio pyramid_ratio) */
+    SPARKV_EVICT_STREAMING = 3  /**< keep the first sink_tokens and the last recent_tokens (StreamingLLM) */
+} sparkv_eviction;
+
+/** How key channels are pruned when key_prune_ratio > 0 (or selection is CUMULATIVE). */
+typedef enum sparkv_key_pruning {
+    SPARKV_KEYS_SPARK = 0, /**< per-token (unstructured) channel sets with recovery (SparK) */
+    SPARKV_KEYS_THINK = 1  /**< one channel set per layer and KV head for all tokens (ThinK);
+                                pruned channels are 0; TOPK only, no recovery statistics */
+} sparkv_key_pruning;
+
 /** Storage precision of kept key values and of values. */
 typedef enum sparkv_precision {
     SPARKV_F32 = 0,  /**< 4 bytes */
@@ -142,13 +159,31 @@ typedef struct sparkv_policy {
     uint64_t seed;                   /**< seed of the gaussian/exponential draws. Default 0 */
     int32_t threads;                 /**< OpenMP threads for prefill/attend; 0 = OpenMP's default; >= 0 */
     float attention_scale;           /**< softmax scale; 0 = 1/sqrt(D). Must be finite and >= 0 */
+    /* --- token eviction (prefill) --- */
+    sparkv_eviction eviction;        /**< default SPARKV_EVICT_NONE */
+    uint32_t evict_budget;           /**< SNAPKV: prompt tokens kept besides the window; PYRAMIDKV: the mean
+                                          over layers. >= 1 when evicting by score; must not exceed the
+                                          prompt minus the window. Default 512 */
+    uint32_t pool_kernel;            /**< SnapKV average-pooling width along tokens, odd, >= 1 (1 = none),
+                                          zero padding of pool_kernel/2 on both sides. Default 5 */
+    float pyramid_ratio;             /**< PYRAMIDKV: first layer's budget / last layer's, >= 1. Default 4 */
+    uint32_t sink_tokens;            /**< STREAMING: first tokens kept. Default 4 */
+    uint32_t recent_tokens;          /**< STREAMING: last tokens kept. Default 508 */
+    /* --- structured key pruning and value pruning --- */
+    sparkv_key_pruning key_pruning;  /**< default SPARKV_KEYS_SPARK */
+    float value_prune_ratio;         /**< r_v in [0, 1): fraction of value channels pruned per token (largest
+                                          |v| kept, ties toward the lower index), the pruned ones replaced by
+                                          the token's mean pruned value (fp16). 0 = off (default) */
 } sparkv_policy;
 
 /** A 1-layer default shape (struct_size set, every other field must be filled in by the caller:
  *  n_layers = 1, n_q_heads = n_kv_heads = 1, head_dim = 128, capacity = 4096). */
 SPARKV_API sparkv_shape sparkv_default_shape(void);
 /** The default policy: dense (r = 0), TOPK, MEAN recovery with sign bits, f16 keys and values,
- *  window 32, seed 0, OpenMP's thread count, scale 1/sqrt(D). */
+ *  window 32, seed 0, OpenMP's thread count, scale 1/sqrt(D); no eviction (its parameters at
+ *  SnapKV 512 / pool 5, PyramidKV ratio 4, StreamingLLM 4 + 508), SparK key pruning, no value
+ *  pruning. The pipeline a policy describes runs: eviction, then key-channel pruning of the
+ *  surviving prompt tokens, then value-channel pruning. */
 SPARKV_API sparkv_policy sparkv_default_policy(void);
 
 /** Check a policy against a head dimension without creating a cache. Returns SPARKV_OK or
@@ -176,14 +211,19 @@ SPARKV_API sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sp
 /** Free a cache and all its memory. NULL is a no-op. */
 SPARKV_API void sparkv_cache_free(sparkv_cache *cache);
 
-/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, token 117, channel 5"),
- *  or, with cache == NULL, of the last failed call on this thread that had no handle (create,
- *  policy_validate). Empty string if none. Valid until the next call on the same handle/thread. */
+/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, row 117, channel 5"),
+ *  const queries included (the detail is the one piece of a handle they write). With cache ==
+ *  NULL: the detail of the last failed call on this thread that had no handle (create,
+ *  policy_validate, or any call given a NULL handle). Empty string if none. Valid until the next
+ *  call on the same handle/thread. */
 SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
 
 /** Copy the cache's shape / policy out. */
 SPARKV_API sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out);
 SPARKV_API sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out);
+
+/** Threads prefill and attend use: policy.threads, or OpenMP's default when that is 0. */
+SPARKV_API int sparkv_cache_threads(const sparkv_cache *cache);
 
 /** Tokens currently held by `layer` (prompt + appended), or 0 on a bad handle/layer. */
 SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer);
@@ -208,6 +248,24 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  * stored as fp16 square roots of (statistic / c): m_t = mean pruned saliency; sd_t its population
  * standard deviation (GAUSSIAN); theta_t = smallest kept saliency (GAUSSIAN, EXPONENTIAL).
  * Keeping values in units of keys keeps them inside fp16's range for outlier channels.
+ *
+ * Token eviction runs first, per KV head, and stores only the survivors, in prompt order (they are
+ * layer tokens 0..kept-1 afterwards; keys are RoPE-rotated already, so nothing is re-rotated):
+ *  - SNAPKV: u = min(window, n_window) window queries at prompt positions n-u..n-1. For each, its
+ *    causal softmax (scale as in attend) over tokens 0..position, computed per query head of the
+ *    group; the weights of the n-u prefix tokens are averaged over window queries and group
+ *    heads, then average-pooled along tokens (width pool_kernel, zero padding, always divided by
+ *    pool_kernel). The evict_budget best prefix tokens (ties: lower index) and the u window tokens
+ *    are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY.
+ *  - PYRAMIDKV: as SNAPKV with budget b_l = round(first + (last - first) * l / (L-1)), where
+ *    last = 2*evict_budget/(1+pyramid_ratio), first = pyramid_ratio*last (b = evict_budget when
+ *    L = 1), at least 1 and at most n-u.
+ *  - STREAMING: tokens 0..sink_tokens-1 and the last recent_tokens (all when they cover the prompt).
+ * ThinK (key_pruning = THINK) keeps, for each KV head, the T = D - floor(r*D) channels of largest
+ * score_j = (qn_j^2 / u) * (sum_t k_tj^2 / kept) over the surviving tokens (double; ties: lower
+ * index), stores the T kept values of every token and one D/8-byte mask per head; pruned channels
+ * are 0 at attention. Value pruning keeps, per token, the T_v = D - floor(r_v*D) values of largest
+ * |v| (ties: lower index) and stores fp16(mean of the pruned values) as their replacement.
  */
 SPARKV_API sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer,
                                         const float *keys, const float *values, uint64_t n_tokens,
@@ -234,18 +292,24 @@ SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, cons
 /* ------------------------------------------------------------------------------------------ */
 
 /** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
- *  counts everything allocated (page slack included). */
+ *  counts everything allocated (page slack included). The caller sets struct_size (e.g.
+ *  `sparkv_memory m = {sizeof(sparkv_memory)};`) so the structure can grow. */
 typedef struct sparkv_memory {
-    uint64_t n_tokens;          /**< tokens held, summed over the layers covered (per KV head) */
+    uint64_t struct_size;       /**< set by the caller to sizeof(sparkv_memory) */
+    uint64_t n_tokens;          /**< tokens held per KV head, summed over the layers covered */
     uint64_t key_bytes;         /**< kept key values + dense appended keys */
-    uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c */
-    uint64_t value_bytes;       /**< values */
-    uint64_t total_bytes;       /**< key_bytes + key_meta_bytes + value_bytes */
-    uint64_t dense_bytes;       /**< the same tokens as dense fp16 K and V: tokens * heads * D * 2 * 2 */
+    uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c
+                                     (SparK); per-head channel mask (ThinK) */
+    uint64_t value_bytes;       /**< values (kept values when value pruning is on) */
+    uint64_t total_bytes;       /**< key_bytes + key_meta_bytes + value_bytes + value_meta_bytes */
+    uint64_t dense_bytes;       /**< the tokens the layers have seen (whole prompts, evicted tokens included,
+                                     plus appended tokens) as dense fp16 K and V: tokens * heads * D * 2 * 2 */
     uint64_t reserved_bytes;    /**< bytes allocated for token storage and metadata (>= total_bytes) */
+    uint64_t value_meta_bytes;  /**< value-pruning masks and fill values (included in total_bytes) */
 } sparkv_memory;
 
-/** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS). */
+/** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS).
+ *  out->struct_size must be sizeof(sparkv_memory) (SPARKV_ERR_STRUCT_SIZE otherwise). */
 #define SPARKV_ALL_LAYERS 0xFFFFFFFFu
 SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out);
 

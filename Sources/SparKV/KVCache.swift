@@ -67,6 +67,14 @@ public final class KVCache {
         self.handle = created
     }
 
+    /// Threads ``prefill(layer:keys:values:windowQueries:tokenCount:windowCount:)`` and attend use:
+    /// the policy's ``CompressionPolicy/threads``, or OpenMP's default when that is nil.
+    ///
+    /// ```swift
+    /// print("attending on \(cache.threadCount) threads")
+    /// ```
+    public var threadCount: Int { Int(sparkv_cache_threads(handle)) }
+
     deinit {
         sparkv_cache_free(handle)
     }
@@ -303,6 +311,7 @@ public final class KVCache {
 
     private func report(layer: UInt32) throws -> MemoryReport {
         var m = sparkv_memory()
+        m.struct_size = UInt64(MemoryLayout<sparkv_memory>.size)
         try check(sparkv_memory_report(handle, layer, &m))
         return MemoryReport(m)
     }

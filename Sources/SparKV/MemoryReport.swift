@@ -2,27 +2,32 @@ import CSparKV
 
 /// Exact bytes a cache (or one of its layers) holds, as reported by the library.
 ///
-/// "Used" bytes (``keyBytes`` + ``keyMetaBytes`` + ``valueBytes`` = ``totalBytes``) count stored
-/// tokens and per-head metadata; ``reservedBytes`` counts everything allocated, page slack
-/// included. ``denseBytes`` is what the same tokens would take as dense fp16 K and V.
+/// "Used" bytes (``keyBytes`` + ``keyMetaBytes`` + ``valueBytes`` + ``valueMetaBytes`` =
+/// ``totalBytes``) count stored tokens and per-head metadata; ``reservedBytes`` counts everything
+/// allocated, page slack included. ``denseBytes`` is what the tokens the layers have seen (evicted
+/// ones included) would take as dense fp16 K and V.
 ///
 /// ```swift
 /// let report = try cache.memoryReport()
 /// print("\(report.totalBytes) bytes, \(report.ratioToDense * 100)% of dense fp16")
 /// ```
 public struct MemoryReport: Hashable, Codable, Sendable {
-    /// Token rows held, summed over the layers covered and their KV heads: one layer of 8 KV
-    /// heads holding 100 tokens counts 800.
+    /// Tokens held per KV head, summed over the layers covered (each layer's
+    /// ``KVCache/tokenCount(layer:)``): after eviction, the survivors only.
     public var tokenCount: Int
     /// Kept key values of compressed tokens plus dense keys of appended (or unpruned) tokens.
     public var keyBytes: Int
-    /// Channel masks, sign bits and recovery statistics, plus per-head window query norms.
+    /// Channel masks, sign bits and recovery statistics, plus per-head window query norms (SparK),
+    /// or one channel mask per head (ThinK).
     public var keyMetaBytes: Int
-    /// Values.
+    /// Values (the kept ones when value-channel pruning is on).
     public var valueBytes: Int
-    /// `keyBytes + keyMetaBytes + valueBytes`.
+    /// Value-pruning masks and fill values.
+    public var valueMetaBytes: Int
+    /// `keyBytes + keyMetaBytes + valueBytes + valueMetaBytes`.
     public var totalBytes: Int
-    /// The same tokens as dense fp16 K and V: `tokens * kvHeads * headDim * 2 * 2`.
+    /// The tokens seen (whole prompts, evicted ones included, plus appended ones) as dense fp16 K
+    /// and V: `tokens * kvHeads * headDim * 2 * 2`.
     public var denseBytes: Int
     /// Bytes allocated for token storage and metadata (at least ``totalBytes``).
     public var reservedBytes: Int
@@ -33,12 +38,13 @@ public struct MemoryReport: Hashable, Codable, Sendable {
     /// let empty = MemoryReport(tokenCount: 0, keyBytes: 0, keyMetaBytes: 0, valueBytes: 0,
     ///                          totalBytes: 0, denseBytes: 0, reservedBytes: 0)
     /// ```
-    public init(tokenCount: Int, keyBytes: Int, keyMetaBytes: Int, valueBytes: Int, totalBytes: Int,
-                denseBytes: Int, reservedBytes: Int) {
+    public init(tokenCount: Int, keyBytes: Int, keyMetaBytes: Int, valueBytes: Int, valueMetaBytes: Int = 0,
+                totalBytes: Int, denseBytes: Int, reservedBytes: Int) {
         self.tokenCount = tokenCount
         self.keyBytes = keyBytes
         self.keyMetaBytes = keyMetaBytes
         self.valueBytes = valueBytes
+        self.valueMetaBytes = valueMetaBytes
         self.totalBytes = totalBytes
         self.denseBytes = denseBytes
         self.reservedBytes = reservedBytes
@@ -47,7 +53,7 @@ public struct MemoryReport: Hashable, Codable, Sendable {
     init(_ m: sparkv_memory) {
         self.init(tokenCount: Int(clamping: m.n_tokens), keyBytes: Int(clamping: m.key_bytes),
                   keyMetaBytes: Int(clamping: m.key_meta_bytes), valueBytes: Int(clamping: m.value_bytes),
-                  totalBytes: Int(clamping: m.total_bytes), denseBytes: Int(clamping: m.dense_bytes),
+                  valueMetaBytes: Int(clamping: m.value_meta_bytes), totalBytes: Int(clamping: m.total_bytes), denseBytes: Int(clamping: m.dense_bytes),
                   reservedBytes: Int(clamping: m.reserved_bytes))
     }
 
@@ -66,6 +72,7 @@ public struct MemoryReport: Hashable, Codable, Sendable {
         case keyBytes = "key_bytes"
         case keyMetaBytes = "key_meta_bytes"
         case valueBytes = "value_bytes"
+        case valueMetaBytes = "value_meta_bytes"
         case totalBytes = "total_bytes"
         case denseBytes = "dense_bytes"
         case reservedBytes = "reserved_bytes"

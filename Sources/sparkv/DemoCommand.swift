@@ -115,7 +115,7 @@ struct DemoCommand: ParsableCommand {
         }
         let report = DemoReport(
             version: KVCache.libraryVersion, shape: shape, promptTokens: promptTokens, decodeTokens: decodeTokens,
-            seed: seed, kernel: caches[0].kernel.name, threads: threads ?? openMPDefaultThreads(),
+            seed: seed, kernel: caches[0].kernel.name, threads: caches[0].threadCount,
             threadsAreDefault: threads == nil, seconds: Date().timeIntervalSince(started), rows: rows)
         print(json ? try report.json() : report.table())
         if rows.contains(where: { !$0.matchesFormula }) {
@@ -135,7 +135,7 @@ struct DemoCommand: ParsableCommand {
         let keyBytes = layerHeads * (promptTokens * keptBytes + decodeTokens * d * kb)
         let metaBytes = layerHeads * (promptTokens * metaPerToken + policy.headMetadataBytes(headDim: d))
         let valueBytes = layerHeads * totalTokens * d * vb
-        return m.tokenCount == layerHeads * totalTokens && m.keyBytes == keyBytes && m.keyMetaBytes == metaBytes
+        return m.tokenCount == shape.layers * totalTokens && m.keyBytes == keyBytes && m.keyMetaBytes == metaBytes
             && m.valueBytes == valueBytes && m.totalBytes == keyBytes + metaBytes + valueBytes
             && m.denseBytes == layerHeads * totalTokens * d * 4 && m.reservedBytes >= m.totalBytes
     }
@@ -157,15 +157,6 @@ private func tokenSlice(_ x: [Float], token t: Int, heads: Int, total: Int, head
     return out
 }
 
-/// OpenMP's default team size as the library will see it: OMP_NUM_THREADS if set, else the cores.
-func openMPDefaultThreads() -> Int {
-    if let value = ProcessInfo.processInfo.environment["OMP_NUM_THREADS"],
-       let first = value.split(separator: ",").first, let n = Int(first.trimmingCharacters(in: .whitespaces)), n > 0 {
-        return n
-    }
-    return ProcessInfo.processInfo.activeProcessorCount
-}
-
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
@@ -177,7 +168,7 @@ extension MemoryReport {
     static func + (a: MemoryReport, b: MemoryReport) -> MemoryReport {
         MemoryReport(tokenCount: a.tokenCount + b.tokenCount, keyBytes: a.keyBytes + b.keyBytes,
                      keyMetaBytes: a.keyMetaBytes + b.keyMetaBytes, valueBytes: a.valueBytes + b.valueBytes,
-                     totalBytes: a.totalBytes + b.totalBytes, denseBytes: a.denseBytes + b.denseBytes,
+                     valueMetaBytes: a.valueMetaBytes + b.valueMetaBytes, totalBytes: a.totalBytes + b.totalBytes, denseBytes: a.denseBytes + b.denseBytes,
                      reservedBytes: a.reservedBytes + b.reservedBytes)
     }
 }

@@ -33,7 +33,7 @@ struct InfoCommand: ParsableCommand {
         let info = Info(
             version: KVCache.libraryVersion,
             supportedKernels: KVCache.Kernel.allCases.filter { $0 != .auto && $0.isSupported }.map(\.name),
-            defaultKernel: probe.kernel.name, openMPDefaultThreads: openMPDefaultThreads(),
+            defaultKernel: probe.kernel.name, openMPDefaultThreads: probe.threadCount,
             defaultPolicy: CompressionPolicy())
         if json {
             let encoder = JSONEncoder()

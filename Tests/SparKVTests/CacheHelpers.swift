@@ -154,6 +154,7 @@ final class CCache {
 
     func memory(layer: UInt32 = SPARKV_ALL_LAYERS) throws -> CMemory {
         var m = sparkv_memory()
+        m.struct_size = UInt64(MemoryLayout<sparkv_memory>.size)
         try check(sparkv_memory_report(handle, layer, &m), "sparkv_memory_report(\(layer))")
         return CMemory(m)
     }

@@ -337,6 +337,7 @@ struct ErrorTests {
     func inspectionFailuresLeaveCacheUnchanged() throws {
         let f = try Fixture()
         var mem = sparkv_memory()
+        mem.struct_size = UInt64(MemoryLayout<sparkv_memory>.size)
         #expect(sparkv_memory_report(nil, 0, &mem) == SPARKV_ERR_NULL_POINTER)
         try f.expectFailure("memory_report NULL out", SPARKV_ERR_NULL_POINTER) { sparkv_memory_report($0, 0, nil) }
         try f.expectFailure("memory_report layer 3", SPARKV_ERR_LAYER) { sparkv_memory_report($0, 3, &mem) }

@@ -329,7 +329,7 @@ struct SwiftAPITests {
                           tokenCount: prompt.tokens, windowCount: prompt.windowCount)
         // D = 64, r = 0.8: T = 64 - floor(51.2) = 13 kept; 8 mask + 8 sign + 2 mean bytes per token.
         let heads = 2, n = prompt.tokens
-        var expected = MemoryReport(tokenCount: heads * n, keyBytes: heads * n * 13 * 2,
+        var expected = MemoryReport(tokenCount: n, keyBytes: heads * n * 13 * 2,
                                     keyMetaBytes: heads * (n * 18 + 64 * 4 + 4), valueBytes: heads * n * 64 * 2,
                                     totalBytes: 0, denseBytes: heads * n * 64 * 4, reservedBytes: 0)
         expected.totalBytes = expected.keyBytes + expected.keyMetaBytes + expected.valueBytes
@@ -349,7 +349,7 @@ struct SwiftAPITests {
         #expect(layer0.keyBytes == expected.keyBytes + heads * 64 * 2)
         #expect(layer0.keyMetaBytes == expected.keyMetaBytes)
         #expect(layer0.valueBytes == expected.valueBytes + heads * 64 * 2)
-        #expect(layer0.tokenCount == heads * (n + 1))
+        #expect(layer0.tokenCount == n + 1)
 
         let bad = Self.sparkvError { _ = try cache.memoryReport(layer: 2) }
         #expect(bad?.status == 7)
