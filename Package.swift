@@ -6,6 +6,14 @@ import PackageDescription
 let ompInclude = "/usr/lib/llvm-14/lib/clang/14.0.6/include"
 let ompLib = "/usr/lib/llvm-14/lib"
 
+let ompCFlags: [String] = ["-std=c11", "-O3", "-fopenmp", "-isystem", ompInclude, "-ffp-contract=off",
+                           "-Wall", "-Wextra", "-Wno-unused-parameter"]
+let ompLinker: [LinkerSetting] = [
+    .unsafeFlags(["-L\(ompLib)", "-Xlinker", "-rpath", "-Xlinker", ompLib]),
+    .linkedLibrary("omp"),
+    .linkedLibrary("m"),
+]
+
 let package = Package(
     name: "SparKV",
     products: [
@@ -22,22 +30,21 @@ let package = Package(
             path: ".",
             sources: ["csrc"],
             publicHeadersPath: "include",
-            cSettings: [
-                .headerSearchPath("csrc"),
-                .unsafeFlags(["-std=c11", "-O3", "-fopenmp", "-isystem", ompInclude, "-fvisibility=hidden",
-                              "-Wall", "-Wextra", "-Wno-unused-parameter"]),
-            ],
-            linkerSettings: [
-                .unsafeFlags(["-L\(ompLib)", "-Xlinker", "-rpath", "-Xlinker", ompLib]),
-                .linkedLibrary("omp"),
-                .linkedLibrary("m"),
-            ]
+            cSettings: [.headerSearchPath("csrc"), .unsafeFlags(ompCFlags + ["-fvisibility=hidden"])],
+            linkerSettings: ompLinker
         ),
         .target(name: "SparKV", dependencies: ["CSparKV"]),
+        // Benchmark helpers of the CLI (memory-bandwidth probe): not part of the library API.
+        .target(name: "CSparKVBench", cSettings: [.unsafeFlags(ompCFlags)], linkerSettings: ompLinker),
+        // Llama forward-pass kernels (quantized matmuls, RMSNorm, RoPE, SwiGLU) for the real-model path.
+        .target(name: "CSparKVModel", cSettings: [.unsafeFlags(ompCFlags)], linkerSettings: ompLinker),
+        .target(name: "SparKVModel", dependencies: ["SparKV", "CSparKVModel"]),
         .executableTarget(
             name: "sparkv",
-            dependencies: ["SparKV", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SparKV", "SparKVModel", "CSparKVBench",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SparKVTests", dependencies: ["SparKV", "CSparKV"]),
+        .testTarget(name: "SparKVModelTests", dependencies: ["SparKVModel", "SparKV"]),
     ]
 )

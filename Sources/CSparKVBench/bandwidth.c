@@ -1,0 +1,1 @@
+#include "sparkv_bench.h"
