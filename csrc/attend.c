@@ -71,8 +71,9 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
 
     const float scale = cache->policy.attention_scale > 0.0f ? cache->policy.attention_scale
                                                             : (float)(1.0 / sqrt((double)d));
+    const sv_kernels *K = kernels_for(cache->kernel);
     const int use_lut = L->prompt_keys == SV_KEYS_SPARK && cache->policy.recovery == SPARKV_RECOVER_MEAN &&
-                        L->n_prompt > 0;
+                        L->n_prompt > 0 && K->uses_lut(d, g);
     const int think = L->prompt_keys == SV_KEYS_THINK && L->n_prompt > 0;
     const uint32_t tstride = think ? (cache->keep_topk + 15u) & ~15u : 0;
     const uint32_t n_pages = L->heads[0].n_pages;
@@ -87,7 +88,6 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
     float *prep = (float *)malloc(sizeof(float) * (prep_stride * nkv + part_stride * nkv * n_chunks));
     if (!prep) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "attend: cannot allocate scratch");
     float *parts = prep + prep_stride * nkv;
-    const sv_kernels *K = kernels_for(cache->kernel);
     const int threads = cache->policy.threads;
     const int64_t n_items = (int64_t)nkv * n_chunks;
 
@@ -122,25 +122,7 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                     if (page->keys == SV_KEYS_SPARK) K->score_spark(&ctx, page, t0, n, &kept, sc);
                     else if (page->keys == SV_KEYS_THINK) K->score_rows(&ctx, page, t0, n, ctx.qt, tstride, ctx.tkeep, sc);
                     else K->score_rows(&ctx, page, t0, n, ctx.qs, d, d, sc);
-                    for (uint32_t i = 0; i < g; i++) {
-                        float *s = sc + i * SV_BLOCK;
-                        float bm = s[0];
-                        for (uint32_t t = 1; t < n; t++) bm = s[t] > bm ? s[t] : bm;
-                        if (bm > mx[i]) {
-                            float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - bm);
-                            sum[i] *= corr;
-                            for (uint32_t j = 0; j < d; j++) acc[i * d + j] *= corr;
-                            mx[i] = bm;
-                        }
-                        for (uint32_t t = 0; t < n; t++) s[t] -= mx[i];
-                        for (uint32_t t = n; t < SV_BLOCK; t++) s[t] = -INFINITY; /* exp gives 0 */
-                    }
-                    K->exp_block(sc, g * SV_BLOCK);
-                    for (uint32_t i = 0; i < g; i++) {
-                        float ls = 0.0f;
-                        for (uint32_t t = 0; t < n; t++) ls += sc[i * SV_BLOCK + t];
-                        sum[i] += ls;
-                    }
+                    K->softmax(sc, n, g, d, mx, sum, acc);
                     if (page->values_pruned) K->accumulate_v_pruned(&ctx, page, t0, n, sc, acc);
                     else K->accumulate_v(&ctx, page, t0, n, sc, acc);
                 }

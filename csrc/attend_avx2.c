@@ -194,9 +194,29 @@ SV_TARGET static void exp_block(float *x, uint32_t n) {
     if (i < n) sv_exp_block_portable(x + i, n - i);
 }
 
-const sv_kernels sv_kernels_avx2 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block};
+#define SV_EXP_BLOCK exp_block
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+#include "softmax_block.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+/* score_spark falls back to the portable kernel (which reads the look-up tables) for these */
+static int uses_lut(uint32_t d, uint32_t group) { return group > SV_SIMD_MAX_GROUP; }
+
+const sv_kernels sv_kernels_avx2 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block,
+                                    sv_online_softmax, uses_lut};
 
 #else
+static int uses_lut(uint32_t d, uint32_t group) { return 1; }
 const sv_kernels sv_kernels_avx2 = {sv_score_spark_portable, sv_score_rows_portable, sv_accumulate_v_portable,
-                                    sv_accumulate_v_pruned_portable, sv_exp_block_portable};
+                                    sv_accumulate_v_pruned_portable, sv_exp_block_portable, sv_softmax_portable,
+                                    uses_lut};
 #endif

@@ -32,18 +32,66 @@ SV_INLINE __m512 load16(const uint8_t *ptr, sparkv_precision p) {
     return widen16(_mm256_loadu_si256((const __m256i *)ptr), p);
 }
 
+/* Software prefetch of `bytes` from p, one request per cache line. Decode attention streams
+ * several arrays per page (keys, values, masks); without it the loads wait on memory latency
+ * instead of overlapping with the arithmetic (KERNEL-NOTES: about 16 tokens ahead). */
+SV_INLINE void prefetch_lines(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
+/* Tokens ahead of the one being scored whose data is requested. */
+#define SV_PREFETCH_TOKENS 16u
+
+/* r[k] = sum of the 16 lanes of v[k], for 16 vectors at once: a transpose-and-add tree of 45
+ * shuffles and adds instead of 16 separate horizontal reductions (about 8 each). */
+SV_INLINE __m512 reduce16x16(const __m512 *v) {
+    __m512 s[8], t[4];
+    for (int k = 0; k < 8; k++)
+        s[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+    for (int k = 0; k < 4; k++)
+        t[k] = _mm512_add_ps(_mm512_shuffle_ps(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 p01 = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 p23 = _mm512_add_ps(_mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Per-token accumulators of up to 16 tokens, reduced together: part[g][i] is query head g's
+ * accumulator for token i0 + i. */
+SV_INLINE void flush_scores(__m512 (*part)[16], uint32_t G, uint32_t i0, uint32_t cnt, float *scores) {
+    for (uint32_t i = cnt; i < 16; i++)
+        for (uint32_t g = 0; g < G; g++) part[g][i] = _mm512_setzero_ps();
+    const __mmask16 m = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1u);
+    for (uint32_t g = 0; g < G; g++) _mm512_mask_storeu_ps(scores + g * SV_BLOCK + i0, m, reduce16x16(part[g]));
+}
+
+/* kp, mean and G are compile-time constants in every instance (see score_spark), so the inner
+ * loop carries no precision or recovery test. */
 SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
-                             float *scores, const uint32_t G) {
+                             float *scores, const sparkv_precision kp, const int mean, const uint32_t G) {
     const sparkv_cache *cache = h->cache;
     const uint32_t d = h->d, nc = d / 16;
-    const sparkv_precision kp = cache->policy.key_precision;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
-    const int mean = cache->policy.recovery == SPARKV_RECOVER_MEAN;
     const uint8_t *kptr = (const uint8_t *)page->k + *kept * kb;
     const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
+    const size_t vrow_bytes = (size_t)d * (cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
+    /* the page's mean packed bytes per token, rounded up to a cache line */
+    const size_t kept_bytes = ((size_t)(page->kept_elems * kb / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
+    __m512 part[SV_SIMD_MAX_GROUP][16];
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t slot = t0 + i;
         const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * (d / 8));
+        /* packed keys: about SV_PREFETCH_TOKENS tokens of kept values ahead; masks, signs and the
+         * statistic of the token that far ahead; this token's values for accumulate_v */
+        prefetch_lines(kptr + SV_PREFETCH_TOKENS * kept_bytes, kept_bytes);
+        if (slot + SV_PREFETCH_TOKENS < page->n) {
+            _mm_prefetch((const char *)(page->mask + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
+            if (page->sign) _mm_prefetch((const char *)(page->sign + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
+        }
+        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, vrow_bytes);
         const uint16_t *sign = page->sign ? (const uint16_t *)(page->sign + (size_t)slot * (d / 8)) : NULL;
         __m512 a = _mm512_setzero_ps();
         if (mean) a = _mm512_cvtph_ps(_mm256_set1_epi16((short)page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]));
@@ -63,7 +111,8 @@ SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t
             for (uint32_t g = 0; g < G; g++)
                 acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * c), key, acc[g]);
         }
-        for (uint32_t g = 0; g < G; g++) scores[g * SV_BLOCK + i] = _mm512_reduce_add_ps(acc[g]);
+        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
+        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, scores);
     }
     *kept = (uint64_t)(kptr - (const uint8_t *)page->k) / kb;
 }
@@ -75,7 +124,21 @@ SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uin
         sv_score_spark_portable(h, page, t0, n, kept, scores);
         return;
     }
-    SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores);
+    const int mean = rec == SPARKV_RECOVER_MEAN;
+    switch (h->cache->policy.key_precision) {
+    case SPARKV_F32:
+        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 1);
+        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 0);
+        break;
+    case SPARKV_BF16:
+        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_BF16, 1);
+        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_BF16, 0);
+        break;
+    default:
+        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F16, 1);
+        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F16, 0);
+        break;
+    }
 }
 
 SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
@@ -83,8 +146,14 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
     const uint32_t nc = (width + 15) / 16;
     const sparkv_precision kp = h->cache->policy.key_precision;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    const size_t row_bytes = (size_t)width * kb;
+    const size_t vrow_bytes = (size_t)h->d * (h->cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
+    const uint32_t last = page->n;
+    __m512 part[SV_SIMD_MAX_GROUP][16];
     for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * width * kb;
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * row_bytes;
+        if (t0 + i + SV_PREFETCH_TOKENS < last) prefetch_lines(row + SV_PREFETCH_TOKENS * row_bytes, row_bytes);
+        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)(t0 + i) * vrow_bytes, vrow_bytes);
         __m512 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
         for (uint32_t c = 0; c < nc; c++) {
@@ -92,7 +161,8 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
             for (uint32_t g = 0; g < G; g++)
                 acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
         }
-        for (uint32_t g = 0; g < G; g++) scores[g * SV_BLOCK + i] = _mm512_reduce_add_ps(acc[g]);
+        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
+        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, scores);
     }
 }
 
@@ -192,10 +262,30 @@ SV_TARGET static void exp_block(float *x, uint32_t n) {
     }
 }
 
-const sv_kernels sv_kernels_avx512 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block};
+#define SV_EXP_BLOCK exp_block
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+#include "softmax_block.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+/* score_spark falls back to the portable kernel (which reads the look-up tables) for these */
+static int uses_lut(uint32_t d, uint32_t group) { return d % 16 != 0 || group > SV_SIMD_MAX_GROUP; }
+
+const sv_kernels sv_kernels_avx512 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block,
+                                      sv_online_softmax, uses_lut};
 
 #else
 /* Not x86-64: the dispatcher never selects these; keep the symbol for the table. */
+static int uses_lut(uint32_t d, uint32_t group) { return 1; }
 const sv_kernels sv_kernels_avx512 = {sv_score_spark_portable, sv_score_rows_portable, sv_accumulate_v_portable,
-                                      sv_accumulate_v_pruned_portable, sv_exp_block_portable};
+                                      sv_accumulate_v_pruned_portable, sv_exp_block_portable, sv_softmax_portable,
+                                      uses_lut};
 #endif

@@ -136,5 +136,15 @@ void sv_exp_block_portable(float *x, uint32_t n) {
     }
 }
 
+#define SV_EXP_BLOCK sv_exp_block_portable
+#include "softmax_block.h"
+
+void sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum, float *acc) {
+    sv_online_softmax(sc, n, g, d, mx, sum, acc);
+}
+
+static int always_lut(uint32_t d, uint32_t group) { return 1; }
+
 const sv_kernels sv_kernels_portable = {sv_score_spark_portable, sv_score_rows_portable, sv_accumulate_v_portable,
-                                        sv_accumulate_v_pruned_portable, sv_exp_block_portable};
+                                        sv_accumulate_v_pruned_portable, sv_exp_block_portable,
+                                        sv_softmax_portable, always_lut};
