@@ -73,7 +73,10 @@ else
 endif
 
 # Flags the library needs (do not override); CFLAGS / CPPFLAGS / LDFLAGS are the user's additions.
-LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden -Iinclude -Icsrc $(OMP_CFLAGS)
+# -ffp-contract=off: no FMA contraction, so results do not depend on the compiler or the ISA (the
+# library's kernels, the sanitizer build and the test's reference all round every operation).
+FP_FLAGS   := -ffp-contract=off
+LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS)
 WARNFLAGS  ?= -Wall -Wextra -Wno-unused-parameter
 SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
 SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -174,7 +177,7 @@ $(HDR_TU): $(HEADER)
 	    'int main(void) {' \
 	    '    sparkv_shape s = sparkv_default_shape();' \
 	    '    sparkv_policy p = sparkv_default_policy();' \
-	    '    sparkv_memory m = {0, 0, 0, 0, 0, 0, 0};' \
+	    '    sparkv_memory m = {sizeof(sparkv_memory), 0, 0, 0, 0, 0, 0, 0, 0};' \
 	    '    sparkv_cache *c = 0;' \
 	    '    sparkv_kernel k = SPARKV_KERNEL_AUTO;' \
 	    '    sparkv_status st = SPARKV_OK;' \
@@ -190,9 +193,9 @@ check-header: $(HDR_TU)
 # API test: the test and every csrc file built with ASan + UBSan, no shared library involved.
 $(BUILD)/san/%.o: csrc/%.c $(BUILD)/compile.stamp
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(SAN_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/test_api: Tests/C/test_api.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
-	$(CC) -std=c11 $(SAN_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c $(SAN_OBJS) \
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c $(SAN_OBJS) \
 	    $(OMP_LDFLAGS) -lm
 test-c: $(BUILD)/test_api
 	$(SAN_ENV) ./$(BUILD)/test_api

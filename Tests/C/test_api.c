@@ -6,7 +6,10 @@
  * (3) that the cache is exactly as before (memory report, token counts, stored state and attend
  * output, compared bit for bit). Stored keys, masks, statistics-based recovery and attention are
  * checked against an independent reference (test_util.h and ref_* below) written from the header's
- * semantics.
+ * semantics, and so is the policy pipeline: StreamingLLM / SnapKV / PyramidKV eviction (kept token
+ * sets found by matching stored values against the original rows), ThinK channel sets, value
+ * pruning, the memory report of each, and attention over an evicted cache against dense
+ * attention restricted to the kept tokens.
  *
  *   make test-c      (builds this file and csrc/ with ASan + UBSan and runs it)
  *
@@ -43,6 +46,16 @@ static sparkv_policy spark_policy(float r, sparkv_recovery rec, int sign_bits) {
     return p;
 }
 
+/* ThinK: one channel set per head, TOPK, no recovery, no sign bits. */
+static sparkv_policy think_policy(float r) {
+    sparkv_policy p = sparkv_default_policy();
+    p.key_pruning = SPARKV_KEYS_THINK;
+    p.key_prune_ratio = r;
+    p.recovery = SPARKV_RECOVER_NONE;
+    p.sign_bits = 0;
+    return p;
+}
+
 static int shape_equal(const sparkv_shape *a, const sparkv_shape *b) {
     return a->struct_size == b->struct_size && a->n_layers == b->n_layers && a->n_q_heads == b->n_q_heads &&
            a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->capacity == b->capacity;
@@ -54,13 +67,49 @@ static int policy_equal(const sparkv_policy *a, const sparkv_policy *b) {
            a->cumulative_min_keep == b->cumulative_min_keep && a->cumulative_max_keep == b->cumulative_max_keep &&
            a->recovery == b->recovery && a->sign_bits == b->sign_bits && a->key_precision == b->key_precision &&
            a->value_precision == b->value_precision && a->window == b->window && a->seed == b->seed &&
-           a->threads == b->threads && memcmp(&a->attention_scale, &b->attention_scale, 4) == 0;
+           a->threads == b->threads && memcmp(&a->attention_scale, &b->attention_scale, 4) == 0 &&
+           a->eviction == b->eviction && a->evict_budget == b->evict_budget && a->pool_kernel == b->pool_kernel &&
+           memcmp(&a->pyramid_ratio, &b->pyramid_ratio, 4) == 0 && a->sink_tokens == b->sink_tokens &&
+           a->recent_tokens == b->recent_tokens && a->key_pruning == b->key_pruning &&
+           memcmp(&a->value_prune_ratio, &b->value_prune_ratio, 4) == 0;
+}
+
+/* A report ready to be filled: struct_size set, everything else 0. */
+static sparkv_memory mem_init(void) {
+    sparkv_memory m;
+    memset(&m, 0, sizeof m);
+    m.struct_size = sizeof(sparkv_memory);
+    return m;
 }
 
 static int memory_equal(const sparkv_memory *a, const sparkv_memory *b) {
-    return a->n_tokens == b->n_tokens && a->key_bytes == b->key_bytes && a->key_meta_bytes == b->key_meta_bytes &&
-           a->value_bytes == b->value_bytes && a->total_bytes == b->total_bytes && a->dense_bytes == b->dense_bytes &&
-           a->reserved_bytes == b->reserved_bytes;
+    return a->struct_size == b->struct_size && a->n_tokens == b->n_tokens && a->key_bytes == b->key_bytes &&
+           a->key_meta_bytes == b->key_meta_bytes && a->value_bytes == b->value_bytes &&
+           a->value_meta_bytes == b->value_meta_bytes && a->total_bytes == b->total_bytes &&
+           a->dense_bytes == b->dense_bytes && a->reserved_bytes == b->reserved_bytes;
+}
+
+static void print_memory(const char *what, const sparkv_memory *m) {
+    fprintf(stderr, "      %s: tokens %llu key %llu key_meta %llu value %llu value_meta %llu total %llu dense %llu\n", what,
+            (unsigned long long)m->n_tokens, (unsigned long long)m->key_bytes, (unsigned long long)m->key_meta_bytes,
+            (unsigned long long)m->value_bytes, (unsigned long long)m->value_meta_bytes,
+            (unsigned long long)m->total_bytes, (unsigned long long)m->dense_bytes);
+}
+
+/* The documented fields of a report (reserved_bytes excepted) against the expected ones. */
+#define CHECK_MEMORY(got, want, what) check_memory_impl(got, want, what, __FILE__, __LINE__)
+static int check_memory_impl(const sparkv_memory *got, const sparkv_memory *want, const char *what, const char *file,
+                             int line) {
+    int ok = got->n_tokens == want->n_tokens && got->key_bytes == want->key_bytes &&
+             got->key_meta_bytes == want->key_meta_bytes && got->value_bytes == want->value_bytes &&
+             got->value_meta_bytes == want->value_meta_bytes && got->total_bytes == want->total_bytes &&
+             got->dense_bytes == want->dense_bytes && got->reserved_bytes >= got->total_bytes;
+    if (!check_impl(ok, what, file, line)) {
+        print_memory("got ", got);
+        print_memory("want", want);
+        fprintf(stderr, "      reserved %llu\n", (unsigned long long)got->reserved_bytes);
+    }
+    return ok;
 }
 
 static uint32_t popcount_bytes(const uint8_t *m, size_t n) {
@@ -110,15 +159,19 @@ static blob snap_take(sparkv_cache *c) {
     memcpy(&r_bits, &po.key_prune_ratio, 4);
     memcpy(&p_bits, &po.cumulative_p, 4);
     memcpy(&scale_bits, &po.attention_scale, 4);
+    uint32_t pyr_bits, rv_bits;
+    memcpy(&pyr_bits, &po.pyramid_ratio, 4);
+    memcpy(&rv_bits, &po.value_prune_ratio, 4);
     uint64_t pf[] = {po.struct_size, r_bits, (uint64_t)po.selection, p_bits, po.cumulative_min_keep,
                      po.cumulative_max_keep, (uint64_t)po.recovery, (uint64_t)po.sign_bits,
                      (uint64_t)po.key_precision, (uint64_t)po.value_precision, po.window, po.seed,
-                     (uint64_t)po.threads, scale_bits};
+                     (uint64_t)po.threads, scale_bits, (uint64_t)po.eviction, po.evict_budget, po.pool_kernel,
+                     pyr_bits, po.sink_tokens, po.recent_tokens, (uint64_t)po.key_pruning, rv_bits,
+                     (uint64_t)sparkv_cache_threads(c)};
     blob_put(&b, pf, sizeof pf);
     sparkv_kernel k = sparkv_cache_kernel(c);
     blob_put(&b, &k, sizeof k);
-    sparkv_memory m;
-    memset(&m, 0, sizeof m);
+    sparkv_memory m = mem_init();
     sparkv_memory_report(c, SPARKV_ALL_LAYERS, &m);
     blob_put(&b, &m, sizeof m);
     const uint32_t d = sh.head_dim;
@@ -126,7 +179,7 @@ static blob snap_take(sparkv_cache *c) {
     rng r = {777};
     fill_normal(&r, q, (size_t)sh.n_q_heads * d, 1.0f);
     for (uint32_t l = 0; l < sh.n_layers; l++) {
-        memset(&m, 0, sizeof m);
+        m = mem_init();
         sparkv_memory_report(c, l, &m);
         blob_put(&b, &m, sizeof m);
         uint64_t n = sparkv_layer_tokens(c, l);
@@ -472,12 +525,12 @@ static void run_scenario(const scenario *sc, uint64_t seed) {
 
     /* Memory report, by the documented formula. */
     const size_t kb = prec_bytes(p->key_precision), vb = prec_bytes(p->value_precision);
-    sparkv_memory m, all, empty;
+    sparkv_memory m = mem_init(), all = mem_init(), empty = mem_init();
     CHECK_OK(sparkv_memory_report(c, layer, &m));
     CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &all));
     CHECK_OK(sparkv_memory_report(c, 0, &empty));
-    sparkv_memory want;
-    want.n_tokens = (uint64_t)n_kv * n;
+    sparkv_memory want = mem_init();
+    want.n_tokens = n; /* per KV head */
     if (ref_prunes(p, d)) {
         want.key_bytes = kept_total * kb + (uint64_t)n_kv * na * d * kb;
         want.key_meta_bytes = (uint64_t)n_kv * np * (nb + (p->sign_bits ? nb : 0) + 2 * ref_n_stats(p, d)) +
@@ -487,19 +540,10 @@ static void run_scenario(const scenario *sc, uint64_t seed) {
         want.key_meta_bytes = 0;
     }
     want.value_bytes = (uint64_t)n_kv * n * d * vb;
-    want.total_bytes = want.key_bytes + want.key_meta_bytes + want.value_bytes;
+    want.value_meta_bytes = 0;
+    want.total_bytes = want.key_bytes + want.key_meta_bytes + want.value_bytes + want.value_meta_bytes;
     want.dense_bytes = (uint64_t)n_kv * n * d * 4;
-    CHECKF(m.n_tokens == want.n_tokens && m.key_bytes == want.key_bytes && m.key_meta_bytes == want.key_meta_bytes &&
-               m.value_bytes == want.value_bytes && m.total_bytes == want.total_bytes &&
-               m.dense_bytes == want.dense_bytes,
-           "memory: got tokens %llu key %llu meta %llu value %llu total %llu dense %llu; "
-           "want %llu %llu %llu %llu %llu %llu",
-           (unsigned long long)m.n_tokens, (unsigned long long)m.key_bytes, (unsigned long long)m.key_meta_bytes,
-           (unsigned long long)m.value_bytes, (unsigned long long)m.total_bytes, (unsigned long long)m.dense_bytes,
-           (unsigned long long)want.n_tokens, (unsigned long long)want.key_bytes,
-           (unsigned long long)want.key_meta_bytes, (unsigned long long)want.value_bytes,
-           (unsigned long long)want.total_bytes, (unsigned long long)want.dense_bytes);
-    CHECK(m.reserved_bytes >= m.total_bytes);
+    CHECK_MEMORY(&m, &want, "memory report follows the documented formula");
     CHECK(memory_equal(&m, &all));
     CHECK(empty.n_tokens == 0 && empty.total_bytes == 0 && empty.dense_bytes == 0);
 
@@ -598,6 +642,665 @@ static void test_scenarios(void) {
 }
 
 /* ============================================================================================== */
+/* Policies: eviction (StreamingLLM, SnapKV, PyramidKV), ThinK, value pruning                      */
+/* ============================================================================================== */
+
+/* The references below follow the sparkv_prefill comment of sparkv.h: eviction first (per KV
+ * head, survivors kept in prompt order and renumbered 0..kept-1), then key pruning of the
+ * survivors (SparK per token, or ThinK per head), then value pruning. */
+
+enum { KEYS_DENSE = 0, KEYS_SPARK = 1, KEYS_THINK = 2 };
+
+static int ref_key_mode(const sparkv_policy *p, uint32_t d) {
+    if (!ref_prunes(p, d)) return KEYS_DENSE;
+    return p->key_pruning == SPARKV_KEYS_THINK ? KEYS_THINK : KEYS_SPARK;
+}
+
+static int ref_value_prunes(const sparkv_policy *p, uint32_t d) { return ref_topk_keep(p->value_prune_ratio, d) < d; }
+
+static int ref_scored_eviction(const sparkv_policy *p) {
+    return p->eviction == SPARKV_EVICT_SNAPKV || p->eviction == SPARKV_EVICT_PYRAMIDKV;
+}
+
+/* Prompt tokens SnapKV/PyramidKV keep besides the window in `layer` (n_prefix = n - u). */
+static uint64_t ref_layer_budget(const sparkv_policy *p, uint32_t layer, uint32_t n_layers, uint64_t n_prefix) {
+    double b = (double)p->evict_budget;
+    if (p->eviction == SPARKV_EVICT_PYRAMIDKV && n_layers > 1) {
+        const double last = 2.0 * (double)p->evict_budget / (1.0 + (double)p->pyramid_ratio);
+        const double first = (double)p->pyramid_ratio * last;
+        b = round(first + (last - first) * (double)layer / (double)(n_layers - 1));
+    }
+    if (b < 1.0) b = 1.0;
+    if (b > (double)n_prefix) b = (double)n_prefix;
+    return (uint64_t)b;
+}
+
+typedef struct scored {
+    double s;
+    uint64_t i;
+} scored;
+
+static int scored_cmp(const void *a, const void *b) {
+    const scored *x = (const scored *)a, *y = (const scored *)b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1; /* score descending */
+    return x->i < y->i ? -1 : x->i > y->i;          /* ties: lower index first */
+}
+
+/* SnapKV's pooled score of each of the n - u prefix tokens of KV head h, in double:
+ * kh [n][d] the head's prompt keys, q_window [n_q][n_window][d]. */
+static void ref_snapkv_scores(const sparkv_policy *p, const float *kh, uint64_t n, const float *qw, uint64_t n_window,
+                              uint32_t u, uint32_t g, uint32_t h, uint32_t d, double *pooled) {
+    const uint64_t np = n - u;
+    const double scale = p->attention_scale > 0.0f ? (double)p->attention_scale : 1.0 / sqrt((double)d);
+    double *acc = dalloc(np ? np : 1), *w8 = dalloc(n);
+    for (uint64_t t = 0; t < np; t++) acc[t] = 0.0;
+    for (uint32_t w = 0; w < u; w++) {
+        const uint64_t pos = np + w; /* prompt position of this window query */
+        for (uint32_t i = 0; i < g; i++) {
+            const float *q = qw + ((size_t)(h * g + i) * n_window + (n_window - u + w)) * d;
+            double mx = -INFINITY, total = 0.0;
+            for (uint64_t t = 0; t <= pos; t++) {
+                double dot = 0.0;
+                for (uint32_t j = 0; j < d; j++) dot += (double)q[j] * (double)kh[t * d + j];
+                w8[t] = scale * dot;
+                if (w8[t] > mx) mx = w8[t];
+            }
+            for (uint64_t t = 0; t <= pos; t++) {
+                w8[t] = exp(w8[t] - mx);
+                total += w8[t];
+            }
+            for (uint64_t t = 0; t < np; t++) acc[t] += w8[t] / total;
+        }
+    }
+    for (uint64_t t = 0; t < np; t++) acc[t] /= (double)u * (double)g;
+    const int64_t half = (int64_t)(p->pool_kernel / 2);
+    for (uint64_t t = 0; t < np; t++) {
+        double s = 0.0;
+        for (int64_t o = -half; o <= half; o++) {
+            const int64_t x = (int64_t)t + o;
+            if (x >= 0 && x < (int64_t)np) s += acc[x];
+        }
+        pooled[t] = s / (double)p->pool_kernel;
+    }
+    free(acc);
+    free(w8);
+}
+
+/* Surviving prompt rows of KV head h, ascending; returns their count. */
+static uint64_t ref_evict(const sparkv_policy *p, uint32_t layer, uint32_t n_layers, const float *kh, uint64_t n,
+                          const float *qw, uint64_t n_window, uint32_t u, uint32_t g, uint32_t h, uint32_t d,
+                          uint64_t *rows, const char *what) {
+    uint64_t nk = 0;
+    if (p->eviction == SPARKV_EVICT_STREAMING) {
+        for (uint64_t t = 0; t < n; t++)
+            if (t < p->sink_tokens || t + p->recent_tokens >= n) rows[nk++] = t;
+        return nk;
+    }
+    if (!ref_scored_eviction(p)) {
+        for (uint64_t t = 0; t < n; t++) rows[nk++] = t;
+        return nk;
+    }
+    const uint64_t np = n - u, b = ref_layer_budget(p, layer, n_layers, np);
+    double *pooled = dalloc(np ? np : 1);
+    ref_snapkv_scores(p, kh, n, qw, n_window, u, g, h, d, pooled);
+    scored *order = (scored *)xmalloc(sizeof(scored) * (np ? np : 1));
+    for (uint64_t t = 0; t < np; t++) order[t] = (scored){pooled[t], t};
+    qsort(order, np, sizeof(scored), scored_cmp);
+    if (b < np && order[b - 1].s != order[b].s && order[b - 1].s - order[b].s <= 1e-12 * order[b - 1].s)
+        printf("note: %s, layer %u head %u: SnapKV scores %.17g and %.17g at the budget boundary are within 1e-12\n",
+               what, layer, h, order[b - 1].s, order[b].s);
+    uint8_t *keep = (uint8_t *)xmalloc(n);
+    memset(keep, 0, n);
+    for (uint64_t i = 0; i < b; i++) keep[order[i].i] = 1;
+    for (uint64_t t = np; t < n; t++) keep[t] = 1;
+    for (uint64_t t = 0; t < n; t++)
+        if (keep[t]) rows[nk++] = t;
+    free(keep);
+    free(order);
+    free(pooled);
+    return nk;
+}
+
+/* ThinK's channel set of one KV head: the T channels of largest (qn_j^2 / u) * mean_t k_tj^2 over
+ * the surviving rows (ties: lower index). */
+static void ref_think_mask(const float *kh, const uint64_t *rows, uint64_t nk, const float *qn, uint32_t u, uint32_t d,
+                           uint32_t keep, uint8_t *mask) {
+    double score[MAX_D];
+    uint32_t order[MAX_D];
+    for (uint32_t j = 0; j < d; j++) {
+        double sum = 0.0;
+        for (uint64_t i = 0; i < nk; i++) {
+            const double k = (double)kh[rows[i] * d + j];
+            sum += k * k;
+        }
+        score[j] = ((double)qn[j] * (double)qn[j] / (double)u) * (sum / (double)nk);
+    }
+    for (uint32_t i = 0; i < d; i++) { /* stable insertion sort, descending */
+        uint32_t m = i;
+        while (m > 0 && score[order[m - 1]] < score[i]) { order[m] = order[m - 1]; m--; }
+        order[m] = i;
+    }
+    memset(mask, 0, d / 8);
+    for (uint32_t i = 0; i < keep; i++) mask[order[i] / 8] |= (uint8_t)(1u << (order[i] % 8));
+}
+
+/* A stored value under value pruning: the T_v largest |v| (ties: lower index) in value_precision,
+ * the others fp16(mean of the pruned values). Without value pruning: v in value_precision. */
+static void ref_value_row(const sparkv_policy *p, const float *v, uint32_t d, float *out) {
+    const uint32_t keep = ref_topk_keep(p->value_prune_ratio, d);
+    if (keep >= d) {
+        for (uint32_t j = 0; j < d; j++) out[j] = round_prec(v[j], p->value_precision);
+        return;
+    }
+    uint32_t order[MAX_D];
+    uint8_t kept[MAX_D];
+    for (uint32_t i = 0; i < d; i++) {
+        uint32_t m = i;
+        while (m > 0 && fabs((double)v[order[m - 1]]) < fabs((double)v[i])) { order[m] = order[m - 1]; m--; }
+        order[m] = i;
+    }
+    memset(kept, 0, sizeof kept);
+    for (uint32_t i = 0; i < keep; i++) kept[order[i]] = 1;
+    double sum = 0.0;
+    for (uint32_t j = 0; j < d; j++)
+        if (!kept[j]) sum += (double)v[j];
+    const float fill = round_f16((float)(sum / (double)(d - keep)));
+    for (uint32_t j = 0; j < d; j++) out[j] = kept[j] ? round_prec(v[j], p->value_precision) : fill;
+}
+
+typedef struct pipe_case {
+    const char *name;
+    uint32_t n_layers, n_q, n_kv, d;
+    uint64_t n_prompt, n_window, n_append;
+    sparkv_policy policy;
+    int zero_rows;    /* SnapKV ties: the keys of prompt rows t % 4 != 0 are all zero */
+    int dup_channels; /* ThinK ties: channel 2m+1 repeats channel 2m in keys and window queries */
+    int tie_values;   /* value-pruning ties: value row 5 of every head has magnitudes in three tie groups */
+} pipe_case;
+
+static void pipe_data(rng *r, const pipe_case *pc, float *keys, float *values, float *qw) {
+    const uint32_t d = pc->d;
+    const uint64_t n = pc->n_prompt;
+    fill_normal(r, keys, (size_t)pc->n_kv * n * d, 1.0f);
+    fill_normal(r, values, (size_t)pc->n_kv * n * d, 1.0f);
+    fill_normal(r, qw, (size_t)pc->n_q * pc->n_window * d, 1.0f);
+    for (uint32_t h = 0; h < pc->n_kv; h++) {
+        float *kh = keys + (size_t)h * n * d, *vh = values + (size_t)h * n * d;
+        for (uint64_t t = 0; t < n; t++) {
+            for (uint32_t j = 5 % d; j < d; j += 16) kh[t * d + j] *= 4.0f; /* outlier channels */
+            if (pc->zero_rows && t % 4 != 0) memset(kh + t * d, 0, d * sizeof(float));
+            if (pc->dup_channels)
+                for (uint32_t j = 0; j < d; j += 2) kh[t * d + j + 1] = kh[t * d + j];
+        }
+        if (pc->tie_values && n > 5)
+            for (uint32_t j = 0; j < d; j++)
+                vh[5 * d + j] = ((j % 2) ? -0.25f : 0.25f) * (float)(1 + j % 3);
+    }
+    if (pc->dup_channels)
+        for (size_t row = 0; row < (size_t)pc->n_q * pc->n_window; row++)
+            for (uint32_t j = 0; j < d; j += 2) qw[row * d + j + 1] = qw[row * d + j];
+}
+
+/* Which original prompt row of head h each stored token's value is (values are random, so rows are
+ * unique): got[i] = row, or UINT64_MAX when no row matches. */
+static void match_rows(sparkv_cache *c, uint32_t layer, uint32_t h, const float *vh, uint64_t np, uint64_t nk,
+                       uint32_t d, sparkv_precision vp, uint64_t *got) {
+    float *stored = falloc((size_t)np * d);
+    for (uint64_t t = 0; t < np * d; t++) stored[t] = round_prec(vh[t], vp);
+    for (uint64_t i = 0; i < nk; i++) {
+        float val[MAX_D];
+        got[i] = UINT64_MAX;
+        if (sparkv_inspect_value(c, layer, h, i, val) != SPARKV_OK) continue;
+        for (uint64_t t = 0; t < np; t++)
+            if (memcmp(val, stored + t * d, d * sizeof(float)) == 0) { got[i] = t; break; }
+    }
+    free(stored);
+}
+
+static void print_rows(const char *what, const uint64_t *rows, uint64_t n) {
+    fprintf(stderr, "      %s (%llu):", what, (unsigned long long)n);
+    for (uint64_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %lld", rows[i] == UINT64_MAX ? -1LL : (long long)rows[i]);
+    fprintf(stderr, n > 40 ? " ...\n" : "\n");
+}
+
+static void run_pipeline(const pipe_case *pc, uint64_t seed) {
+    g_section = pc->name;
+    const uint32_t d = pc->d, n_kv = pc->n_kv, n_q = pc->n_q, g = n_q / n_kv, L = pc->n_layers;
+    const uint64_t np = pc->n_prompt, na = pc->n_append, nw = pc->n_window;
+    const sparkv_policy *p = &pc->policy;
+    const size_t nb = d / 8, kb = prec_bytes(p->key_precision), vb = prec_bytes(p->value_precision);
+    const int kmode = ref_key_mode(p, d), vprune = ref_value_prunes(p, d);
+    const uint32_t u = (uint32_t)(nw < p->window ? nw : p->window);
+    sparkv_shape shape = make_shape(L, n_q, n_kv, d, np + na);
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&shape, p, &c));
+    if (!c) return;
+    if (p->threads > 0) CHECK(sparkv_cache_threads(c) == p->threads);
+    CHECK(sparkv_cache_threads(c) >= 1);
+
+    float *keys = falloc((size_t)n_kv * np * d), *values = falloc((size_t)n_kv * np * d);
+    float *qw = falloc((size_t)n_q * (nw ? nw : 1) * d);
+    float *ka = falloc((size_t)na * n_kv * d + 1), *va = falloc((size_t)na * n_kv * d + 1);
+    uint64_t *rows = (uint64_t *)xmalloc(sizeof(uint64_t) * n_kv * np), *got = (uint64_t *)xmalloc(sizeof(uint64_t) * np);
+    float *ek = falloc((size_t)n_kv * (np + na) * d), *ev = falloc((size_t)n_kv * (np + na) * d);
+    uint8_t *em = (uint8_t *)xmalloc((size_t)n_kv * (np + na) * nb);
+    float *q = falloc((size_t)n_q * d), *out = falloc((size_t)n_q * d);
+    double *ref = dalloc((size_t)n_q * d);
+    sparkv_memory want_all = mem_init();
+    const double scale = p->attention_scale > 0.0f ? (double)p->attention_scale : 1.0 / sqrt((double)d);
+
+    for (uint32_t layer = 0; layer < L; layer++) {
+        rng r = {seed * 1000 + layer};
+        pipe_data(&r, pc, keys, values, qw);
+        fill_normal(&r, ka, (size_t)na * n_kv * d, 1.5f);
+        fill_normal(&r, va, (size_t)na * n_kv * d, 1.0f);
+        CHECK_OK(sparkv_prefill(c, layer, keys, values, np, nw ? qw : NULL, nw));
+        for (uint64_t t = 0; t < na; t++) CHECK_OK(sparkv_append(c, layer, ka + t * n_kv * d, va + t * n_kv * d));
+
+        /* Expected survivors, and the state they are stored in. */
+        uint64_t nk = 0, kept_channels = 0;
+        int counts_agree = 1;
+        for (uint32_t h = 0; h < n_kv; h++) {
+            const float *kh = keys + (size_t)h * np * d;
+            const uint64_t nk_h = ref_evict(p, layer, L, kh, np, qw, nw, u, g, h, d, rows + (size_t)h * np, pc->name);
+            if (h == 0) nk = nk_h;
+            counts_agree &= nk_h == nk;
+        }
+        CHECK(counts_agree);
+        const uint64_t n = nk + na;
+        CHECKF(sparkv_layer_tokens(c, layer) == n, "layer %u holds %llu tokens, want %llu + %llu appended", layer,
+               (unsigned long long)sparkv_layer_tokens(c, layer), (unsigned long long)nk, (unsigned long long)na);
+        float qn[MAX_D], qc = 1.0f;
+        uint64_t bad_qn = 0, bad_mask = 0, bad_key = 0, bad_val = 0, bad_rows = 0;
+        for (uint32_t h = 0; h < n_kv; h++) {
+            const float *kh = keys + (size_t)h * np * d, *vh = values + (size_t)h * np * d;
+            const uint64_t *rh = rows + (size_t)h * np;
+            uint8_t think[MAX_D / 8];
+            memset(qn, 0, sizeof qn);
+            qc = 1.0f;
+            if (kmode != KEYS_DENSE) ref_qnorm(qw, nw, u, g, h, d, qn, &qc);
+            if (kmode == KEYS_THINK) ref_think_mask(kh, rh, nk, qn, u, d, ref_topk_keep(p->key_prune_ratio, d), think);
+            for (uint64_t i = 0; i < nk; i++) {
+                const size_t o = (size_t)h * n + i;
+                const float *k = kh + rh[i] * d;
+                if (kmode == KEYS_SPARK) {
+                    ref_prompt_token(p, d, layer, h, i, k, qn, qc, em + o * nb, ek + o * d);
+                } else if (kmode == KEYS_THINK) {
+                    memcpy(em + o * nb, think, nb);
+                    for (uint32_t j = 0; j < d; j++)
+                        ek[o * d + j] = (think[j / 8] >> (j % 8) & 1u) ? round_prec(k[j], p->key_precision) : 0.0f;
+                } else {
+                    memset(em + o * nb, 0xff, nb);
+                    for (uint32_t j = 0; j < d; j++) ek[o * d + j] = round_prec(k[j], p->key_precision);
+                }
+                kept_channels += popcount_bytes(em + o * nb, nb);
+                ref_value_row(p, vh + rh[i] * d, d, ev + o * d);
+            }
+            for (uint64_t t = 0; t < na; t++) {
+                const size_t o = (size_t)h * n + nk + t;
+                memset(em + o * nb, 0xff, nb);
+                for (uint32_t j = 0; j < d; j++) {
+                    ek[o * d + j] = round_prec(ka[(t * n_kv + h) * d + j], p->key_precision);
+                    ev[o * d + j] = round_prec(va[(t * n_kv + h) * d + j], p->value_precision);
+                }
+            }
+            /* The survivors, found by their stored values among the original rows. */
+            if (!vprune && n == sparkv_layer_tokens(c, layer)) {
+                match_rows(c, layer, h, vh, np, nk, d, p->value_precision, got);
+                if (memcmp(got, rh, nk * sizeof(uint64_t)) != 0) {
+                    if (!bad_rows++) {
+                        fprintf(stderr, "      layer %u head %u: kept prompt rows differ\n", layer, h);
+                        print_rows("want", rh, nk);
+                        print_rows("got ", got, nk);
+                    }
+                }
+                /* Attention over the cache = dense attention restricted to the survivors (exact
+                 * storage only: f32 keys and values, no channel pruning). */
+                if (h == 0 && kmode == KEYS_DENSE && p->key_precision == SPARKV_F32 &&
+                    p->value_precision == SPARKV_F32 && p->eviction != SPARKV_EVICT_NONE) {
+                    float *dk = falloc((size_t)n_kv * n * d), *dv = falloc((size_t)n_kv * n * d);
+                    int all_found = 1;
+                    for (uint32_t hh = 0; hh < n_kv; hh++) {
+                        match_rows(c, layer, hh, values + (size_t)hh * np * d, np, nk, d, SPARKV_F32, got);
+                        for (uint64_t i = 0; i < n; i++) {
+                            const size_t o = ((size_t)hh * n + i) * d;
+                            if (i < nk && got[i] == UINT64_MAX) { all_found = 0; continue; }
+                            const float *ks = i < nk ? keys + ((size_t)hh * np + got[i]) * d : ka + ((i - nk) * n_kv + hh) * d;
+                            const float *vs = i < nk ? values + ((size_t)hh * np + got[i]) * d : va + ((i - nk) * n_kv + hh) * d;
+                            memcpy(dk + o, ks, d * sizeof(float));
+                            memcpy(dv + o, vs, d * sizeof(float));
+                        }
+                    }
+                    CHECK(all_found);
+                    rng rq = {seed + 99};
+                    fill_normal(&rq, q, (size_t)n_q * d, 1.0f);
+                    ref_attention(n_q, n_kv, d, n, dk, dv, q, scale, ref);
+                    CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_PORTABLE));
+                    CHECK_OK(sparkv_attend(c, layer, q, out));
+                    CHECK_CLOSE(out, ref, (size_t)n_q * d, 1e-5, 1e-4, "attend = dense attention over the kept rows");
+                    CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_AUTO));
+                    free(dk);
+                    free(dv);
+                }
+            }
+            if (kmode == KEYS_SPARK) {
+                float got_qn[MAX_D], got_c = -1.0f;
+                CHECK_OK(sparkv_inspect_qnorm(c, layer, h, got_qn, &got_c));
+                bad_qn += memcmp(got_qn, qn, d * sizeof(float)) != 0 || got_c != qc;
+            }
+            for (uint64_t i = 0; i < n && n == sparkv_layer_tokens(c, layer); i++) {
+                const size_t o = (size_t)h * n + i;
+                uint8_t mask[MAX_D / 8];
+                float key[MAX_D], val[MAX_D];
+                if (sparkv_inspect_key(c, layer, h, i, mask, key) != SPARKV_OK ||
+                    sparkv_inspect_value(c, layer, h, i, val) != SPARKV_OK) {
+                    bad_key++;
+                    continue;
+                }
+                if (memcmp(mask, em + o * nb, nb) != 0) bad_mask++;
+                if (memcmp(key, ek + o * d, d * sizeof(float)) != 0) {
+                    if (!bad_key++)
+                        for (uint32_t j = 0; j < d; j++)
+                            if (memcmp(&key[j], &ek[o * d + j], 4) != 0) {
+                                fprintf(stderr, "      layer %u head %u token %llu channel %u: key %.9g, want %.9g\n", layer,
+                                        h, (unsigned long long)i, j, (double)key[j], (double)ek[o * d + j]);
+                                break;
+                            }
+                }
+                if (memcmp(val, ev + o * d, d * sizeof(float)) != 0) {
+                    if (!bad_val++)
+                        for (uint32_t j = 0; j < d; j++)
+                            if (memcmp(&val[j], &ev[o * d + j], 4) != 0) {
+                                fprintf(stderr, "      layer %u head %u token %llu channel %u: value %.9g, want %.9g\n",
+                                        layer, h, (unsigned long long)i, j, (double)val[j], (double)ev[o * d + j]);
+                                break;
+                            }
+                }
+            }
+        }
+        CHECKF(bad_rows == 0, "layer %u: kept prompt rows differ from the reference", layer);
+        CHECKF(bad_qn == 0, "layer %u: %llu heads with qn/c different from the reference", layer, (unsigned long long)bad_qn);
+        CHECKF(bad_mask == 0, "layer %u: %llu tokens with a kept mask different from the reference", layer,
+               (unsigned long long)bad_mask);
+        CHECKF(bad_key == 0, "layer %u: %llu tokens with a key different from the reference", layer,
+               (unsigned long long)bad_key);
+        CHECKF(bad_val == 0, "layer %u: %llu tokens with a stored value different from the reference", layer,
+               (unsigned long long)bad_val);
+
+        /* Memory report, by the documented formula. */
+        sparkv_memory want = mem_init(), m = mem_init();
+        want.n_tokens = n;
+        if (kmode == KEYS_SPARK) {
+            want.key_bytes = kept_channels * kb + (uint64_t)n_kv * na * d * kb;
+            want.key_meta_bytes = (uint64_t)n_kv * nk * (nb + (p->sign_bits ? nb : 0) + 2 * ref_n_stats(p, d)) +
+                                  (uint64_t)n_kv * (d * 4 + 4);
+        } else if (kmode == KEYS_THINK) {
+            want.key_bytes = (uint64_t)n_kv * nk * ref_topk_keep(p->key_prune_ratio, d) * kb + (uint64_t)n_kv * na * d * kb;
+            want.key_meta_bytes = (uint64_t)n_kv * nb;
+        } else {
+            want.key_bytes = (uint64_t)n_kv * n * d * kb;
+        }
+        if (vprune) {
+            want.value_bytes = (uint64_t)n_kv * nk * ref_topk_keep(p->value_prune_ratio, d) * vb + (uint64_t)n_kv * na * d * vb;
+            want.value_meta_bytes = (uint64_t)n_kv * nk * (nb + 2);
+        } else {
+            want.value_bytes = (uint64_t)n_kv * n * d * vb;
+        }
+        want.total_bytes = want.key_bytes + want.key_meta_bytes + want.value_bytes + want.value_meta_bytes;
+        want.dense_bytes = (np + na) * n_kv * d * 4; /* every token seen, evicted ones included */
+        CHECK_OK(sparkv_memory_report(c, layer, &m));
+        char what[160];
+        snprintf(what, sizeof what, "layer %u: memory report follows the documented formula", layer);
+        CHECK_MEMORY(&m, &want, what);
+        want_all.n_tokens += want.n_tokens; want_all.key_bytes += want.key_bytes;
+        want_all.key_meta_bytes += want.key_meta_bytes; want_all.value_bytes += want.value_bytes;
+        want_all.value_meta_bytes += want.value_meta_bytes; want_all.total_bytes += want.total_bytes;
+        want_all.dense_bytes += want.dense_bytes;
+
+        /* Attention against the double reference over the expected state, every kernel. */
+        if (n != sparkv_layer_tokens(c, layer)) continue;
+        for (int trial = 0; trial < 2; trial++) {
+            rng rq = {seed * 7 + (uint64_t)trial};
+            fill_normal(&rq, q, (size_t)n_q * d, trial ? 2.0f : 1.0f);
+            ref_attention(n_q, n_kv, d, n, ek, ev, q, scale, ref);
+            for (size_t kk = 0; kk < sizeof ALL_KERNELS / sizeof ALL_KERNELS[0]; kk++) {
+                if (!sparkv_kernel_supported(ALL_KERNELS[kk])) continue;
+                CHECK_OK(sparkv_cache_set_kernel(c, ALL_KERNELS[kk]));
+                memset(out, 0xff, (size_t)n_q * d * sizeof(float));
+                CHECK_OK(sparkv_attend(c, layer, q, out));
+                snprintf(what, sizeof what, "layer %u: attend (%s kernel) matches the double reference", layer,
+                         sparkv_kernel_name(ALL_KERNELS[kk]));
+                CHECK_CLOSE(out, ref, (size_t)n_q * d, 1e-5, 1e-4, what);
+            }
+        }
+        CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_AUTO));
+    }
+    sparkv_memory all = mem_init();
+    CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &all));
+    CHECK_MEMORY(&all, &want_all, "memory report of all layers = sum of the layers' formulas");
+
+    free(keys); free(values); free(qw); free(ka); free(va); free(rows); free(got);
+    free(ek); free(ev); free(em); free(q); free(out); free(ref);
+    sparkv_cache_free(c);
+}
+
+static sparkv_policy evict_policy(sparkv_eviction e, uint32_t budget, uint32_t pool) {
+    sparkv_policy p = sparkv_default_policy();
+    p.eviction = e;
+    p.evict_budget = budget;
+    p.pool_kernel = pool;
+    return p;
+}
+
+static sparkv_policy streaming_policy(uint32_t sinks, uint32_t recent) {
+    sparkv_policy p = sparkv_default_policy();
+    p.eviction = SPARKV_EVICT_STREAMING;
+    p.sink_tokens = sinks;
+    p.recent_tokens = recent;
+    return p;
+}
+
+static void test_policies(void) {
+    pipe_case pc;
+    /* StreamingLLM. */
+    pc = (pipe_case){"streaming f32", 2, 4, 2, 64, 120, 8, 3, streaming_policy(4, 30), 0, 0, 0};
+    pc.policy.key_precision = pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 101);
+    pc = (pipe_case){"streaming no sinks f16", 1, 2, 1, 32, 50, 4, 1, streaming_policy(0, 7), 0, 0, 0};
+    run_pipeline(&pc, 102);
+    pc = (pipe_case){"streaming covers the prompt", 1, 2, 2, 32, 40, 4, 2, streaming_policy(10, 35), 0, 0, 0};
+    run_pipeline(&pc, 103);
+    pc = (pipe_case){"streaming + spark gaussian", 2, 4, 2, 64, 90, 8, 2, streaming_policy(3, 40), 0, 0, 0};
+    pc.policy.key_prune_ratio = 0.6f;
+    pc.policy.recovery = SPARKV_RECOVER_GAUSSIAN;
+    pc.policy.seed = 77;
+    run_pipeline(&pc, 104);
+    /* SnapKV. */
+    pc = (pipe_case){"snapkv f32 pool 5", 2, 8, 2, 64, 200, 16, 3, evict_policy(SPARKV_EVICT_SNAPKV, 40, 5), 0, 0, 0};
+    pc.policy.window = 12;
+    pc.policy.threads = 2;
+    pc.policy.key_precision = pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 105);
+    pc = (pipe_case){"snapkv f32 pool 7 scale", 1, 4, 4, 32, 90, 6, 1, evict_policy(SPARKV_EVICT_SNAPKV, 9, 7), 0, 0, 0};
+    pc.policy.attention_scale = 0.3f;
+    pc.policy.key_precision = pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 106);
+    pc = (pipe_case){"snapkv ties pool 1", 1, 2, 2, 32, 80, 4, 1, evict_policy(SPARKV_EVICT_SNAPKV, 30, 1), 1, 0, 0};
+    pc.policy.key_precision = pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 107);
+    pc = (pipe_case){"snapkv budget = prompt - window", 1, 2, 1, 32, 40, 8, 1, evict_policy(SPARKV_EVICT_SNAPKV, 32, 3), 0, 0, 0};
+    run_pipeline(&pc, 108);
+    pc = (pipe_case){"snapkv + spark mean", 2, 4, 2, 64, 150, 10, 2, evict_policy(SPARKV_EVICT_SNAPKV, 50, 3), 0, 0, 0};
+    pc.policy.key_prune_ratio = 0.75f;
+    run_pipeline(&pc, 109);
+    /* PyramidKV: budgets 30, 23, 17, 10; then 56 (clamped from 64), 48, 32, 16; then L = 1. */
+    pc = (pipe_case){"pyramidkv 4 layers", 4, 4, 2, 32, 100, 8, 1, evict_policy(SPARKV_EVICT_PYRAMIDKV, 20, 5), 0, 0, 0};
+    pc.policy.pyramid_ratio = 3.0f;
+    pc.policy.key_precision = pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 110);
+    pc = (pipe_case){"pyramidkv clamped", 4, 2, 1, 32, 64, 8, 0, evict_policy(SPARKV_EVICT_PYRAMIDKV, 40, 3), 0, 0, 0};
+    run_pipeline(&pc, 111);
+    pc = (pipe_case){"pyramidkv ratio 1", 3, 2, 2, 32, 60, 5, 1, evict_policy(SPARKV_EVICT_PYRAMIDKV, 17, 1), 0, 0, 0};
+    pc.policy.pyramid_ratio = 1.0f;
+    run_pipeline(&pc, 112);
+    pc = (pipe_case){"pyramidkv 1 layer", 1, 2, 2, 32, 60, 5, 1, evict_policy(SPARKV_EVICT_PYRAMIDKV, 13, 3), 0, 0, 0};
+    run_pipeline(&pc, 113);
+    /* ThinK. */
+    pc = (pipe_case){"think 0.5", 2, 4, 2, 64, 150, 16, 2, think_policy(0.5f), 0, 0, 0};
+    pc.policy.window = 10;
+    run_pipeline(&pc, 114);
+    pc = (pipe_case){"think ties bf16", 1, 4, 2, 64, 60, 8, 1, think_policy(0.55f), 0, 1, 0};
+    pc.policy.key_precision = SPARKV_BF16;
+    run_pipeline(&pc, 115);
+    pc = (pipe_case){"think 0.9 f32 d256", 1, 2, 1, 256, 40, 8, 1, think_policy(0.9f), 0, 0, 0};
+    pc.policy.key_precision = SPARKV_F32;
+    run_pipeline(&pc, 116);
+    /* Value pruning. */
+    pc = (pipe_case){"values 0.5", 1, 4, 2, 64, 80, 0, 2, sparkv_default_policy(), 0, 0, 1};
+    pc.policy.value_prune_ratio = 0.5f;
+    run_pipeline(&pc, 117);
+    pc = (pipe_case){"values 0.75 bf16 + spark", 2, 4, 2, 64, 70, 8, 1, spark_policy(0.8f, SPARKV_RECOVER_MEAN, 1), 0, 0, 1};
+    pc.policy.value_prune_ratio = 0.75f;
+    pc.policy.value_precision = SPARKV_BF16;
+    run_pipeline(&pc, 118);
+    pc = (pipe_case){"values 0.3 f32 d8", 1, 2, 1, 8, 30, 0, 1, sparkv_default_policy(), 0, 0, 1};
+    pc.policy.value_prune_ratio = 0.3f;
+    pc.policy.value_precision = SPARKV_F32;
+    run_pipeline(&pc, 119);
+    /* The whole pipeline at once. */
+    pc = (pipe_case){"snapkv + think + values", 2, 8, 2, 64, 160, 12, 2, think_policy(0.6f), 0, 0, 1};
+    pc.policy.eviction = SPARKV_EVICT_SNAPKV;
+    pc.policy.evict_budget = 48;
+    pc.policy.value_prune_ratio = 0.5f;
+    pc.policy.threads = 2;
+    run_pipeline(&pc, 120);
+    pc = (pipe_case){"pyramidkv + spark exponential + values", 3, 4, 2, 64, 100, 10, 1,
+                     spark_policy(0.7f, SPARKV_RECOVER_EXPONENTIAL, 1), 0, 0, 0};
+    pc.policy.eviction = SPARKV_EVICT_PYRAMIDKV;
+    pc.policy.evict_budget = 30;
+    pc.policy.value_prune_ratio = 0.25f;
+    pc.policy.seed = 5;
+    run_pipeline(&pc, 121);
+}
+
+/* evict_budget larger than the prompt minus the window fails at prefill and changes nothing. */
+static void test_eviction_errors(void) {
+    g_section = "eviction errors";
+    enum { EQ = 4, EKV = 2, ED = 32, ECAP = 128 };
+    rng r = {555};
+    float *k = falloc((size_t)EKV * ECAP * ED), *v = falloc((size_t)EKV * ECAP * ED), *qw = falloc((size_t)EQ * 8 * ED);
+    fill_normal(&r, k, (size_t)EKV * ECAP * ED, 1.0f);
+    fill_normal(&r, v, (size_t)EKV * ECAP * ED, 1.0f);
+    fill_normal(&r, qw, (size_t)EQ * 8 * ED, 1.0f);
+    const sparkv_eviction modes[] = {SPARKV_EVICT_SNAPKV, SPARKV_EVICT_PYRAMIDKV};
+    for (int mi = 0; mi < 2; mi++) {
+        sparkv_shape s = make_shape(3, EQ, EKV, ED, ECAP);
+        sparkv_policy p = evict_policy(modes[mi], 60, 5);
+        p.window = 4; /* u = min(4, n_window) */
+        sparkv_cache *c = NULL;
+        CHECK_OK(sparkv_cache_create(&s, &p, &c));
+        if (!c) continue;
+        CHECK_OK(sparkv_prefill(c, 0, k, v, 100, qw, 8));
+        CHECK_OK(sparkv_append(c, 0, k, v));
+        /* n - u = 63 - 4 = 59 < 60; 40 - 4 = 36; n_window 2: 61 - 2 = 59. */
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, c, c, sparkv_prefill(c, 1, k, v, 63, qw, 8));
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, c, c, sparkv_prefill(c, 1, k, v, 40, qw, 8));
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, c, c, sparkv_prefill(c, 1, k, v, 61, qw, 2));
+        EXPECT_FAIL(SPARKV_ERR_INVALID_POLICY, c, c, sparkv_prefill(c, 1, k, v, 4, qw, 4));
+        /* Scored eviction needs the window queries. */
+        EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_prefill(c, 1, k, v, 100, NULL, 0));
+        CHECK(sparkv_layer_tokens(c, 1) == 0);
+        /* Exactly the budget: every prompt token survives. */
+        CHECK_OK(sparkv_prefill(c, 1, k, v, 64, qw, 8));
+        CHECK(sparkv_layer_tokens(c, 1) == 64);
+        /* Layer 2 of 3: SnapKV keeps all 60 + 2; PyramidKV's last layer keeps 2 * 60 / (1 + 4) + 2. */
+        CHECK_OK(sparkv_prefill(c, 2, k, v, 62, qw, 2));
+        CHECK(sparkv_layer_tokens(c, 2) == (modes[mi] == SPARKV_EVICT_SNAPKV ? 62u : 26u));
+        sparkv_cache_free(c);
+    }
+    /* StreamingLLM keeps no more than sink + recent, and needs no window queries for dense keys. */
+    sparkv_shape s = make_shape(1, EQ, EKV, ED, ECAP);
+    sparkv_policy p = streaming_policy(2, 5);
+    sparkv_cache *c = NULL;
+    CHECK_OK(sparkv_cache_create(&s, &p, &c));
+    if (c) {
+        CHECK_OK(sparkv_prefill(c, 0, k, v, 50, NULL, 0));
+        CHECK(sparkv_layer_tokens(c, 0) == 7);
+        sparkv_memory m = mem_init();
+        CHECK_OK(sparkv_memory_report(c, 0, &m));
+        CHECK(m.n_tokens == 7 && m.dense_bytes == (uint64_t)50 * EKV * ED * 4);
+        sparkv_cache_free(c);
+    }
+    free(k); free(v); free(qw);
+}
+
+/* Eviction, ThinK and value pruning give the same stored state and output with 1 and 2 threads. */
+static void test_policy_thread_invariance(void) {
+    g_section = "policy thread invariance";
+    const uint32_t n_q = 4, n_kv = 2, d = 64;
+    const uint64_t np = 700, nw = 16;
+    rng r = {4711};
+    float *k = falloc((size_t)n_kv * np * d), *v = falloc((size_t)n_kv * np * d), *qw = falloc((size_t)n_q * nw * d);
+    float q[4 * 64];
+    fill_normal(&r, k, (size_t)n_kv * np * d, 1.0f);
+    fill_normal(&r, v, (size_t)n_kv * np * d, 1.0f);
+    fill_normal(&r, qw, (size_t)n_q * nw * d, 1.0f);
+    fill_normal(&r, q, (size_t)n_q * d, 1.0f);
+    sparkv_policy pols[3];
+    pols[0] = think_policy(0.5f);
+    pols[0].eviction = SPARKV_EVICT_SNAPKV;
+    pols[0].evict_budget = 300;
+    pols[0].value_prune_ratio = 0.5f;
+    pols[1] = spark_policy(0.75f, SPARKV_RECOVER_GAUSSIAN, 1);
+    pols[1].eviction = SPARKV_EVICT_PYRAMIDKV;
+    pols[1].evict_budget = 280;
+    pols[2] = spark_policy(0.5f, SPARKV_RECOVER_MEAN, 1);
+    pols[2].eviction = SPARKV_EVICT_STREAMING;
+    pols[2].sink_tokens = 4;
+    pols[2].recent_tokens = 600;
+    pols[2].value_prune_ratio = 0.25f;
+    for (int pi = 0; pi < 3; pi++) {
+        blob state[2];
+        for (int threads = 1; threads <= 2; threads++) {
+            sparkv_shape s = make_shape(2, n_q, n_kv, d, np);
+            sparkv_policy p = pols[pi];
+            p.threads = threads;
+            sparkv_cache *c = NULL;
+            CHECK_OK(sparkv_cache_create(&s, &p, &c));
+            if (!c) return;
+            CHECK(sparkv_cache_threads(c) == threads);
+            CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_PORTABLE));
+            CHECK_OK(sparkv_prefill(c, 1, k, v, np, qw, nw));
+            blob b = {NULL, 0, 0};
+            const uint64_t n = sparkv_layer_tokens(c, 1);
+            for (uint32_t h = 0; h < n_kv; h++)
+                for (uint64_t t = 0; t < n; t++) {
+                    uint8_t mask[8];
+                    float key[64], val[64];
+                    CHECK(sparkv_inspect_key(c, 1, h, t, mask, key) == SPARKV_OK &&
+                          sparkv_inspect_value(c, 1, h, t, val) == SPARKV_OK);
+                    blob_put(&b, mask, sizeof mask);
+                    blob_put(&b, key, sizeof key);
+                    blob_put(&b, val, sizeof val);
+                }
+            float out[4 * 64];
+            CHECK_OK(sparkv_attend(c, 1, q, out));
+            blob_put(&b, out, sizeof out);
+            sparkv_memory m = mem_init();
+            CHECK_OK(sparkv_memory_report(c, 1, &m));
+            m.reserved_bytes = 0;
+            blob_put(&b, &m, sizeof m);
+            state[threads - 1] = b;
+            sparkv_cache_free(c);
+        }
+        CHECKF(snap_equal(&state[0], &state[1]), "policy %d: stored state or attend differs between 1 and 2 threads", pi);
+        free(state[0].data);
+        free(state[1].data);
+    }
+    free(k); free(v); free(qw);
+}
+
+/* ============================================================================================== */
 /* Version, strings, defaults, validation                                                          */
 /* ============================================================================================== */
 
@@ -645,6 +1348,9 @@ static void test_defaults_and_validate(void) {
     CHECK(p.recovery == SPARKV_RECOVER_MEAN && p.sign_bits == 1);
     CHECK(p.key_precision == SPARKV_F16 && p.value_precision == SPARKV_F16);
     CHECK(p.window == 32 && p.seed == 0 && p.threads == 0 && p.attention_scale == 0.0f);
+    CHECK(p.eviction == SPARKV_EVICT_NONE && p.evict_budget == 512 && p.pool_kernel == 5 && p.pyramid_ratio == 4.0f);
+    CHECK(p.sink_tokens == 4 && p.recent_tokens == 508);
+    CHECK(p.key_pruning == SPARKV_KEYS_SPARK && p.value_prune_ratio == 0.0f);
 
     CHECK_OK(sparkv_policy_validate(&p, 128));
     for (uint32_t d = 8; d <= 256; d += 8) CHECK_OK(sparkv_policy_validate(&p, d));
@@ -659,7 +1365,7 @@ static void test_defaults_and_validate(void) {
     EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, NULL, NULL, sparkv_policy_validate(&q, 128));
 
     /* Every out-of-range field, through validate and through create. */
-    enum { N_BAD = 26 };
+    enum { N_BAD = 57 };
     sparkv_policy bad[N_BAD];
     for (int i = 0; i < N_BAD; i++) bad[i] = p;
     int i = 0;
@@ -689,6 +1395,42 @@ static void test_defaults_and_validate(void) {
     bad[i++].attention_scale = INFINITY;
     bad[i++].attention_scale = NAN;
     bad[i].key_prune_ratio = 0.5f; bad[i++].window = 0;
+    /* Eviction. */
+    bad[i++].eviction = (sparkv_eviction)4;
+    bad[i++].eviction = (sparkv_eviction)-1;
+    bad[i].eviction = SPARKV_EVICT_SNAPKV; bad[i++].pool_kernel = 4;
+    bad[i].eviction = SPARKV_EVICT_SNAPKV; bad[i++].pool_kernel = 2;
+    bad[i].eviction = SPARKV_EVICT_SNAPKV; bad[i++].pool_kernel = 0;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].pool_kernel = 6;
+    bad[i].eviction = SPARKV_EVICT_SNAPKV; bad[i++].evict_budget = 0;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].evict_budget = 0;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].pyramid_ratio = 0.99f;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].pyramid_ratio = 0.0f;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].pyramid_ratio = -2.0f;
+    bad[i].eviction = SPARKV_EVICT_PYRAMIDKV; bad[i++].pyramid_ratio = NAN;
+    /* Key pruning. */
+    bad[i++].key_pruning = (sparkv_key_pruning)2;
+    bad[i++].key_pruning = (sparkv_key_pruning)-1;
+    /* ThinK: TOPK only, recovery NONE, no sign bits. */
+    bad[i] = think_policy(0.5f); bad[i++].selection = SPARKV_SELECT_CUMULATIVE;
+    bad[i] = think_policy(0.0f); bad[i].selection = SPARKV_SELECT_CUMULATIVE; bad[i++].cumulative_p = 0.5f;
+    bad[i] = think_policy(0.5f); bad[i++].recovery = SPARKV_RECOVER_MEAN;
+    bad[i] = think_policy(0.5f); bad[i++].recovery = SPARKV_RECOVER_GAUSSIAN;
+    bad[i] = think_policy(0.5f); bad[i++].recovery = SPARKV_RECOVER_EXPONENTIAL;
+    bad[i] = think_policy(0.5f); bad[i].recovery = SPARKV_RECOVER_MEAN; bad[i++].sign_bits = 1;
+    bad[i] = think_policy(0.5f); bad[i++].sign_bits = 1;
+    bad[i].key_pruning = SPARKV_KEYS_THINK; bad[i++].key_prune_ratio = 0.5f; /* default MEAN + signs */
+    /* Value pruning: r_v in [0, 1). */
+    bad[i++].value_prune_ratio = -0.1f;
+    bad[i++].value_prune_ratio = -0.0001f;
+    bad[i++].value_prune_ratio = 1.0f;
+    bad[i++].value_prune_ratio = 1.5f;
+    bad[i++].value_prune_ratio = NAN;
+    bad[i++].value_prune_ratio = INFINITY;
+    bad[i++].value_prune_ratio = -INFINITY;
+    /* New fields combined with an otherwise valid pruning policy. */
+    bad[i] = spark_policy(0.5f, SPARKV_RECOVER_MEAN, 1); bad[i].eviction = SPARKV_EVICT_SNAPKV; bad[i++].pool_kernel = 8;
+    bad[i] = think_policy(0.5f); bad[i++].value_prune_ratio = 1.0f;
     CHECK(i == N_BAD);
     sparkv_shape shape = make_shape(1, 2, 1, 128, 16);
     for (i = 0; i < N_BAD; i++) {
@@ -701,8 +1443,9 @@ static void test_defaults_and_validate(void) {
 
     /* Valid corners. */
     g_section = "policy corners";
-    sparkv_policy ok[8];
-    for (i = 0; i < 8; i++) ok[i] = p;
+    enum { N_OK = 19 };
+    sparkv_policy ok[N_OK];
+    for (i = 0; i < N_OK; i++) ok[i] = p;
     ok[0].key_prune_ratio = 0.99f;
     ok[1].selection = SPARKV_SELECT_CUMULATIVE; ok[1].cumulative_p = 1.0f; ok[1].cumulative_min_keep = 0;
     ok[2].selection = SPARKV_SELECT_CUMULATIVE; ok[2].cumulative_min_keep = 128; ok[2].cumulative_max_keep = 128;
@@ -711,7 +1454,20 @@ static void test_defaults_and_validate(void) {
     ok[5].attention_scale = 0.5f; ok[5].seed = UINT64_MAX;
     ok[6].key_precision = SPARKV_F32; ok[6].value_precision = SPARKV_BF16;
     ok[7].recovery = SPARKV_RECOVER_GAUSSIAN; ok[7].sign_bits = 0; ok[7].key_prune_ratio = 0.25f;
-    for (i = 0; i < 8; i++) CHECKF(sparkv_policy_validate(&ok[i], 128) == SPARKV_OK, "corner policy %d: %s", i,
+    ok[8].eviction = SPARKV_EVICT_SNAPKV; ok[8].evict_budget = 1; ok[8].pool_kernel = 1;
+    ok[9].eviction = SPARKV_EVICT_SNAPKV; ok[9].evict_budget = UINT32_MAX; ok[9].pool_kernel = 31;
+    ok[10].eviction = SPARKV_EVICT_PYRAMIDKV; ok[10].pyramid_ratio = 1.0f; ok[10].evict_budget = 1;
+    ok[11].eviction = SPARKV_EVICT_PYRAMIDKV; ok[11].pyramid_ratio = 20.0f;
+    ok[12].eviction = SPARKV_EVICT_STREAMING; ok[12].sink_tokens = 0; ok[12].recent_tokens = 16;
+    ok[13].eviction = SPARKV_EVICT_STREAMING; ok[13].sink_tokens = 8; ok[13].recent_tokens = 0;
+    ok[14] = think_policy(0.5f);
+    ok[15] = think_policy(0.99f); ok[15].eviction = SPARKV_EVICT_SNAPKV; ok[15].value_prune_ratio = 0.5f;
+    ok[16].value_prune_ratio = 0.99f;
+    ok[17].value_prune_ratio = 0.5f; ok[17].key_prune_ratio = 0.8f; ok[17].eviction = SPARKV_EVICT_STREAMING;
+    /* evict_budget must be >= 1 only when evicting by score. */
+    ok[18].evict_budget = 0;
+    ok[13].evict_budget = 0;
+    for (i = 0; i < N_OK; i++) CHECKF(sparkv_policy_validate(&ok[i], 128) == SPARKV_OK, "corner policy %d: %s", i,
                                    sparkv_last_error(NULL));
 
     g_section = "topk_keep";
@@ -806,10 +1562,12 @@ static void test_create(void) {
     CHECK(sparkv_layer_tokens(c, 2) == 0 && sparkv_layer_tokens(NULL, 0) == 0);
     sparkv_kernel k = sparkv_cache_kernel(c);
     CHECK(k != SPARKV_KERNEL_AUTO && sparkv_kernel_supported(k));
-    sparkv_memory m;
+    sparkv_memory m = mem_init();
     CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &m));
+    CHECK(m.struct_size == sizeof(sparkv_memory));
     CHECK(m.n_tokens == 0 && m.key_bytes == 0 && m.key_meta_bytes == 0 && m.value_bytes == 0 && m.total_bytes == 0 &&
-          m.dense_bytes == 0);
+          m.value_meta_bytes == 0 && m.dense_bytes == 0);
+    CHECK(sparkv_cache_threads(c) == 1); /* q.threads */
 
     EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_cache_shape(NULL, &s2));
     EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_cache_shape(c, NULL));
@@ -1032,22 +1790,36 @@ static void test_empty_layer(void) {
 
 static void test_report_and_inspect_errors(sparkv_cache *c) {
     g_section = "memory report errors";
-    sparkv_memory m, sum, all;
+    sparkv_memory m = mem_init(), sum = mem_init(), all = mem_init();
     EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, NULL, sparkv_memory_report(NULL, 0, &m));
     EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_memory_report(c, 0, NULL));
     EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c, c, sparkv_memory_report(c, SPARKV_ALL_LAYERS, NULL));
     EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_memory_report(c, E_LAYERS, &m));
     EXPECT_FAIL(SPARKV_ERR_LAYER, c, c, sparkv_memory_report(c, SPARKV_ALL_LAYERS - 1, &m));
-    memset(&sum, 0, sizeof sum);
+    /* struct_size must be sizeof(sparkv_memory): 0, smaller, larger; nothing is written then. */
+    const uint64_t bad_sizes[] = {0, 8, sizeof(sparkv_memory) - 8, sizeof(sparkv_memory) + 8, UINT64_MAX};
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+        sparkv_memory bad;
+        memset(&bad, 0x5a, sizeof bad);
+        bad.struct_size = bad_sizes[i];
+        sparkv_memory untouched = bad;
+        EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, c, c, sparkv_memory_report(c, 0, &bad));
+        EXPECT_FAIL(SPARKV_ERR_STRUCT_SIZE, c, c, sparkv_memory_report(c, SPARKV_ALL_LAYERS, &bad));
+        CHECKF(memcmp(&bad, &untouched, sizeof bad) == 0, "failed report with struct_size %llu wrote its output",
+               (unsigned long long)bad_sizes[i]);
+    }
     for (uint32_t l = 0; l < E_LAYERS; l++) {
+        m = mem_init();
         CHECK_OK(sparkv_memory_report(c, l, &m));
-        CHECK(m.total_bytes == m.key_bytes + m.key_meta_bytes + m.value_bytes);
+        CHECK(m.struct_size == sizeof(sparkv_memory));
+        CHECK(m.total_bytes == m.key_bytes + m.key_meta_bytes + m.value_bytes + m.value_meta_bytes);
+        CHECK(m.value_meta_bytes == 0);
         CHECK(m.reserved_bytes >= m.total_bytes);
-        CHECK(m.n_tokens == (uint64_t)E_KV * sparkv_layer_tokens(c, l));
-        CHECK(m.dense_bytes == m.n_tokens * E_D * 4);
+        CHECK(m.n_tokens == sparkv_layer_tokens(c, l)); /* per KV head */
+        CHECK(m.dense_bytes == m.n_tokens * E_KV * E_D * 4); /* nothing evicted */
         sum.n_tokens += m.n_tokens; sum.key_bytes += m.key_bytes; sum.key_meta_bytes += m.key_meta_bytes;
-        sum.value_bytes += m.value_bytes; sum.total_bytes += m.total_bytes; sum.dense_bytes += m.dense_bytes;
-        sum.reserved_bytes += m.reserved_bytes;
+        sum.value_bytes += m.value_bytes; sum.value_meta_bytes += m.value_meta_bytes;
+        sum.total_bytes += m.total_bytes; sum.dense_bytes += m.dense_bytes; sum.reserved_bytes += m.reserved_bytes;
     }
     CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &all));
     CHECK(memory_equal(&sum, &all));
@@ -1193,6 +1965,8 @@ int main(void) {
     test_create();
     test_draw_uniforms();
     test_scenarios();
+    test_policies();
+    test_eviction_errors();
     sparkv_cache *c = make_error_cache();
     test_prefill_errors(c);
     test_append_errors(c);
@@ -1203,6 +1977,7 @@ int main(void) {
     test_empty_layer();
     test_capacity();
     test_thread_invariance();
+    test_policy_thread_invariance();
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

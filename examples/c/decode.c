@@ -50,12 +50,13 @@ static void add_outlier_channels(float *k, size_t rows) {
 
 static void print_memory(const char *what, const sparkv_memory *m) {
     double dense = m->dense_bytes ? (double)m->dense_bytes : 1.0;
-    printf("%-8s token-heads %6llu | keys %8llu B | key meta %7llu B | values %8llu B | total %8llu B "
-           "(%5.1f%% of dense fp16 %llu B) | reserved %llu B\n",
+    printf("%-8s tokens/head %5llu | keys %8llu B | key meta %7llu B | values %8llu B | value meta %5llu B | "
+           "total %8llu B (%5.1f%% of dense fp16 %llu B) | reserved %llu B\n",
            what, (unsigned long long)m->n_tokens, (unsigned long long)m->key_bytes,
            (unsigned long long)m->key_meta_bytes, (unsigned long long)m->value_bytes,
-           (unsigned long long)m->total_bytes, 100.0 * (double)m->total_bytes / dense,
-           (unsigned long long)m->dense_bytes, (unsigned long long)m->reserved_bytes);
+           (unsigned long long)m->value_meta_bytes, (unsigned long long)m->total_bytes,
+           100.0 * (double)m->total_bytes / dense, (unsigned long long)m->dense_bytes,
+           (unsigned long long)m->reserved_bytes);
 }
 
 int main(void) {
@@ -79,7 +80,8 @@ int main(void) {
     sparkv_cache *cache = NULL;
     CHECK(sparkv_policy_validate(&policy, shape.head_dim), NULL);
     CHECK(sparkv_cache_create(&shape, &policy, &cache), NULL);
-    printf("kernel %s, keeps %u of %u key channels per prompt token\n", sparkv_kernel_name(sparkv_cache_kernel(cache)),
+    printf("kernel %s, %d threads, keeps %u of %u key channels per prompt token\n",
+           sparkv_kernel_name(sparkv_cache_kernel(cache)), sparkv_cache_threads(cache),
            sparkv_topk_keep(policy.key_prune_ratio, D), D);
 
     float *keys = malloc(sizeof(float) * N_KV * N_PROMPT * D);
@@ -130,7 +132,7 @@ int main(void) {
     printf("layer 0, KV head 0, token 0 keeps %d channels; recovered key [%+.4f %+.4f %+.4f %+.4f ...]\n", kept,
            key[0], key[1], key[2], key[3]);
 
-    sparkv_memory mem;
+    sparkv_memory mem = {sizeof(sparkv_memory), 0, 0, 0, 0, 0, 0, 0, 0}; /* struct_size first */
     for (uint32_t layer = 0; layer < N_LAYERS; layer++) {
         char name[16];
         snprintf(name, sizeof name, "layer %u", layer);

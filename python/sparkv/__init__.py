@@ -23,7 +23,7 @@ from . import _lib
 from ._lib import LibraryNotFoundError, library_path
 from ._version import __version__
 from .cache import MEMORY_FIELDS, KVCache
-from .config import Kernel, Policy, Precision, Recovery, Selection, Shape, to_enum
+from .config import Eviction, Kernel, KeyPruning, Policy, Precision, Recovery, Selection, Shape, to_enum
 from .errors import (
     CapacityError,
     EmptyLayerError,
@@ -85,6 +85,7 @@ __all__ = [
     "MEMORY_FIELDS",
     "CapacityError",
     "EmptyLayerError",
+    "Eviction",
     "GQAError",
     "HeadDimError",
     "IndexOutOfRangeError",
@@ -92,6 +93,7 @@ __all__ = [
     "InvalidShapeError",
     "KVCache",
     "Kernel",
+    "KeyPruning",
     "LayerError",
     "LibraryNotFoundError",
     "NonFiniteError",

@@ -63,13 +63,24 @@ class CPolicy(ctypes.Structure):
         ("seed", c_uint64),
         ("threads", c_int32),
         ("attention_scale", c_float),
+        # token eviction (prefill)
+        ("eviction", c_int),
+        ("evict_budget", c_uint32),
+        ("pool_kernel", c_uint32),
+        ("pyramid_ratio", c_float),
+        ("sink_tokens", c_uint32),
+        ("recent_tokens", c_uint32),
+        # structured key pruning and value pruning
+        ("key_pruning", c_int),
+        ("value_prune_ratio", c_float),
     ]
 
 
 class CMemory(ctypes.Structure):
-    """struct sparkv_memory."""
+    """struct sparkv_memory (the caller sets struct_size; see new_memory())."""
 
     _fields_ = [
+        ("struct_size", c_uint64),
         ("n_tokens", c_uint64),
         ("key_bytes", c_uint64),
         ("key_meta_bytes", c_uint64),
@@ -77,7 +88,15 @@ class CMemory(ctypes.Structure):
         ("total_bytes", c_uint64),
         ("dense_bytes", c_uint64),
         ("reserved_bytes", c_uint64),
+        ("value_meta_bytes", c_uint64),
     ]
+
+
+def new_memory() -> CMemory:
+    """A zeroed sparkv_memory with struct_size set, ready for sparkv_memory_report."""
+    out = CMemory()
+    out.struct_size = ctypes.sizeof(CMemory)
+    return out
 
 
 ALL_LAYERS = 0xFFFFFFFF
@@ -96,6 +115,7 @@ _PROTOTYPES = {
     "sparkv_last_error": (c_char_p, [c_void_p]),
     "sparkv_cache_shape": (c_int, [c_void_p, POINTER(CShape)]),
     "sparkv_cache_policy": (c_int, [c_void_p, POINTER(CPolicy)]),
+    "sparkv_cache_threads": (c_int, [c_void_p]),
     "sparkv_layer_tokens": (c_uint64, [c_void_p, c_uint32]),
     "sparkv_prefill": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64]),
     "sparkv_append": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p]),
@@ -164,6 +184,26 @@ def _check(lib: ctypes.CDLL, where: str) -> None:
         raise LibraryNotFoundError(
             f"{where}: struct sizes differ from this binding's (shape {shape.struct_size} vs "
             f"{ctypes.sizeof(CShape)}, policy {policy.struct_size} vs {ctypes.sizeof(CPolicy)})"
+        )
+    # sparkv_memory has no default constructor: ask a tiny cache for a report with our struct_size.
+    shape.n_layers = shape.n_q_heads = shape.n_kv_heads = 1
+    shape.head_dim, shape.capacity = 8, 1
+    handle = c_void_p()
+    status = lib.sparkv_cache_create(ctypes.byref(shape), ctypes.byref(policy), ctypes.byref(handle))
+    if status != 0:
+        raise LibraryNotFoundError(
+            f"{where}: cannot create a 1-token cache to check sparkv_memory's size (status {status}: "
+            f"{(lib.sparkv_last_error(None) or b'').decode('utf-8', 'replace')})"
+        )
+    try:
+        memory = new_memory()
+        status = lib.sparkv_memory_report(handle, ALL_LAYERS, ctypes.byref(memory))
+        detail = (lib.sparkv_last_error(handle) or b"").decode("utf-8", "replace")
+    finally:
+        lib.sparkv_cache_free(handle)
+    if status != 0:
+        raise LibraryNotFoundError(
+            f"{where}: sparkv_memory differs from this binding's ({ctypes.sizeof(CMemory)} bytes): {detail}"
         )
 
 

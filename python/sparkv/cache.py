@@ -16,7 +16,16 @@ from .errors import Status, error_for
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 _BYTE_P = ctypes.POINTER(ctypes.c_uint8)
 
-MEMORY_FIELDS = ("n_tokens", "key_bytes", "key_meta_bytes", "value_bytes", "total_bytes", "dense_bytes", "reserved_bytes")
+MEMORY_FIELDS = (
+    "n_tokens",
+    "key_bytes",
+    "key_meta_bytes",
+    "value_bytes",
+    "value_meta_bytes",
+    "total_bytes",
+    "dense_bytes",
+    "reserved_bytes",
+)
 
 
 def _float32_array(name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str]) -> int:
@@ -59,7 +68,8 @@ class KVCache:
 
     - ``prefill(layer, keys, values, q_window)``: keys/values ``(n_kv_heads, n_tokens, head_dim)``,
       q_window ``(n_q_heads, n_window, head_dim)`` (the last prompt queries; may be None for a
-      dense policy). Once per layer, on an empty layer.
+      policy that neither prunes key channels nor scores tokens for eviction). Once per layer, on
+      an empty layer; evicted prompt tokens are dropped there.
     - ``append(layer, k, v)``: ``(n_kv_heads, head_dim)`` each.
     - ``attend(layer, q)``: q ``(n_q_heads, head_dim)`` -> ``(n_q_heads, head_dim)``.
 
@@ -189,6 +199,12 @@ class KVCache:
         return Policy.from_c(out)
 
     @property
+    def threads(self) -> int:
+        """OpenMP threads prefill and attend use: policy.threads, or OpenMP's default when 0."""
+        with self._lock:
+            return int(self._lib.sparkv_cache_threads(self._live()))
+
+    @property
     def kernel(self) -> Kernel:
         """The attention kernel family in use (never AUTO)."""
         with self._lock:
@@ -200,7 +216,7 @@ class KVCache:
         self._call("sparkv_cache_set_kernel", int(to_enum(Kernel, kernel, "kernel")))
 
     def tokens(self, layer: int) -> int:
-        """Tokens held by ``layer`` (prompt + appended)."""
+        """Tokens held by ``layer`` per KV head (surviving prompt tokens + appended)."""
         value = self._layer(layer)
         if value >= self._shape.n_layers:
             raise error_for(Status.LAYER, f"layer {value} is out of range (n_layers = {self._shape.n_layers})")
@@ -215,7 +231,9 @@ class KVCache:
         """Compress and store the prompt of one layer (once per layer, on an empty layer).
 
         keys, values: ``(n_kv_heads, n_tokens, head_dim)``; q_window: ``(n_q_heads, n_window,
-        head_dim)``, the last prompt queries, oldest first (required when the policy prunes).
+        head_dim)``, the last prompt queries, oldest first (required when the policy prunes key
+        channels or evicts with SnapKV/PyramidKV). The policy's eviction runs first: afterwards the
+        layer holds the surviving prompt tokens, in prompt order, as tokens ``0 .. kept-1``.
         """
         s = self._shape
         layer = self._layer(layer)
@@ -263,13 +281,16 @@ class KVCache:
     def memory_report(self, layer: Optional[int] = None) -> Dict[str, int]:
         """Exact bytes held by one layer, or by the whole cache when ``layer`` is None.
 
-        Keys: n_tokens (summed over KV heads), key_bytes, key_meta_bytes, value_bytes,
-        total_bytes, dense_bytes (the same tokens as dense fp16 K and V), reserved_bytes.
+        Keys (see sparkv_memory in sparkv.h): n_tokens (tokens held per KV head, summed over the
+        layers), key_bytes, key_meta_bytes (masks, signs, statistics, per-head qn; the per-head
+        ThinK mask), value_bytes, value_meta_bytes (value-pruning masks and fill values),
+        total_bytes (the sum of the four), dense_bytes (every token the layers have seen, evicted
+        ones included, as dense fp16 K and V over all KV heads), reserved_bytes (allocated).
         """
         index = _lib.ALL_LAYERS if layer is None else self._layer(layer)
         if layer is not None and index == _lib.ALL_LAYERS:  # the C sentinel is not a layer
             raise error_for(Status.LAYER, f"layer {index} is out of range (n_layers = {self._shape.n_layers})")
-        out = _lib.CMemory()
+        out = _lib.new_memory()
         self._call("sparkv_memory_report", index, ctypes.byref(out))
         return {name: int(getattr(out, name)) for name in MEMORY_FIELDS}
 

@@ -35,6 +35,22 @@ class Recovery(IntEnum):
     EXPONENTIAL = 3
 
 
+class Eviction(IntEnum):
+    """Token eviction at prefill (sparkv_eviction)."""
+
+    NONE = 0
+    SNAPKV = 1
+    PYRAMIDKV = 2
+    STREAMING = 3
+
+
+class KeyPruning(IntEnum):
+    """How key channels are pruned (sparkv_key_pruning): per token (SparK) or per head (ThinK)."""
+
+    SPARK = 0
+    THINK = 1
+
+
 class Precision(IntEnum):
     """Storage precision of kept keys and values (sparkv_precision)."""
 
@@ -134,9 +150,16 @@ class Shape:
 class Policy:
     """Compression policy (mirrors sparkv_policy; defaults as in sparkv_default_policy()).
 
+    A policy is a pipeline run at prefill: token eviction (``eviction``: SnapKV, PyramidKV or
+    StreamingLLM), then key-channel pruning of the surviving prompt tokens (``key_pruning``: SparK
+    per token with recovery, or ThinK per head), then value-channel pruning (``value_prune_ratio``).
+
     Enum fields accept members, values or names: ``Policy(recovery="gaussian", key_precision="bf16")``.
-    ``Policy.dense()`` stores keys as they are; ``Policy.spark(0.8)`` is SparK with r = 0.8, MEAN
-    recovery and sign bits. Use ``dataclasses.replace(policy, window=16)`` to change a field.
+    Presets: ``Policy.dense()``, ``Policy.spark(0.8)`` (SparK, MEAN recovery, sign bits),
+    ``Policy.cumulative(0.9)``, ``Policy.snapkv(512)``, ``Policy.pyramidkv(512)``,
+    ``Policy.streaming(4, 508)``, ``Policy.think(0.5)``, ``Policy.snap_spark(512, 0.8)``; every
+    preset takes any other field as a keyword (``Policy.think(0.5, value_prune_ratio=0.5)``).
+    Use ``policy.replace(window=16)`` to change a field.
     """
 
     key_prune_ratio: float = 0.0
@@ -152,10 +175,22 @@ class Policy:
     seed: int = 0
     threads: int = 0
     attention_scale: float = 0.0
+    # token eviction (prefill)
+    eviction: Eviction = Eviction.NONE
+    evict_budget: int = 512
+    pool_kernel: int = 5
+    pyramid_ratio: float = 4.0
+    sink_tokens: int = 4
+    recent_tokens: int = 508
+    # structured key pruning and value pruning
+    key_pruning: KeyPruning = KeyPruning.SPARK
+    value_prune_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "selection", to_enum(Selection, self.selection, "selection"))
+        set_(self, "eviction", to_enum(Eviction, self.eviction, "eviction"))
+        set_(self, "key_pruning", to_enum(KeyPruning, self.key_pruning, "key_pruning"))
         set_(self, "recovery", to_enum(Recovery, self.recovery, "recovery"))
         set_(self, "key_precision", to_enum(Precision, self.key_precision, "key_precision"))
         set_(self, "value_precision", to_enum(Precision, self.value_precision, "value_precision"))
@@ -202,6 +237,55 @@ class Policy:
             **fields,
         )
 
+    @classmethod
+    def snapkv(cls, budget: int, pool_kernel: int = 5, **fields: Any) -> "Policy":
+        """SnapKV eviction: keep the observation window and the ``budget`` prompt tokens with the
+        highest pooled window attention (average pooling of width ``pool_kernel``, odd)."""
+        return cls(eviction=Eviction.SNAPKV, evict_budget=budget, pool_kernel=pool_kernel, **fields)
+
+    @classmethod
+    def pyramidkv(cls, budget: int, ratio: float = 4.0, pool_kernel: int = 5, **fields: Any) -> "Policy":
+        """PyramidKV eviction: SnapKV scoring with budgets falling linearly over the layers, ``budget``
+        on average, the first layer's ``ratio`` times the last layer's."""
+        return cls(
+            eviction=Eviction.PYRAMIDKV, evict_budget=budget, pyramid_ratio=ratio, pool_kernel=pool_kernel, **fields
+        )
+
+    @classmethod
+    def streaming(cls, sinks: int, recent: int, **fields: Any) -> "Policy":
+        """StreamingLLM eviction: keep the first ``sinks`` and the last ``recent`` prompt tokens."""
+        return cls(eviction=Eviction.STREAMING, sink_tokens=sinks, recent_tokens=recent, **fields)
+
+    @classmethod
+    def think(cls, ratio: float, **fields: Any) -> "Policy":
+        """ThinK: prune ``ratio`` of the key channels with one channel set per layer and KV head
+        (TOPK, pruned channels are 0: no recovery, no sign bits)."""
+        base: dict = dict(selection=Selection.TOPK, recovery=Recovery.NONE, sign_bits=False)
+        base.update(fields)  # explicit fields win (an invalid combination is the C library's to report)
+        return cls(key_pruning=KeyPruning.THINK, key_prune_ratio=ratio, **base)
+
+    @classmethod
+    def snap_spark(
+        cls,
+        budget: int,
+        ratio: float,
+        recovery: Union[Recovery, str, int] = "mean",
+        sign_bits: bool = True,
+        pool_kernel: int = 5,
+        **fields: Any,
+    ) -> "Policy":
+        """SnapKV eviction to ``budget`` prompt tokens (plus the window), then SparK pruning of
+        ``ratio`` of every surviving key's channels."""
+        return cls.spark(
+            ratio,
+            recovery=recovery,
+            sign_bits=sign_bits,
+            eviction=Eviction.SNAPKV,
+            evict_budget=budget,
+            pool_kernel=pool_kernel,
+            **fields,
+        )
+
     def to_c(self) -> _lib.CPolicy:
         return _lib.CPolicy(
             ctypes.sizeof(_lib.CPolicy),
@@ -218,6 +302,14 @@ class Policy:
             _int_field(self, "seed", 0, U64),
             _int_field(self, "threads", -(2**31), 2**31 - 1),
             _float_field(self, "attention_scale"),
+            int(self.eviction),
+            _int_field(self, "evict_budget", 0, U32),
+            _int_field(self, "pool_kernel", 0, U32),
+            _float_field(self, "pyramid_ratio"),
+            _int_field(self, "sink_tokens", 0, U32),
+            _int_field(self, "recent_tokens", 0, U32),
+            int(self.key_pruning),
+            _float_field(self, "value_prune_ratio"),
         )
 
     @classmethod
@@ -236,6 +328,14 @@ class Policy:
             seed=c.seed,
             threads=c.threads,
             attention_scale=c.attention_scale,
+            eviction=Eviction(c.eviction),
+            evict_budget=c.evict_budget,
+            pool_kernel=c.pool_kernel,
+            pyramid_ratio=c.pyramid_ratio,
+            sink_tokens=c.sink_tokens,
+            recent_tokens=c.recent_tokens,
+            key_pruning=KeyPruning(c.key_pruning),
+            value_prune_ratio=c.value_prune_ratio,
         )
 
     def validate(self, head_dim: int) -> "Policy":

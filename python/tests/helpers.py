@@ -23,6 +23,15 @@ def ref_policy(policy: sparkv.Policy) -> RefPolicy:
         value_precision=policy.value_precision.name.lower(),
         window=policy.window,
         seed=policy.seed,
+        attention_scale=float(np.float32(policy.attention_scale)),
+        eviction=policy.eviction.name.lower(),
+        evict_budget=policy.evict_budget,
+        pool_kernel=policy.pool_kernel,
+        pyramid_ratio=float(np.float32(policy.pyramid_ratio)),
+        sink_tokens=policy.sink_tokens,
+        recent_tokens=policy.recent_tokens,
+        key_pruning=policy.key_pruning.name.lower(),
+        value_ratio=float(np.float32(policy.value_prune_ratio)),
     )
 
 

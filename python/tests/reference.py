@@ -72,12 +72,33 @@ class RefPolicy:
     value_precision: str = "f16"
     window: int = 32
     seed: int = 0
+    attention_scale: float = 0.0
+    eviction: str = "none"  # snapkv, pyramidkv, streaming
+    evict_budget: int = 512
+    pool_kernel: int = 5
+    pyramid_ratio: float = 4.0
+    sink_tokens: int = 4
+    recent_tokens: int = 508
+    key_pruning: str = "spark"  # or "think"
+    value_ratio: float = 0.0
 
     def topk_keep(self, d: int) -> int:
         return d - math.floor(float(np.float32(self.ratio)) * d)
 
+    def value_keep(self, d: int) -> int:
+        return d - math.floor(float(np.float32(self.value_ratio)) * d)
+
     def prunes(self, d: int) -> bool:
         return self.selection == "cumulative" or self.topk_keep(d) < d
+
+    def key_mode(self, d: int) -> str:
+        """"dense", "spark" or "think"."""
+        if not self.prunes(d):
+            return "dense"
+        return self.key_pruning
+
+    def prunes_values(self, d: int) -> bool:
+        return self.value_keep(d) < d
 
     def n_stats(self, d: int) -> int:
         if not self.prunes(d):
@@ -179,6 +200,133 @@ def prefill(
     return out_k, masks, store(values, policy.value_precision), qn_all, c_all
 
 
+# ---- the policy pipeline: eviction, key pruning, value pruning -------------------------------------
+
+
+def layer_budget(policy: RefPolicy, layer: int, n_layers: int, n_prefix: int) -> int:
+    """Prompt tokens SnapKV / PyramidKV keep besides the window in one layer."""
+    b = float(policy.evict_budget)
+    if policy.eviction == "pyramidkv" and n_layers > 1:
+        ratio = float(np.float32(policy.pyramid_ratio))
+        last = 2.0 * policy.evict_budget / (1.0 + ratio)
+        first = ratio * last
+        x = first + (last - first) * layer / (n_layers - 1)
+        b = math.floor(x + 0.5)  # C round(): half away from zero (x > 0)
+    return int(min(max(b, 1), n_prefix))
+
+
+def snapkv_scores(keys_h: np.ndarray, q_window: np.ndarray, group: int, kv_head: int, use: int, scale: float,
+                  pool_kernel: int) -> np.ndarray:
+    """Pooled SnapKV score of each of the n - use prefix tokens of one KV head (double)."""
+    n, d = keys_h.shape
+    n_window = q_window.shape[1]
+    scale = scale if scale > 0 else 1.0 / math.sqrt(d)
+    prefix = n - use
+    k64 = keys_h.astype(np.float64)
+    acc = np.zeros(prefix)
+    for w in range(use):
+        pos = prefix + w  # the prompt position of this window query
+        for g in range(group):
+            q = q_window[kv_head * group + g, n_window - use + w].astype(np.float64)
+            logits = scale * (k64[: pos + 1] @ q)
+            p = np.exp(logits - logits.max())
+            acc += (p / p.sum())[:prefix]
+    acc /= use * group
+    half = pool_kernel // 2
+    padded = np.concatenate([np.zeros(half), acc, np.zeros(half)])
+    return np.array([padded[t : t + pool_kernel].sum() for t in range(prefix)]) / pool_kernel
+
+
+def surviving_rows(policy: RefPolicy, keys_h: np.ndarray, q_window, group: int, kv_head: int, layer: int,
+                   n_layers: int) -> np.ndarray:
+    """Prompt rows of one KV head that survive eviction, ascending."""
+    n = keys_h.shape[0]
+    if policy.eviction == "streaming":
+        t = np.arange(n)
+        return t[(t < policy.sink_tokens) | (t + policy.recent_tokens >= n)]
+    if policy.eviction not in ("snapkv", "pyramidkv"):
+        return np.arange(n)
+    use = min(policy.window, q_window.shape[1])
+    prefix = n - use
+    budget = layer_budget(policy, layer, n_layers, prefix)
+    pooled = snapkv_scores(keys_h, q_window, group, kv_head, use, policy.attention_scale, policy.pool_kernel)
+    order = np.lexsort((np.arange(prefix), -pooled))  # score descending, then index ascending
+    return np.sort(np.concatenate([order[:budget], np.arange(prefix, n)]))
+
+
+def think_mask(kept_keys: np.ndarray, qn: np.ndarray, use: int, keep: int) -> np.ndarray:
+    """ThinK's channel set of one KV head over its surviving keys (kept, D): bool (D,)."""
+    d = kept_keys.shape[1]
+    k64 = kept_keys.astype(np.float64)
+    q64 = qn.astype(np.float64)
+    score = (q64 * q64 / use) * ((k64 * k64).sum(axis=0) / kept_keys.shape[0])
+    order = np.lexsort((np.arange(d), -score))
+    mask = np.zeros(d, dtype=bool)
+    mask[order[:keep]] = True
+    return mask
+
+
+def value_row(v: np.ndarray, policy: RefPolicy) -> np.ndarray:
+    """A prompt value as stored: without value pruning, v in value_precision; with it, the T_v
+    largest |v| (ties: lower index) in value_precision and fp16(mean of the others) elsewhere."""
+    d = v.shape[0]
+    keep = policy.value_keep(d)
+    if keep >= d:
+        return store(v, policy.value_precision)
+    order = np.lexsort((np.arange(d), -np.abs(v.astype(np.float64))))
+    kept = np.zeros(d, dtype=bool)
+    kept[order[:keep]] = True
+    fill = fp16_scalar(float(np.cumsum(v[~kept].astype(np.float64))[-1]) / (d - keep))
+    return np.where(kept, store(v, policy.value_precision), np.float32(fill)).astype(np.float32)
+
+
+@dataclass
+class Expected:
+    """What one layer holds after prefill: per KV head the surviving rows and, for every stored
+    prompt token, the kept mask, the key as attention sees it and the stored value."""
+
+    rows: list
+    masks: np.ndarray  # (n_kv, kept, D) bool
+    keys: np.ndarray  # (n_kv, kept, D) float32
+    values: np.ndarray  # (n_kv, kept, D) float32
+    qn: np.ndarray
+    c: np.ndarray
+
+    @property
+    def kept(self) -> int:
+        return self.masks.shape[1]
+
+
+def pipeline(keys: np.ndarray, values: np.ndarray, q_window, policy: RefPolicy, group: int, layer: int,
+             n_layers: int = 1) -> Expected:
+    """The whole prefill pipeline of one layer: keys/values (n_kv, n, D)."""
+    n_kv, n, d = keys.shape
+    mode = policy.key_mode(d)
+    rows = [surviving_rows(policy, keys[h], q_window, group, h, layer, n_layers) for h in range(n_kv)]
+    kept = len(rows[0])
+    assert all(len(r) == kept for r in rows)
+    masks = np.ones((n_kv, kept, d), dtype=bool)
+    out_k = np.zeros((n_kv, kept, d), dtype=np.float32)
+    out_v = np.zeros((n_kv, kept, d), dtype=np.float32)
+    qn_all = np.zeros((n_kv, d), dtype=np.float32)
+    c_all = np.ones(n_kv, dtype=np.float32)
+    for h in range(n_kv):
+        survivors = keys[h, rows[h]]
+        if mode != "dense":
+            use = min(policy.window, q_window.shape[1])
+            qn_all[h], c_all[h] = window_qnorm(q_window, group, h, use)
+        if mode == "think":
+            mask = think_mask(survivors, qn_all[h], use, policy.topk_keep(d))
+            masks[h] = mask
+            out_k[h] = np.where(mask, store(survivors, policy.key_precision), np.float32(0.0))
+        else:
+            for i in range(kept):  # survivors are renumbered 0..kept-1 (the draws hash that index)
+                masks[h, i], out_k[h, i] = compress_token(survivors[i], qn_all[h], c_all[h], policy, layer, h, i)
+        for i in range(kept):
+            out_v[h, i] = value_row(values[h, rows[h][i]], policy)
+    return Expected(rows, masks, out_k, out_v, qn_all, c_all)
+
+
 # ---- attention -----------------------------------------------------------------------------------
 
 
@@ -198,23 +346,37 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, scale: float 
     return out
 
 
-def memory(policy: RefPolicy, d: int, n_kv: int, n_prompt: int, n_append: int, kept_total: int) -> dict:
-    """The documented memory report of one layer."""
+def memory(policy: RefPolicy, d: int, n_kv: int, n_prompt: int, n_append: int, kept_total: int,
+           n_kept=None) -> dict:
+    """The documented memory report of one layer: n_prompt prompt tokens seen, n_kept of them kept
+    per KV head (default: all), n_append appended; kept_total = kept key channels summed over the
+    stored prompt tokens and heads (SparK)."""
     kb = 4 if policy.key_precision == "f32" else 2
     vb = 4 if policy.value_precision == "f32" else 2
-    n = n_prompt + n_append
-    if policy.prunes(d):
+    nk = n_prompt if n_kept is None else n_kept
+    n = nk + n_append
+    nb = d // 8
+    mode = policy.key_mode(d)
+    if mode == "spark":
         key_bytes = kept_total * kb + n_kv * n_append * d * kb
-        meta = n_kv * n_prompt * (d // 8 + (d // 8 if policy.sign_bits else 0) + 2 * policy.n_stats(d))
+        meta = n_kv * nk * (nb + (nb if policy.sign_bits else 0) + 2 * policy.n_stats(d))
         meta += n_kv * (d * 4 + 4)
+    elif mode == "think":
+        key_bytes = n_kv * nk * policy.topk_keep(d) * kb + n_kv * n_append * d * kb
+        meta = n_kv * nb
     else:
         key_bytes, meta = n_kv * n * d * kb, 0
-    value_bytes = n_kv * n * d * vb
+    if policy.prunes_values(d):
+        value_bytes = n_kv * nk * policy.value_keep(d) * vb + n_kv * n_append * d * vb
+        value_meta = n_kv * nk * (nb + 2)
+    else:
+        value_bytes, value_meta = n_kv * n * d * vb, 0
     return {
-        "n_tokens": n_kv * n,
+        "n_tokens": n,
         "key_bytes": key_bytes,
         "key_meta_bytes": meta,
         "value_bytes": value_bytes,
-        "total_bytes": key_bytes + meta + value_bytes,
-        "dense_bytes": n_kv * n * d * 4,
+        "value_meta_bytes": value_meta,
+        "total_bytes": key_bytes + meta + value_bytes + value_meta,
+        "dense_bytes": (n_prompt + n_append) * n_kv * d * 4,
     }

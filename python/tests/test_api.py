@@ -76,16 +76,40 @@ def test_defaults_mirror_the_c_defaults():
     assert Policy.dense() == Policy()
 
 
+def test_presets_set_the_pipeline_fields():
+    assert Policy.snapkv(256) == Policy(eviction="snapkv", evict_budget=256, pool_kernel=5)
+    assert Policy.snapkv(64, pool_kernel=7, window=16).pool_kernel == 7
+    assert Policy.pyramidkv(128, ratio=3.0) == Policy(eviction="pyramidkv", evict_budget=128, pyramid_ratio=3.0)
+    assert Policy.streaming(4, 60) == Policy(eviction="streaming", sink_tokens=4, recent_tokens=60)
+    assert Policy.think(0.5) == Policy(key_pruning="think", key_prune_ratio=0.5, recovery="none", sign_bits=False)
+    assert Policy.snap_spark(200, 0.8) == Policy.spark(0.8, eviction="snapkv", evict_budget=200)
+    assert Policy.snap_spark(200, 0.8, recovery="gaussian", pool_kernel=3).recovery is sparkv.Recovery.GAUSSIAN
+    assert Policy.think(0.5, value_prune_ratio=0.25).value_prune_ratio == 0.25
+    for preset in (Policy.snapkv(8), Policy.pyramidkv(8), Policy.streaming(1, 2), Policy.think(0.5),
+                   Policy.snap_spark(8, 0.5), Policy.dense(value_prune_ratio=0.5)):
+        assert preset.validate(64) is preset
+
+
 def test_policy_and_shape_round_trip_through_the_cache():
     shape = Shape(n_layers=3, n_q_heads=8, n_kv_heads=4, head_dim=64, capacity=100)
     policy = Policy.cumulative(0.75, min_keep=3, max_keep=60, recovery="gaussian", sign_bits=False,
                                key_precision="bf16", value_precision="f32", window=7, seed=2**63 + 5,
-                               threads=1, attention_scale=0.125)
+                               threads=1, attention_scale=0.125, eviction="pyramidkv", evict_budget=33,
+                               pool_kernel=7, pyramid_ratio=2.5, sink_tokens=9, recent_tokens=101,
+                               value_prune_ratio=0.375)
     with KVCache(shape, policy) as cache:
         assert cache.shape == shape
         got = cache.policy
         assert got == dataclasses.replace(policy, cumulative_p=float(np.float32(0.75)))
         assert cache.kernel != sparkv.Kernel.AUTO
+        assert cache.threads == 1
+    think = Policy.think(0.3, eviction="streaming", value_prune_ratio=0.5, threads=2)
+    with KVCache(shape, think) as cache:
+        assert cache.policy == think.replace(key_prune_ratio=float(np.float32(0.3)),
+                                             cumulative_p=float(np.float32(0.9)))
+        assert cache.threads == 2
+    with KVCache(shape, Policy()) as cache:
+        assert cache.threads >= 1  # OpenMP's default
     assert shape.group == 2
 
 
@@ -93,6 +117,8 @@ def test_enum_fields_accept_names_members_and_values():
     a = Policy(recovery="Gaussian", key_precision=sparkv.Precision.BF16, selection=1)
     assert a.recovery is sparkv.Recovery.GAUSSIAN and a.key_precision is sparkv.Precision.BF16
     assert a.selection is sparkv.Selection.CUMULATIVE
+    b = Policy(eviction="SnapKV", key_pruning=1)
+    assert b.eviction is sparkv.Eviction.SNAPKV and b.key_pruning is sparkv.KeyPruning.THINK
     assert Policy.spark(0.8).replace(window=16).window == 16
 
 
@@ -158,3 +184,33 @@ def test_caches_in_threads_are_independent(rng):
         for t in threads:
             t.join()
     assert len(results) == 8 and all(np.array_equal(r, want) for r in results)
+
+
+def test_binding_refuses_a_library_whose_structs_differ(monkeypatch):
+    """The ctypes mirrors must have the library's sizes; a mismatch fails loudly at load time."""
+    import ctypes
+
+    _lib = sparkv._lib
+    lib = ctypes.CDLL(sparkv.library_path())
+    _lib._declare(lib)
+    _lib._check(lib, "this library")  # the mirrors match
+    assert lib.sparkv_default_policy().struct_size == ctypes.sizeof(_lib.CPolicy)
+    assert lib.sparkv_default_shape().struct_size == ctypes.sizeof(_lib.CShape)
+    assert _lib.new_memory().struct_size == ctypes.sizeof(_lib.CMemory)
+
+    class LongerPolicy(ctypes.Structure):
+        _fields_ = _lib.CPolicy._fields_ + [("future_field", ctypes.c_uint32)]
+
+    monkeypatch.setattr(_lib, "CPolicy", LongerPolicy)
+    with pytest.raises(sparkv.LibraryNotFoundError, match="struct sizes differ"):
+        _lib._check(lib, "this library")
+    monkeypatch.undo()
+
+    def shorter_memory():
+        m = _lib.CMemory()
+        m.struct_size = ctypes.sizeof(_lib.CMemory) - 8  # as a binding with one field less would send
+        return m
+
+    monkeypatch.setattr(_lib, "new_memory", shorter_memory)
+    with pytest.raises(sparkv.LibraryNotFoundError, match="sparkv_memory differs"):
+        _lib._check(lib, "this library")

@@ -22,7 +22,8 @@ def test_paper_setting_costs_86_bytes_of_keys_per_token(rng):
     assert m["key_bytes"] + m["key_meta_bytes"] - per_head_meta == 86 * n * n_kv
     assert m["value_bytes"] == n * n_kv * 128 * 2
     assert m["dense_bytes"] == n * n_kv * 128 * 4
-    assert m["n_tokens"] == n * n_kv
+    assert m["n_tokens"] == n  # per KV head
+    assert m["value_meta_bytes"] == 0
 
 
 @pytest.mark.parametrize(
