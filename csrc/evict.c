@@ -53,6 +53,7 @@ static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys
     const uint32_t d = c->shape.head_dim, g = c->group;
     const uint64_t prefix = n - n_use;
     const float scale = c->policy.attention_scale > 0.0f ? c->policy.attention_scale : (float)(1.0 / sqrt((double)d));
+    if (prefix == 0 || budget == 0) return 0; /* not reached: prefill validates budget <= prefix */
     double *score = (double *)calloc(prefix, sizeof(double));
     double *pooled = (double *)malloc(sizeof(double) * prefix);
     double *logit = (double *)malloc(sizeof(double) * n);

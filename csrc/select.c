@@ -74,7 +74,7 @@ uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mas
     if (keep >= d) { memset(mask, 0xff, d / 8); return d; }
     memset(mask, 0, d / 8);
     if (keep == 0) return 0;
-    int16_t hi[SPARKV_MAX_HEAD_DIM], lo[SPARKV_MAX_HEAD_DIM];
+    int16_t hi[SPARKV_MAX_HEAD_DIM] = {0}, lo[SPARKV_MAX_HEAD_DIM] = {0}; /* zeroed only to quiet gcc */
     for (uint32_t j = 0; j < d; j++) hi[j] = (int16_t)(float_bits(s[j]) >> 23); /* s >= 0 */
     const uint32_t e = threshold(hi, d, keep, 8);
     uint32_t cand[SPARKV_MAX_HEAD_DIM], nc = 0, above = 0;

@@ -166,7 +166,8 @@ typedef struct sparkv_policy {
                                           prompt minus the window. Default 512 */
     uint32_t pool_kernel;            /**< SnapKV average-pooling width along tokens, odd, >= 1 (1 = none),
                                           zero padding of pool_kernel/2 on both sides. Default 5 */
-    float pyramid_ratio;             /**< PYRAMIDKV: first layer's budget / last layer's, >= 1. Default 4 */
+    float pyramid_ratio;             /**< PYRAMIDKV: first layer's budget / last layer's, in [1, 1e6].
+                                          Default 4 */
     uint32_t sink_tokens;            /**< STREAMING: first tokens kept. Default 4 */
     uint32_t recent_tokens;          /**< STREAMING: last tokens kept. Default 508 */
     /* --- structured key pruning and value pruning --- */
@@ -222,7 +223,8 @@ SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
 SPARKV_API sparkv_status sparkv_cache_shape(const sparkv_cache *cache, sparkv_shape *out);
 SPARKV_API sparkv_status sparkv_cache_policy(const sparkv_cache *cache, sparkv_policy *out);
 
-/** Threads prefill and attend use: policy.threads, or OpenMP's default when that is 0. */
+/** Threads prefill and attend use: policy.threads, or OpenMP's default when that is 0; 0 for a
+ *  NULL handle. */
 SPARKV_API int sparkv_cache_threads(const sparkv_cache *cache);
 
 /** Tokens currently held by `layer` (prompt + appended), or 0 on a bad handle/layer. */
@@ -238,8 +240,10 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  *  keys, values : [n_kv_heads][n_tokens][D]   (post-RoPE keys)
  *  q_window     : [n_q_heads][n_window][D]    the last n_window post-RoPE prompt queries of this
  *                 layer, oldest first. The last min(policy.window, n_window) rows are used.
- *                 Required (1 <= n_window <= n_tokens) when keys are pruned (r > 0 or CUMULATIVE);
- *                 may be NULL with n_window = 0 for a dense policy.
+ *                 Required (1 <= n_window <= n_tokens) when keys are pruned (r > 0, CUMULATIVE or
+ *                 ThinK) or tokens are evicted by score (SnapKV, PyramidKV); otherwise it may be
+ *                 NULL with n_window = 0. Policy fields of stages a policy does not use (say
+ *                 pool_kernel without SnapKV) are not validated.
  *
  * Per KV head: qbar = mean over the group's query heads of the window queries (double);
  * qn_j = sqrt(sum_w qbar_wj^2); c = mean_j qn_j (1 if 0). Per token: s_tj = k_tj^2 * qn_j
@@ -292,8 +296,8 @@ SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, cons
 /* ------------------------------------------------------------------------------------------ */
 
 /** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
- *  counts everything allocated (page slack included). The caller sets struct_size (e.g.
- *  `sparkv_memory m = {sizeof(sparkv_memory)};`) so the structure can grow. */
+ *  counts everything allocated (page slack included). The caller sets struct_size so the
+ *  structure can grow: `sparkv_memory m = SPARKV_MEMORY_INIT;`. */
 typedef struct sparkv_memory {
     uint64_t struct_size;       /**< set by the caller to sizeof(sparkv_memory) */
     uint64_t n_tokens;          /**< tokens held per KV head, summed over the layers covered */
@@ -307,6 +311,9 @@ typedef struct sparkv_memory {
     uint64_t reserved_bytes;    /**< bytes allocated for token storage and metadata (>= total_bytes) */
     uint64_t value_meta_bytes;  /**< value-pruning masks and fill values (included in total_bytes) */
 } sparkv_memory;
+
+/** A zeroed sparkv_memory with struct_size set (every field named, so -Wextra stays quiet). */
+#define SPARKV_MEMORY_INIT {sizeof(sparkv_memory), 0, 0, 0, 0, 0, 0, 0, 0}
 
 /** Memory of one layer (layer < n_layers) or of the whole cache (layer == SPARKV_ALL_LAYERS).
  *  out->struct_size must be sizeof(sparkv_memory) (SPARKV_ERR_STRUCT_SIZE otherwise). */
