@@ -1,15 +1,28 @@
 import CSparKV
 
 // Conversion between CompressionPolicy and the C `sparkv_policy`. Swift uses nil where C uses a
-// 0 sentinel (threads, attention scale, cumulative max keep); an explicit 0 in Swift is rejected
-// here rather than silently meaning "default".
+// 0 sentinel (threads, attention scale, cumulative max keep) or an enum value NONE (eviction); an
+// explicit 0 in Swift is rejected here rather than silently meaning "default". Counts the C
+// fields cannot hold (negative, or beyond 32 bits) are rejected here too; every other range
+// check is sparkv_policy_validate's, so Swift and C agree.
 
 extension CompressionPolicy {
-    /// The C structure. Throws `.invalidPolicy` for values the C fields cannot hold or Swift
-    /// spellings of C sentinels (0 where nil is meant); every other range check is left to C.
-    func cPolicy() throws -> sparkv_policy {
+    /// The C structure (`struct_size` set), for code that calls the C library directly.
+    ///
+    /// - Throws: ``SparKVError/invalidPolicy(_:)`` for values the C fields cannot hold (negative
+    ///   counts) or Swift spellings of C sentinels (0 where nil is meant). Every other range check
+    ///   is left to C: call ``validate(headDim:)`` or `sparkv_policy_validate`.
+    ///
+    /// ```swift
+    /// var c = try CompressionPolicy.snapSpark(budget: 512, ratio: 0.8).cPolicy()
+    /// let status = sparkv_policy_validate(&c, 128)   // SPARKV_OK
+    /// ```
+    public func cPolicy() throws -> sparkv_policy {
         var c = sparkv_default_policy()
+        if let eviction { try eviction.apply(to: &c) }
+        c.key_pruning = keyPruning.cValue
         c.key_prune_ratio = keyPruneRatio
+        c.value_prune_ratio = valuePruneRatio
         switch selection {
         case .topK:
             c.selection = SPARKV_SELECT_TOPK
@@ -59,12 +72,34 @@ extension CompressionPolicy {
     }
 
     /// The Swift value of a C policy (as returned by `sparkv_default_policy` or `sparkv_cache_policy`).
-    /// Throws `.invalidPolicy` for enum values this Swift layer does not know.
-    init(cPolicy c: sparkv_policy) throws {
+    /// The parameters of eviction modes other than the selected one are not kept (Swift stores only
+    /// the selected mode's).
+    ///
+    /// - Throws: ``SparKVError/invalidPolicy(_:)`` for enum values this Swift layer does not know.
+    ///
+    /// ```swift
+    /// var c = sparkv_default_policy()
+    /// c.eviction = SPARKV_EVICT_SNAPKV
+    /// let policy = try CompressionPolicy(cPolicy: c)   // .snapKV(budget: 512, poolKernel: 5)
+    /// ```
+    public init(cPolicy c: sparkv_policy) throws {
         guard let recovery = Recovery(cValue: c.recovery),
               let keyPrecision = Precision(cValue: c.key_precision),
-              let valuePrecision = Precision(cValue: c.value_precision) else {
+              let valuePrecision = Precision(cValue: c.value_precision),
+              let keyPruning = KeyPruning(cValue: c.key_pruning) else {
             throw SparKVError.invalidPolicy("the C policy holds an enum value this Swift layer does not know")
+        }
+        let eviction: Eviction?
+        switch c.eviction {
+        case SPARKV_EVICT_NONE: eviction = nil
+        case SPARKV_EVICT_SNAPKV:
+            eviction = .snapKV(budget: Int(c.evict_budget), poolKernel: Int(c.pool_kernel))
+        case SPARKV_EVICT_PYRAMIDKV:
+            eviction = .pyramidKV(meanBudget: Int(c.evict_budget), ratio: c.pyramid_ratio, poolKernel: Int(c.pool_kernel))
+        case SPARKV_EVICT_STREAMING:
+            eviction = .streamingLLM(sinks: Int(c.sink_tokens), recent: Int(c.recent_tokens))
+        default:
+            throw SparKVError.invalidPolicy("eviction \(c.eviction.rawValue) is not NONE, SNAPKV, PYRAMIDKV or STREAMING")
         }
         let selection: Selection
         switch c.selection {
@@ -75,8 +110,9 @@ extension CompressionPolicy {
         default:
             throw SparKVError.invalidPolicy("selection \(c.selection.rawValue) is not TOPK or CUMULATIVE")
         }
-        self.init(keyPruneRatio: c.key_prune_ratio, selection: selection, recovery: recovery,
-                  signBits: c.sign_bits != 0, keyPrecision: keyPrecision, valuePrecision: valuePrecision,
+        self.init(eviction: eviction, keyPruning: keyPruning, keyPruneRatio: c.key_prune_ratio,
+                  selection: selection, recovery: recovery, signBits: c.sign_bits != 0,
+                  valuePruneRatio: c.value_prune_ratio, keyPrecision: keyPrecision, valuePrecision: valuePrecision,
                   window: Int(c.window), seed: c.seed, threads: c.threads > 0 ? Int(c.threads) : nil,
                   attentionScale: c.attention_scale > 0 ? c.attention_scale : nil)
     }
@@ -108,6 +144,49 @@ extension CompressionPolicy.Precision {
     }
 
     init?(cValue: sparkv_precision) {
+        guard let match = Self.allCases.first(where: { $0.cValue == cValue }) else { return nil }
+        self = match
+    }
+}
+
+extension CompressionPolicy.Eviction {
+    /// Writes the eviction mode and its parameters into a C policy (the parameters of the other
+    /// modes keep their C defaults).
+    func apply(to c: inout sparkv_policy) throws {
+        func count(_ value: Int, _ name: String) throws -> UInt32 {
+            guard let v = UInt32(exactly: value) else {
+                throw SparKVError.invalidPolicy(
+                    "\(name) \(value) is \(value < 0 ? "negative" : "too large"); it must be a count in 0...\(UInt32.max)")
+            }
+            return v
+        }
+        switch self {
+        case .snapKV(let budget, let poolKernel):
+            c.eviction = SPARKV_EVICT_SNAPKV
+            c.evict_budget = try count(budget, "SnapKV budget")
+            c.pool_kernel = try count(poolKernel, "SnapKV poolKernel")
+        case .pyramidKV(let meanBudget, let ratio, let poolKernel):
+            c.eviction = SPARKV_EVICT_PYRAMIDKV
+            c.evict_budget = try count(meanBudget, "PyramidKV meanBudget")
+            c.pyramid_ratio = ratio
+            c.pool_kernel = try count(poolKernel, "PyramidKV poolKernel")
+        case .streamingLLM(let sinks, let recent):
+            c.eviction = SPARKV_EVICT_STREAMING
+            c.sink_tokens = try count(sinks, "StreamingLLM sinks")
+            c.recent_tokens = try count(recent, "StreamingLLM recent")
+        }
+    }
+}
+
+extension CompressionPolicy.KeyPruning {
+    var cValue: sparkv_key_pruning {
+        switch self {
+        case .spark: return SPARKV_KEYS_SPARK
+        case .think: return SPARKV_KEYS_THINK
+        }
+    }
+
+    init?(cValue: sparkv_key_pruning) {
         guard let match = Self.allCases.first(where: { $0.cValue == cValue }) else { return nil }
         self = match
     }

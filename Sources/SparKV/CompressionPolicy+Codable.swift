@@ -1,17 +1,22 @@
 // Stable, readable JSON for policies. Keys are the C field names; enums are lower-case words;
-// nil is written as null ("use the default"). Missing keys decode to the default, so a policy
-// file may list only what it changes:
+// nil is written as null ("use the default" / "off"). Missing keys decode to the default, so a
+// policy file may list only what it changes, and JSON written before a field existed still
+// decodes (to that field's default):
 //
-//   {"key_prune_ratio": 0.8, "selection": {"mode": "topk"}, "recovery": "mean", "sign_bits": true,
-//    "key_precision": "f16", "value_precision": "f16", "window": 32, "seed": 0, "threads": null,
-//    "attention_scale": null}
+//   {"eviction": {"mode": "snapkv", "budget": 512, "pool_kernel": 5}, "key_pruning": "spark",
+//    "key_prune_ratio": 0.8, "selection": {"mode": "topk"}, "recovery": "mean", "sign_bits": true,
+//    "value_prune_ratio": 0, "key_precision": "f16", "value_precision": "f16", "window": 32,
+//    "seed": 0, "threads": null, "attention_scale": null}
 //
 // Ranges are not checked while decoding (some depend on the head dimension): call
 // validate(headDim:) or create a cache.
 
 extension CompressionPolicy: Codable {
     enum CodingKeys: String, CodingKey {
+        case eviction
+        case keyPruning = "key_pruning"
         case keyPruneRatio = "key_prune_ratio"
+        case valuePruneRatio = "value_prune_ratio"
         case selection
         case recovery
         case signBits = "sign_bits"
@@ -26,17 +31,21 @@ extension CompressionPolicy: Codable {
     /// Decodes a policy; absent keys take their default value.
     ///
     /// ```swift
-    /// let json = #"{"key_prune_ratio": 0.5, "recovery": "gaussian"}"#
+    /// let json = #"{"eviction": {"mode": "streaming", "sink_tokens": 4, "recent_tokens": 1020},"#
+    ///     + #" "key_prune_ratio": 0.5, "recovery": "gaussian"}"#
     /// let policy = try JSONDecoder().decode(CompressionPolicy.self, from: Data(json.utf8))
     /// ```
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = CompressionPolicy()
         self.init(
+            eviction: try c.decodeIfPresent(Eviction.self, forKey: .eviction),
+            keyPruning: try c.decodeIfPresent(KeyPruning.self, forKey: .keyPruning) ?? d.keyPruning,
             keyPruneRatio: try c.decodeIfPresent(Float.self, forKey: .keyPruneRatio) ?? d.keyPruneRatio,
             selection: try c.decodeIfPresent(Selection.self, forKey: .selection) ?? d.selection,
             recovery: try c.decodeIfPresent(Recovery.self, forKey: .recovery) ?? d.recovery,
             signBits: try c.decodeIfPresent(Bool.self, forKey: .signBits) ?? d.signBits,
+            valuePruneRatio: try c.decodeIfPresent(Float.self, forKey: .valuePruneRatio) ?? d.valuePruneRatio,
             keyPrecision: try c.decodeIfPresent(Precision.self, forKey: .keyPrecision) ?? d.keyPrecision,
             valuePrecision: try c.decodeIfPresent(Precision.self, forKey: .valuePrecision) ?? d.valuePrecision,
             window: try c.decodeIfPresent(Int.self, forKey: .window) ?? d.window,
@@ -45,7 +54,7 @@ extension CompressionPolicy: Codable {
             attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale))
     }
 
-    /// Encodes every field (nil as null) under the C field names.
+    /// Encodes every field (nil as null) under the C field names; no eviction is `"eviction": null`.
     ///
     /// ```swift
     /// let encoder = JSONEncoder()
@@ -54,10 +63,13 @@ extension CompressionPolicy: Codable {
     /// ```
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        if let eviction { try c.encode(eviction, forKey: .eviction) } else { try c.encodeNil(forKey: .eviction) }
+        try c.encode(keyPruning, forKey: .keyPruning)
         try c.encode(keyPruneRatio, forKey: .keyPruneRatio)
         try c.encode(selection, forKey: .selection)
         try c.encode(recovery, forKey: .recovery)
         try c.encode(signBits, forKey: .signBits)
+        try c.encode(valuePruneRatio, forKey: .valuePruneRatio)
         try c.encode(keyPrecision, forKey: .keyPrecision)
         try c.encode(valuePrecision, forKey: .valuePrecision)
         try c.encode(window, forKey: .window)
@@ -117,6 +129,74 @@ extension CompressionPolicy.Selection: Codable {
             try c.encode(p, forKey: .p)
             try c.encode(minKeep, forKey: .minKeep)
             if let maxKeep { try c.encode(maxKeep, forKey: .maxKeep) } else { try c.encodeNil(forKey: .maxKeep) }
+        }
+    }
+}
+
+/// JSON form: `{"mode": "snapkv", "budget": 512, "pool_kernel": 5}`,
+/// `{"mode": "pyramidkv", "mean_budget": 512, "ratio": 4, "pool_kernel": 5}` or
+/// `{"mode": "streaming", "sink_tokens": 4, "recent_tokens": 508}`.
+extension CompressionPolicy.Eviction: Codable {
+    enum CodingKeys: String, CodingKey {
+        case mode
+        case budget
+        case meanBudget = "mean_budget"
+        case ratio
+        case poolKernel = "pool_kernel"
+        case sinkTokens = "sink_tokens"
+        case recentTokens = "recent_tokens"
+    }
+
+    /// Decodes an eviction object; absent parameters take the C defaults (budget 512, pool 5,
+    /// ratio 4, 4 sinks, 508 recent tokens).
+    ///
+    /// ```swift
+    /// let json = #"{"mode": "pyramidkv", "mean_budget": 256}"#
+    /// let e = try JSONDecoder().decode(CompressionPolicy.Eviction.self, from: Data(json.utf8))
+    /// // .pyramidKV(meanBudget: 256, ratio: 4, poolKernel: 5)
+    /// ```
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let mode = try c.decode(String.self, forKey: .mode)
+        let pool = try c.decodeIfPresent(Int.self, forKey: .poolKernel) ?? 5
+        switch mode {
+        case "snapkv":
+            self = .snapKV(budget: try c.decodeIfPresent(Int.self, forKey: .budget) ?? 512, poolKernel: pool)
+        case "pyramidkv":
+            self = .pyramidKV(meanBudget: try c.decodeIfPresent(Int.self, forKey: .meanBudget) ?? 512,
+                              ratio: try c.decodeIfPresent(Float.self, forKey: .ratio) ?? 4, poolKernel: pool)
+        case "streaming":
+            self = .streamingLLM(sinks: try c.decodeIfPresent(Int.self, forKey: .sinkTokens) ?? 4,
+                                 recent: try c.decodeIfPresent(Int.self, forKey: .recentTokens) ?? 508)
+        default:
+            throw DecodingError.dataCorruptedError(
+                forKey: .mode, in: c,
+                debugDescription: "eviction mode \"\(mode)\" is not \"snapkv\", \"pyramidkv\" or \"streaming\" (no eviction is null)")
+        }
+    }
+
+    /// Encodes the mode and all of its parameters.
+    ///
+    /// ```swift
+    /// let data = try JSONEncoder().encode(CompressionPolicy.Eviction.snapKV(budget: 512))
+    /// // {"budget":512,"mode":"snapkv","pool_kernel":5}
+    /// ```
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .snapKV(let budget, let poolKernel):
+            try c.encode("snapkv", forKey: .mode)
+            try c.encode(budget, forKey: .budget)
+            try c.encode(poolKernel, forKey: .poolKernel)
+        case .pyramidKV(let meanBudget, let ratio, let poolKernel):
+            try c.encode("pyramidkv", forKey: .mode)
+            try c.encode(meanBudget, forKey: .meanBudget)
+            try c.encode(ratio, forKey: .ratio)
+            try c.encode(poolKernel, forKey: .poolKernel)
+        case .streamingLLM(let sinks, let recent):
+            try c.encode("streaming", forKey: .mode)
+            try c.encode(sinks, forKey: .sinkTokens)
+            try c.encode(recent, forKey: .recentTokens)
         }
     }
 }

@@ -1,5 +1,6 @@
-// The storage cost a policy implies, from the formulas of the header's memory report. These are
-// predictions computed in Swift, independent of the C library, so they can check its report.
+// The storage cost a policy implies, from the formulas of the header's memory report and the
+// eviction rules of sparkv_prefill. These are predictions computed in Swift, independent of the
+// C library, so they can check its report.
 
 extension CompressionPolicy.Recovery {
     /// fp16 statistics stored per compressed token: none 0, mean 1, exponential 2 (m, theta),
@@ -18,31 +19,147 @@ extension CompressionPolicy.Recovery {
     }
 }
 
+extension CompressionPolicy.Eviction {
+    /// The prompt-token budget of `layer` (of `layers`) before clamping to the prompt: the budget
+    /// of SnapKV; PyramidKV's `round(first + (last - first) * layer / (layers - 1))` with
+    /// `last = 2 * meanBudget / (1 + ratio)` and `first = ratio * last` (the mean budget for one
+    /// layer); nil for StreamingLLM, which keeps a fixed count.
+    ///
+    /// ```swift
+    /// let e = CompressionPolicy.Eviction.pyramidKV(meanBudget: 10, ratio: 4)
+    /// (0..<4).map { e.budget(layer: $0, layers: 4)! }   // [16, 12, 8, 4]
+    /// ```
+    public func budget(layer: Int, layers: Int) -> Int? {
+        switch self {
+        case .snapKV(let budget, _):
+            return budget
+        case .pyramidKV(let meanBudget, let ratio, _):
+            guard layers > 1 else { return meanBudget }
+            let last = 2 * Double(meanBudget) / (1 + Double(ratio))
+            let first = Double(ratio) * last
+            let b = first + (last - first) * Double(layer) / Double(layers - 1)
+            return Int(b.rounded(.toNearestOrAwayFromZero))
+        case .streamingLLM:
+            return nil
+        }
+    }
+}
+
 extension CompressionPolicy {
+    /// Prompt tokens `layer` keeps after eviction (per KV head), for a prompt of `promptTokens`
+    /// tokens prefilled with `windowCount` window-query rows; nil when that prefill would fail
+    /// (a scoring eviction without window queries, or a budget above the prompt minus the
+    /// window).
+    ///
+    /// - SnapKV: `budget + u`, `u = min(window, windowCount)`.
+    /// - PyramidKV: the layer's ``Eviction/budget(layer:layers:)`` clamped to
+    ///   `1...(promptTokens - u)`, plus `u`.
+    /// - StreamingLLM: `min(promptTokens, sinks + recent)`.
+    ///
+    /// ```swift
+    /// CompressionPolicy.snapKV(budget: 512).keptPromptTokens(promptTokens: 4096, windowCount: 32,
+    ///                                                        layer: 0, layers: 32)   // 544
+    /// ```
+    public func keptPromptTokens(promptTokens n: Int, windowCount: Int, layer: Int, layers: Int) -> Int? {
+        guard let eviction else { return n }
+        if case .streamingLLM(let sinks, let recent) = eviction { return min(n, sinks + recent) }
+        let u = min(window, windowCount)
+        guard u >= 1, u <= n, let budget = eviction.budget(layer: layer, layers: layers) else { return nil }
+        let prefix = n - u
+        if case .pyramidKV(let meanBudget, _, _) = eviction {
+            guard meanBudget >= 1, meanBudget <= prefix else { return nil }
+            return min(max(budget, 1), prefix) + u
+        }
+        guard budget >= 1, budget <= prefix else { return nil }
+        return budget + u
+    }
+
     /// Bytes of key storage (kept values plus mask, sign bits and statistics) of one prompt
     /// token of one KV head, or nil for cumulative selection (the kept count varies per token).
-    /// Dense keys cost `headDim * keyPrecision.byteCount`.
     ///
-    /// `T * kb + D/8 (mask) + D/8 (signs, if signBits) + 2 * statisticCount`.
+    /// SparK: `T * kb + D/8 (mask) + D/8 (signs, if signBits) + 2 * statisticCount`. ThinK:
+    /// `T * kb` (its mask is per head, see ``headMetadataBytes(headDim:)``). Dense keys:
+    /// `headDim * kb`.
     ///
     /// ```swift
     /// CompressionPolicy.spark(ratio: 0.8).promptKeyBytesPerToken(headDim: 128) // 26*2 + 16 + 16 + 2 = 86
+    /// CompressionPolicy.think(ratio: 0.5).promptKeyBytesPerToken(headDim: 128) // 128
     /// CompressionPolicy.dense.promptKeyBytesPerToken(headDim: 128)             // 256
     /// ```
     public func promptKeyBytesPerToken(headDim: Int) -> Int? {
         if case .cumulative = selection { return nil }
         let kb = keyPrecision.byteCount
         guard prunes(headDim: headDim) else { return headDim * kb }
-        return keptChannels(headDim: headDim) * kb + headDim / 8 * (signBits ? 2 : 1) + 2 * recovery.statisticCount
+        let kept = keptChannels(headDim: headDim) * kb
+        if keyPruning == .think { return kept }
+        return kept + headDim / 8 * (signBits ? 2 : 1) + 2 * recovery.statisticCount
     }
 
-    /// Per-KV-head metadata of a pruned layer: the window query norms and their mean,
-    /// `headDim * 4 + 4` bytes, or 0 when the policy stores keys dense.
+    /// Per-KV-head key metadata of a pruned layer: SparK's window query norms and their mean,
+    /// `headDim * 4 + 4` bytes; ThinK's channel mask, `headDim / 8` bytes; 0 when the policy
+    /// stores keys dense.
     ///
     /// ```swift
     /// CompressionPolicy.spark(ratio: 0.5).headMetadataBytes(headDim: 128) // 516
+    /// CompressionPolicy.think(ratio: 0.5).headMetadataBytes(headDim: 128) // 16
     /// ```
     public func headMetadataBytes(headDim: Int) -> Int {
-        prunes(headDim: headDim) ? headDim * 4 + 4 : 0
+        guard prunes(headDim: headDim) else { return 0 }
+        return keyPruning == .think ? headDim / 8 : headDim * 4 + 4
+    }
+
+    /// Bytes of stored values of one prompt token of one KV head: `T_v * vb` (`headDim * vb`
+    /// without value pruning).
+    ///
+    /// ```swift
+    /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).promptValueBytesPerToken(headDim: 128) // 128
+    /// ```
+    public func promptValueBytesPerToken(headDim: Int) -> Int {
+        keptValueChannels(headDim: headDim) * valuePrecision.byteCount
+    }
+
+    /// Value-pruning metadata of one prompt token of one KV head: its mask and fp16 fill value,
+    /// `headDim / 8 + 2` bytes, or 0 when values are not pruned.
+    ///
+    /// ```swift
+    /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).promptValueMetaBytesPerToken(headDim: 128) // 18
+    /// ```
+    public func promptValueMetaBytesPerToken(headDim: Int) -> Int {
+        prunesValues(headDim: headDim) ? headDim / 8 + 2 : 0
+    }
+
+    /// The memory report a cache of `shape` with this policy gives after every layer is
+    /// prefilled with `promptTokens` tokens (`windowCount` window rows) and `appendedTokens`
+    /// tokens are appended to every layer; nil for cumulative selection or when prefill would fail
+    /// (see ``keptPromptTokens(promptTokens:windowCount:layer:layers:)``). `reservedBytes` (page
+    /// slack) is not predicted: it is set to `totalBytes`.
+    ///
+    /// ```swift
+    /// let shape = ModelShape.llama3_8B(capacity: 4200)
+    /// let m = CompressionPolicy.snapSpark(budget: 1024, ratio: 0.8)
+    ///     .predictedMemory(shape: shape, promptTokens: 4096, windowCount: 32, appendedTokens: 64)!
+    /// print(m.ratioToDense)
+    /// ```
+    public func predictedMemory(shape: ModelShape, promptTokens: Int, windowCount: Int,
+                                appendedTokens: Int = 0) -> MemoryReport? {
+        guard let keyBytesPerToken = promptKeyBytesPerToken(headDim: shape.headDim) else { return nil }
+        let d = shape.headDim, heads = shape.kvHeads
+        let kb = keyPrecision.byteCount, vb = valuePrecision.byteCount
+        let keptKeyBytes = prunes(headDim: d) ? keptChannels(headDim: d) * kb : d * kb
+        var m = MemoryReport(tokenCount: 0, keyBytes: 0, keyMetaBytes: 0, valueBytes: 0, valueMetaBytes: 0,
+                             totalBytes: 0, denseBytes: 0, reservedBytes: 0)
+        for layer in 0..<shape.layers {
+            guard let kept = keptPromptTokens(promptTokens: promptTokens, windowCount: windowCount,
+                                              layer: layer, layers: shape.layers) else { return nil }
+            m.tokenCount += kept + appendedTokens
+            m.keyBytes += heads * (kept * keptKeyBytes + appendedTokens * d * kb)
+            m.keyMetaBytes += heads * (kept * (keyBytesPerToken - keptKeyBytes) + headMetadataBytes(headDim: d))
+            m.valueBytes += heads * (kept * promptValueBytesPerToken(headDim: d) + appendedTokens * d * vb)
+            m.valueMetaBytes += heads * kept * promptValueMetaBytesPerToken(headDim: d)
+            m.denseBytes += heads * (promptTokens + appendedTokens) * d * 4
+        }
+        m.totalBytes = m.keyBytes + m.keyMetaBytes + m.valueBytes + m.valueMetaBytes
+        m.reservedBytes = m.totalBytes
+        return m
     }
 }

@@ -1,15 +1,27 @@
 import CSparKV
 
-/// How a cache compresses prompt keys: SparK's query-aware per-token channel pruning, the
-/// recovery of pruned entries at attention time, and storage precisions.
+/// How a cache compresses a prompt: the pipeline of the C policy.
 ///
-/// A plain, `Codable` value. Every field has the C library's default; ``validate(headDim:)``
-/// asks the C library, so Swift and C always agree on what is valid.
+/// Prefill runs three optional stages, in this order, per layer and KV head:
+/// 1. **Token eviction** (``eviction``): SnapKV, PyramidKV or StreamingLLM keep a subset of the
+///    prompt tokens; the others are dropped.
+/// 2. **Key-channel pruning** (``keyPruning``, ``keyPruneRatio``, ``selection``, ``recovery``,
+///    ``signBits``) of the surviving tokens: SparK's query-aware per-token channel sets with
+///    recovery of the pruned entries at attention time, or ThinK's one channel set per head.
+/// 3. **Value-channel pruning** (``valuePruneRatio``): each token keeps its largest values and
+///    replaces the others by their mean.
+///
+/// A plain, `Codable` value mirroring the C `sparkv_policy`; every field has the C library's
+/// default, and ``validate(headDim:)`` asks the C library, so Swift and C always agree on what is
+/// valid. Errors that depend on the prompt (a budget larger than the prompt) come from
+/// ``KVCache/prefill(layer:keys:values:windowQueries:tokenCount:windowCount:)``.
 ///
 /// ```swift
-/// var policy = CompressionPolicy.spark(ratio: 0.8)       // prune 80% of key channels, MEAN recovery
+/// var policy = CompressionPolicy.snapSpark(budget: 1024, ratio: 0.8)   // SnapKV, then SparK
+///     .withValuePruning(ratio: 0.5)
 /// policy.threads = 2
 /// try policy.validate(headDim: 128)
+/// print(policy)   // snapkv(1024)+spark(0.8,mean,signed)+vprune(0.5)+threads(2)
 /// let cache = try KVCache(shape: .llama3_8B(capacity: 8192), policy: policy)
 /// ```
 public struct CompressionPolicy: Hashable, Sendable {
@@ -25,7 +37,7 @@ public struct CompressionPolicy: Hashable, Sendable {
         case topK
         /// Keep the fewest most-salient channels whose saliency sum reaches `p` of the token's
         /// total (`p` in (0, 1]), clamped to `minKeep...(maxKeep ?? D)`. `keyPruneRatio` is
-        /// ignored.
+        /// ignored. SparK only.
         case cumulative(p: Float, minKeep: Int, maxKeep: Int?)
     }
 
@@ -67,6 +79,84 @@ public struct CompressionPolicy: Hashable, Sendable {
         public var byteCount: Int { self == .f32 ? 4 : 2 }
     }
 
+    /// Token eviction at prefill, the first stage of the pipeline. It runs per layer and KV head
+    /// and stores only the surviving prompt tokens, in prompt order. Appended tokens are never
+    /// evicted.
+    ///
+    /// SnapKV and PyramidKV score tokens with the observation window, so their prefill needs
+    /// window queries even when keys are not pruned.
+    ///
+    /// ```swift
+    /// let snap = CompressionPolicy.Eviction.snapKV(budget: 512)
+    /// let pyramid = CompressionPolicy.Eviction.pyramidKV(meanBudget: 512, ratio: 4)
+    /// let streaming = CompressionPolicy.Eviction.streamingLLM(sinks: 4, recent: 508)
+    /// let policy = CompressionPolicy.spark(ratio: 0.8).withEviction(pyramid)
+    /// ```
+    public enum Eviction: Hashable, Sendable {
+        /// SnapKV: keep the `u = min(window, windowCount)` window tokens and the `budget` prompt
+        /// tokens before them with the highest window attention (causal softmax per query head,
+        /// averaged over the window queries and the GQA group), average-pooled along tokens with
+        /// an odd `poolKernel` (1 = no pooling, zero padding). `budget` is at least 1 and at most
+        /// the prompt minus the window (checked at prefill).
+        ///
+        /// ```swift
+        /// policy.eviction = .snapKV(budget: 1024, poolKernel: 7)
+        /// ```
+        case snapKV(budget: Int, poolKernel: Int = 5)
+        /// PyramidKV: SnapKV scoring with budgets decreasing linearly over the layers, from
+        /// `ratio` times the last layer's to the last layer's, with mean `meanBudget`
+        /// (`ratio >= 1`). Each layer's budget is clamped to `1...(prompt - window)`; a
+        /// `meanBudget` above `prompt - window` is rejected at prefill.
+        ///
+        /// ```swift
+        /// policy.eviction = .pyramidKV(meanBudget: 512, ratio: 8)   // 910 tokens in layer 0, 114 in the last
+        /// ```
+        case pyramidKV(meanBudget: Int, ratio: Float = 4, poolKernel: Int = 5)
+        /// StreamingLLM: keep the first `sinks` and the last `recent` prompt tokens (every token
+        /// when they cover the prompt). `sinks + recent` must be at least 1.
+        ///
+        /// ```swift
+        /// policy.eviction = .streamingLLM(sinks: 4, recent: 2044)
+        /// ```
+        case streamingLLM(sinks: Int, recent: Int)
+    }
+
+    /// How key channels are pruned (when ``keyPruneRatio`` > 0, or with cumulative selection).
+    ///
+    /// ```swift
+    /// CompressionPolicy.think(ratio: 0.5).keyPruning   // .think
+    /// ```
+    public enum KeyPruning: String, Hashable, Sendable, Codable, CaseIterable {
+        /// SparK: a channel set per token, chosen by saliency `k^2 * qn`, with recovery of the
+        /// pruned entries.
+        ///
+        /// ```swift
+        /// CompressionPolicy.spark(ratio: 0.8).keyPruning == .spark   // true
+        /// ```
+        case spark
+        /// ThinK: one channel set per layer and KV head for every prompt token (the channels of
+        /// largest `qn^2 * mean(k^2)`); pruned entries are 0. Top-k selection only, with
+        /// ``Recovery/none`` and no sign bits.
+        ///
+        /// ```swift
+        /// CompressionPolicy.think(ratio: 0.5).keyPruning == .think   // true
+        /// ```
+        case think
+    }
+
+    /// Token eviction before channel pruning; nil keeps every prompt token. Default nil.
+    ///
+    /// ```swift
+    /// var policy = CompressionPolicy.spark(ratio: 0.8)
+    /// policy.eviction = .streamingLLM(sinks: 4, recent: 2044)
+    /// ```
+    public var eviction: Eviction?
+    /// Per-token (SparK) or per-head (ThinK) key-channel pruning. Default ``KeyPruning/spark``.
+    ///
+    /// ```swift
+    /// policy.keyPruning = .think   // also set recovery = .none and signBits = false
+    /// ```
+    public var keyPruning: KeyPruning
     /// r in [0, 1): the fraction of key channels pruned per prompt token with ``Selection/topK``.
     /// 0 stores keys dense. Default 0.
     ///
@@ -94,6 +184,14 @@ public struct CompressionPolicy: Hashable, Sendable {
     /// policy.signBits = false   // 16 bytes less per token at D = 128, less accurate
     /// ```
     public var signBits: Bool
+    /// r_v in [0, 1): the fraction of value channels pruned per prompt token. Each token keeps
+    /// its `D - floor(r_v * D)` values of largest magnitude (ties to the lower index); the
+    /// others read back as the fp16 mean of the pruned values. 0 = off. Default 0.
+    ///
+    /// ```swift
+    /// policy.valuePruneRatio = 0.5
+    /// ```
+    public var valuePruneRatio: Float
     /// Precision of kept key values and of appended keys. Default ``Precision/f16``.
     ///
     /// ```swift
@@ -106,7 +204,8 @@ public struct CompressionPolicy: Hashable, Sendable {
     /// policy.valuePrecision = .f32
     /// ```
     public var valuePrecision: Precision
-    /// w: how many of the last prompt queries measure channel importance, at least 1. Default 32.
+    /// w: how many of the last prompt queries measure channel importance and score tokens for
+    /// eviction, at least 1. Default 32.
     ///
     /// ```swift
     /// policy.window = 64
@@ -125,8 +224,8 @@ public struct CompressionPolicy: Hashable, Sendable {
     /// policy.threads = 1
     /// ```
     public var threads: Int?
-    /// Softmax scale; nil means `1 / sqrt(headDim)`. Must be finite and positive when set.
-    /// Default nil.
+    /// Softmax scale of attention and of SnapKV scoring; nil means `1 / sqrt(headDim)`. Must be
+    /// finite and positive when set. Default nil.
     ///
     /// ```swift
     /// policy.attentionScale = 0.125
@@ -134,18 +233,23 @@ public struct CompressionPolicy: Hashable, Sendable {
     public var attentionScale: Float?
 
     /// Creates a policy; every argument defaults to the C library's default (a dense cache with
-    /// f16 keys and values).
+    /// f16 keys and values, no eviction, no value pruning).
     ///
     /// ```swift
-    /// let policy = CompressionPolicy(keyPruneRatio: 0.5, recovery: .gaussian, seed: 7)
+    /// let policy = CompressionPolicy(eviction: .snapKV(budget: 256), keyPruneRatio: 0.5,
+    ///                                recovery: .gaussian, seed: 7)
     /// ```
-    public init(keyPruneRatio: Float = 0, selection: Selection = .topK, recovery: Recovery = .mean,
-                signBits: Bool = true, keyPrecision: Precision = .f16, valuePrecision: Precision = .f16,
+    public init(eviction: Eviction? = nil, keyPruning: KeyPruning = .spark, keyPruneRatio: Float = 0,
+                selection: Selection = .topK, recovery: Recovery = .mean, signBits: Bool = true,
+                valuePruneRatio: Float = 0, keyPrecision: Precision = .f16, valuePrecision: Precision = .f16,
                 window: Int = 32, seed: UInt64 = 0, threads: Int? = nil, attentionScale: Float? = nil) {
+        self.eviction = eviction
+        self.keyPruning = keyPruning
         self.keyPruneRatio = keyPruneRatio
         self.selection = selection
         self.recovery = recovery
         self.signBits = signBits
+        self.valuePruneRatio = valuePruneRatio
         self.keyPrecision = keyPrecision
         self.valuePrecision = valuePrecision
         self.window = window
@@ -154,7 +258,10 @@ public struct CompressionPolicy: Hashable, Sendable {
         self.attentionScale = attentionScale
     }
 
-    /// No pruning: keys and values stored dense in fp16 (the baseline SparK is measured against).
+    // MARK: Presets
+
+    /// No compression: every token, keys and values stored dense in fp16 (the baseline the other
+    /// policies are measured against).
     ///
     /// ```swift
     /// let baseline = try KVCache(shape: .llama3_8B(capacity: 4096), policy: .dense)
@@ -177,8 +284,81 @@ public struct CompressionPolicy: Hashable, Sendable {
         CompressionPolicy(keyPruneRatio: ratio, recovery: recovery, signBits: signBits ?? (recovery != .none))
     }
 
+    /// SnapKV alone: keep the window and the `budget` best-attended prompt tokens before it,
+    /// dense fp16 keys and values.
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.snapKV(budget: 1024)
+    /// ```
+    public static func snapKV(budget: Int, poolKernel: Int = 5) -> CompressionPolicy {
+        CompressionPolicy(eviction: .snapKV(budget: budget, poolKernel: poolKernel))
+    }
+
+    /// PyramidKV alone: SnapKV with per-layer budgets decreasing linearly from `ratio` times the
+    /// last layer's, averaging `meanBudget`.
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.pyramidKV(meanBudget: 512, ratio: 4)
+    /// ```
+    public static func pyramidKV(meanBudget: Int, ratio: Float = 4, poolKernel: Int = 5) -> CompressionPolicy {
+        CompressionPolicy(eviction: .pyramidKV(meanBudget: meanBudget, ratio: ratio, poolKernel: poolKernel))
+    }
+
+    /// StreamingLLM alone: keep the first `sinks` and the last `recent` prompt tokens.
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.streamingLLM(sinks: 4, recent: 1020)
+    /// ```
+    public static func streamingLLM(sinks: Int, recent: Int) -> CompressionPolicy {
+        CompressionPolicy(eviction: .streamingLLM(sinks: sinks, recent: recent))
+    }
+
+    /// ThinK alone: prune `ratio` of the key channels with one channel set per layer and KV head
+    /// (pruned entries are 0; no recovery, no sign bits).
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.think(ratio: 0.5)   // 64 of 128 channels, 128 bytes of K per token
+    /// ```
+    public static func think(ratio: Float) -> CompressionPolicy {
+        CompressionPolicy(keyPruning: .think, keyPruneRatio: ratio, recovery: .none, signBits: false)
+    }
+
+    /// SnapKV eviction, then SparK on the surviving tokens.
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.snapSpark(budget: 1024, ratio: 0.8)
+    /// ```
+    public static func snapSpark(budget: Int, ratio: Float, recovery: Recovery = .mean,
+                                 poolKernel: Int = 5) -> CompressionPolicy {
+        spark(ratio: ratio, recovery: recovery).withEviction(.snapKV(budget: budget, poolKernel: poolKernel))
+    }
+
+    /// This policy with value-channel pruning at `ratio` (0 turns it off).
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.spark(ratio: 0.8).withValuePruning(ratio: 0.5)
+    /// ```
+    public func withValuePruning(ratio: Float) -> CompressionPolicy {
+        var copy = self
+        copy.valuePruneRatio = ratio
+        return copy
+    }
+
+    /// This policy with `eviction` (nil turns eviction off).
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.think(ratio: 0.5).withEviction(.streamingLLM(sinks: 4, recent: 508))
+    /// ```
+    public func withEviction(_ eviction: Eviction?) -> CompressionPolicy {
+        var copy = self
+        copy.eviction = eviction
+        return copy
+    }
+
+    // MARK: Derived quantities
+
     /// Whether prefill prunes key channels: cumulative selection, or top-k keeping fewer than
-    /// `headDim` channels. A policy that does not prune stores keys dense.
+    /// `headDim` channels (SparK or ThinK). A policy that does not prune stores keys dense.
     ///
     /// ```swift
     /// CompressionPolicy.spark(ratio: 0.001).prunes(headDim: 128) // false: floor(0.128) = 0
@@ -188,8 +368,9 @@ public struct CompressionPolicy: Hashable, Sendable {
         return keptChannels(headDim: headDim) < headDim
     }
 
-    /// Channels top-k keeps per token, `D - floor(r * D)`, computed by the library.
-    /// For cumulative selection the count varies per token; this returns the top-k value anyway.
+    /// Channels top-k keeps per token (SparK) or per head (ThinK), `D - floor(r * D)`, computed by
+    /// the library. For cumulative selection the count varies per token; this returns the top-k
+    /// value anyway.
     ///
     /// ```swift
     /// CompressionPolicy.spark(ratio: 0.8).keptChannels(headDim: 128) // 26
@@ -199,13 +380,43 @@ public struct CompressionPolicy: Hashable, Sendable {
         return Int(sparkv_topk_keep(keyPruneRatio, d))
     }
 
+    /// Whether prefill prunes value channels: `D - floor(r_v * D)` is below `headDim`.
+    ///
+    /// ```swift
+    /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).prunesValues(headDim: 128) // true
+    /// ```
+    public func prunesValues(headDim: Int) -> Bool {
+        keptValueChannels(headDim: headDim) < headDim
+    }
+
+    /// Values each prompt token keeps with value pruning, `D - floor(r_v * D)` (`headDim` when
+    /// value pruning is off).
+    ///
+    /// ```swift
+    /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).keptValueChannels(headDim: 128) // 64
+    /// ```
+    public func keptValueChannels(headDim: Int) -> Int {
+        guard let d = UInt32(exactly: headDim) else { return headDim }
+        return Int(sparkv_topk_keep(valuePruneRatio, d))
+    }
+
+    /// Whether prefill needs window queries: the policy prunes key channels, or evicts by window
+    /// attention (SnapKV, PyramidKV).
+    func needsWindow(headDim: Int) -> Bool {
+        switch eviction {
+        case .snapKV?, .pyramidKV?: return true
+        case .streamingLLM?, nil: return prunes(headDim: headDim)
+        }
+    }
+
     /// Checks the policy against a head dimension exactly as the C library does (it asks
-    /// `sparkv_policy_validate`).
+    /// `sparkv_policy_validate`). Only values the C structure cannot hold (a negative budget, a
+    /// `threads` of 0 where nil is meant, ...) are rejected in Swift first.
     ///
     /// - Throws: ``SparKVError/invalidPolicy(_:)`` or ``SparKVError/headDim(_:)`` with the reason.
     ///
     /// ```swift
-    /// try CompressionPolicy.spark(ratio: 0.8).validate(headDim: 128)          // fine
+    /// try CompressionPolicy.snapSpark(budget: 512, ratio: 0.8).validate(headDim: 128)   // fine
     /// try CompressionPolicy(recovery: .none, signBits: true).validate(headDim: 128)
     /// // throws .invalidPolicy("sign_bits needs a recovery mode: ...")
     /// ```

@@ -96,13 +96,15 @@ public final class KVCache {
     ///   - values: values `[kvHeads][tokenCount][headDim]`.
     ///   - windowQueries: the last `windowCount` post-RoPE prompt queries of this layer,
     ///     `[queryHeads][windowCount][headDim]`, oldest first; the last `min(policy.window,
-    ///     windowCount)` rows are used. Required when the policy prunes; nil (with `windowCount`
-    ///     0) is allowed for a dense policy.
+    ///     windowCount)` rows are used. Required when the policy prunes key channels or evicts
+    ///     with SnapKV/PyramidKV; nil (with `windowCount` 0) is allowed otherwise.
     ///   - tokenCount: prompt tokens, at least 1.
     ///   - windowCount: rows of `windowQueries`, in `1...tokenCount` when given.
-    /// - Throws: ``SparKVError/invalidShape(_:)`` if a buffer's element count does not match,
-    ///   before anything is passed to C; otherwise the library's error (second prefill, window
-    ///   longer than the prompt, NaN input, capacity, ...).
+    /// - Throws: ``SparKVError/invalidShape(_:)`` if a buffer's element count does not match, and
+    ///   ``SparKVError/window(_:)`` if the policy needs window queries and none are given, before
+    ///   anything is passed to C; otherwise the library's error (second prefill, window longer
+    ///   than the prompt, an eviction budget above the prompt minus the window, NaN input,
+    ///   capacity, ...).
     ///
     /// ```swift
     /// try keys.withUnsafeBufferPointer { k in
@@ -135,6 +137,11 @@ public final class KVCache {
         } else if let windowQueries, !windowQueries.isEmpty {
             throw SparKVError.invalidShape(
                 "prefill: windowQueries holds \(windowQueries.count) floats but windowCount is 0; pass the number of window rows")
+        } else if policy.needsWindow(headDim: shape.headDim) {
+            // C reports this as a NULL q_window; to a Swift caller it is an empty window.
+            throw SparKVError.window(
+                "prefill: the policy \(policy) prunes key channels or scores tokens for eviction, so it needs "
+                + "windowQueries with windowCount >= 1")
         }
         try check(sparkv_prefill(handle, cLayer, keys.baseAddress, values.baseAddress, UInt64(tokenCount),
                                  window, UInt64(windowCount)))

@@ -144,8 +144,9 @@ struct SwiftAPITests {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(CompressionPolicy.spark(ratio: 0.8)), as: UTF8.self)
-        #expect(json == #"{"attention_scale":null,"key_precision":"f16","key_prune_ratio":0.8,"recovery":"mean","#
-                + #""seed":0,"selection":{"mode":"topk"},"sign_bits":true,"threads":null,"value_precision":"f16","window":32}"#)
+        #expect(json == #"{"attention_scale":null,"eviction":null,"key_precision":"f16","key_prune_ratio":0.8,"#
+                + #""key_pruning":"spark","recovery":"mean","seed":0,"selection":{"mode":"topk"},"sign_bits":true,"#
+                + #""threads":null,"value_precision":"f16","value_prune_ratio":0,"window":32}"#)
 
         let cumulative = String(decoding: try encoder.encode(
             CompressionPolicy.Selection.cumulative(p: 0.9, minKeep: 1, maxKeep: nil)), as: UTF8.self)
