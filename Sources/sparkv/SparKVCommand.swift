@@ -11,7 +11,8 @@ struct SparKVCommand: ParsableCommand {
             memory and attention error against a dense fp16 cache. `sparkv <subcommand> --help` describes each command.
             """,
         version: KVCache.libraryVersion,
-        subcommands: [DemoCommand.self, InfoCommand.self, PolicyCommand.self],
+        subcommands: [DemoCommand.self, InfoCommand.self, PolicyCommand.self, BenchCommand.self, GenerateCommand.self,
+                      EvalCommand.self, ModelDemoCommand.self],
         defaultSubcommand: DemoCommand.self
     )
 }

@@ -1,0 +1,273 @@
+import CSparKVModel
+import SparKV
+
+/// A failure of the model path (loading weights or running the forward pass).
+public enum ModelError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// A kernel rejected its arguments (`svm_status` and where).
+    case kernel(status: Int32, call: String, message: String)
+    /// A weight has a type the kernels do not support, or the wrong shape.
+    case unsupportedWeight(tensor: String, detail: String)
+    /// The prompt is empty.
+    case emptyPrompt
+    /// More tokens than the cache or the model's context can hold.
+    case tooManyTokens(tokens: Int, limit: Int)
+    /// A token id outside the vocabulary.
+    case badToken(id: Int, vocabularySize: Int)
+
+    public var description: String {
+        switch self {
+        case let .kernel(status, call, message): return "\(call) failed (status \(status)): \(message)"
+        case let .unsupportedWeight(tensor, detail): return "weight \(tensor): \(detail)"
+        case .emptyPrompt: return "the prompt has no tokens"
+        case let .tooManyTokens(tokens, limit): return "\(tokens) tokens exceed the limit of \(limit)"
+        case let .badToken(id, vocab): return "token id \(id) is outside the vocabulary (size \(vocab))"
+        }
+    }
+}
+
+/// One weight matrix `[rows][cols]` inside the GGUF mapping.
+struct LlamaWeight {
+    let name: String
+    let data: UnsafeRawPointer
+    let type: svm_type
+    let rows: Int
+    let cols: Int
+
+    init(_ file: GGUFFile, _ name: String) throws {
+        let t = try file.tensor(named: name)
+        guard let type = svm_type(ggml: t.type) else {
+            throw ModelError.unsupportedWeight(tensor: name, detail: "type \(t.type) is not F32, F16, Q8_0 or Q4_1")
+        }
+        self.name = name
+        self.data = t.data
+        self.type = type
+        self.cols = t.rowLength
+        self.rows = t.rowCount
+    }
+
+    /// y[n][rows] = x[n][cols] . W^T
+    func apply(_ x: UnsafePointer<Float>, _ n: Int, _ y: UnsafeMutablePointer<Float>) throws {
+        try svmCheck(svm_matmul(data, type, Int32(rows), Int32(cols), x, Int32(n), y), "matmul \(name)")
+    }
+}
+
+extension svm_type {
+    init?(ggml: GGUFTensorType) {
+        switch ggml {
+        case .f32: self = SVM_F32
+        case .f16: self = SVM_F16
+        case .q4_1: self = SVM_Q4_1
+        case .q8_0: self = SVM_Q8_0
+        default: return nil
+        }
+    }
+}
+
+func svmCheck(_ status: svm_status, _ call: @autoclosure () -> String) throws {
+    guard status == SVM_OK else {
+        throw ModelError.kernel(status: status.rawValue, call: call(), message: String(cString: svm_status_string(status)))
+    }
+}
+
+/// The weights of one transformer block.
+struct LlamaBlock {
+    let q, k, v, o, gate, up, down: LlamaWeight
+    let attentionNorm: [Float]
+    let ffnNorm: [Float]
+}
+
+/// A Llama-architecture model (such as SmolLM2-135M-Instruct) loaded from a GGUF file, run on the
+/// CPU with the quantized kernels of `CSparKVModel`. The weights stay in the file's memory mapping.
+///
+/// A prompt is run once, densely, by ``prefill(tokens:window:allLogits:)``, which returns the
+/// policy-independent ``PromptState`` (every layer's keys, values and observation-window
+/// queries). A ``LlamaSession`` then loads that state into a SparKV ``KVCache`` under any
+/// compression policy and decodes from it, so several policies can be compared on one prefill.
+///
+/// ```swift
+/// let model = try LlamaModel(path: "models/SmolLM2-135M-Instruct.Q4_1.gguf")
+/// let state = try model.prefill(tokens: prompt)
+/// let session = try LlamaSession(model: model, policy: .spark(ratio: 0.8), capacity: prompt.count + 64)
+/// var logits = try session.load(state)
+/// let next = logits.indices.max { logits[$0] < logits[$1] }!
+/// logits = try session.step(token: next)
+/// ```
+///
+/// Thread safety: a model may be shared by sessions used one at a time; the kernels' thread count
+/// is process-wide (``threads``).
+public final class LlamaModel: @unchecked Sendable {
+    /// The GGUF file (kept open: the weights live in its mapping).
+    public let file: GGUFFile
+    /// The model's hyper-parameters.
+    public let config: LlamaConfig
+    let embedding: LlamaWeight
+    let output: LlamaWeight
+    let outputNorm: [Float]
+    let blocks: [LlamaBlock]
+
+    /// Opens a GGUF file and locates every weight.
+    public convenience init(path: String) throws {
+        try self.init(file: try GGUFFile(path: path))
+    }
+
+    /// Locates every weight of an open GGUF file.
+    public init(file: GGUFFile) throws {
+        self.file = file
+        config = try LlamaConfig(gguf: file)
+        embedding = try LlamaWeight(file, "token_embd.weight")
+        // tied embeddings: no output.weight, the embedding matrix projects to the vocabulary
+        output = file.hasTensor(named: "output.weight") ? try LlamaWeight(file, "output.weight") : embedding
+        outputNorm = try file.tensor(named: "output_norm.weight").dequantizeRow(0)
+        var blocks: [LlamaBlock] = []
+        for l in 0..<config.layers {
+            func w(_ n: String) throws -> LlamaWeight { try LlamaWeight(file, "blk.\(l).\(n).weight") }
+            blocks.append(LlamaBlock(
+                q: try w("attn_q"), k: try w("attn_k"), v: try w("attn_v"), o: try w("attn_output"),
+                gate: try w("ffn_gate"), up: try w("ffn_up"), down: try w("ffn_down"),
+                attentionNorm: try file.tensor(named: "blk.\(l).attn_norm.weight").dequantizeRow(0),
+                ffnNorm: try file.tensor(named: "blk.\(l).ffn_norm.weight").dequantizeRow(0)))
+        }
+        self.blocks = blocks
+        let c = config
+        for b in blocks {
+            for (wt, rows, cols) in [(b.q, c.queryHeads * c.headDim, c.hidden), (b.k, c.kvHeads * c.headDim, c.hidden),
+                                     (b.v, c.kvHeads * c.headDim, c.hidden), (b.o, c.hidden, c.queryHeads * c.headDim),
+                                     (b.gate, c.feedForward, c.hidden), (b.up, c.feedForward, c.hidden),
+                                     (b.down, c.hidden, c.feedForward)] where wt.rows != rows || wt.cols != cols {
+                throw ModelError.unsupportedWeight(tensor: wt.name, detail: "shape [\(wt.rows)][\(wt.cols)], expected [\(rows)][\(cols)]")
+            }
+        }
+    }
+
+    /// Threads of the model's kernels (process-wide); nil restores OpenMP's default.
+    public static var threads: Int? {
+        get { Int(svm_get_threads()) }
+        set { svm_set_threads(Int32(newValue ?? 0)) }
+    }
+
+    /// The softmax scale of attention: 1/sqrt(headDim).
+    public var attentionScale: Float { 1 / Float(config.headDim).squareRoot() }
+
+    func embed(_ token: Int, into out: UnsafeMutablePointer<Float>) throws {
+        guard token >= 0, token < config.vocabularySize else {
+            throw ModelError.badToken(id: token, vocabularySize: config.vocabularySize)
+        }
+        try svmCheck(svm_embed_row(embedding.data, embedding.type, Int32(token), Int32(config.hidden), out), "embed")
+    }
+
+    /// Runs `tokens` (positions 0..<n) through every layer with dense causal attention.
+    ///
+    /// - Parameters:
+    ///   - window: observation-window length (last `window` positions' post-RoPE queries are kept
+    ///     for SparK/SnapKV), clamped to the prompt length.
+    ///   - allLogits: also return the logits of every position (`[n][vocab]`; memory grows as
+    ///     n * vocab * 4 bytes), else only the last position's.
+    public func prefill(tokens: [Int], window: Int = 32, allLogits: Bool = false) throws -> PromptState {
+        let n = tokens.count
+        guard n > 0 else { throw ModelError.emptyPrompt }
+        let c = config
+        let d = c.headDim, qw = c.queryHeads * d, kw = c.kvHeads * d
+        let w = max(1, min(window, n))
+        var x = [Float](repeating: 0, count: n * c.hidden)
+        var h = [Float](repeating: 0, count: n * c.hidden)
+        var q = [Float](repeating: 0, count: n * qw)
+        var k = [Float](repeating: 0, count: n * kw)
+        var v = [Float](repeating: 0, count: n * kw)
+        var att = [Float](repeating: 0, count: n * qw)
+        var gate = [Float](repeating: 0, count: n * c.feedForward)
+        var up = [Float](repeating: 0, count: n * c.feedForward)
+        let positions = (0..<n).map { Int32($0) }
+        var keys: [[Float]] = [], values: [[Float]] = [], windows: [[Float]] = []
+        keys.reserveCapacity(c.layers); values.reserveCapacity(c.layers); windows.reserveCapacity(c.layers)
+
+        try x.withUnsafeMutableBufferPointer { xb in
+            for (i, t) in tokens.enumerated() { try embed(t, into: xb.baseAddress! + i * c.hidden) }
+        }
+        for block in blocks {
+            try h.withUnsafeMutableBufferPointer { hb in
+                x.withUnsafeBufferPointer { xb in
+                    svm_rmsnorm(xb.baseAddress!, block.attentionNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, hb.baseAddress!)
+                }
+                try block.q.apply(hb.baseAddress!, n, &q)
+                try block.k.apply(hb.baseAddress!, n, &k)
+                try block.v.apply(hb.baseAddress!, n, &v)
+            }
+            svm_rope_adjacent(&q, Int32(n), Int32(c.queryHeads), Int32(d), positions, c.ropeBase)
+            svm_rope_adjacent(&k, Int32(n), Int32(c.kvHeads), Int32(d), positions, c.ropeBase)
+            try svmCheck(svm_causal_attention(q, k, v, Int32(n), Int32(c.queryHeads), Int32(c.kvHeads), Int32(d),
+                                              attentionScale, &att), "causal attention")
+            keys.append(headMajor(k, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
+            values.append(headMajor(v, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
+            windows.append(headMajor(q, tokens: n, heads: c.queryHeads, headDim: d, from: n - w))
+            try residualAndFFN(block, n: n, x: &x, h: &h, att: att, gate: &gate, up: &up)
+        }
+        let rows = allLogits ? n : 1
+        var logits = [Float](repeating: 0, count: rows * c.vocabularySize)
+        try x.withUnsafeBufferPointer { xb in
+            try h.withUnsafeMutableBufferPointer { hb in
+                let from = xb.baseAddress! + (n - rows) * c.hidden
+                svm_rmsnorm(from, outputNorm, Int32(rows), Int32(c.hidden), c.rmsEpsilon, hb.baseAddress!)
+                try output.apply(hb.baseAddress!, rows, &logits)
+            }
+        }
+        return PromptState(tokens: tokens, keys: keys, values: values, windowQueries: windows, windowCount: w,
+                           logits: logits, logitRows: rows)
+    }
+
+    /// x += Wo.att; x += Wdown.swiglu(Wgate.h, Wup.h) with h = rmsnorm(x) — the rest of a block.
+    func residualAndFFN(_ block: LlamaBlock, n: Int, x: inout [Float], h: inout [Float], att: [Float],
+                        gate: inout [Float], up: inout [Float]) throws {
+        let c = config
+        try block.o.apply(att, n, &h)
+        svm_add(x, h, Int64(n * c.hidden), &x)
+        svm_rmsnorm(x, block.ffnNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h)
+        try block.gate.apply(h, n, &gate)
+        try block.up.apply(h, n, &up)
+        svm_swiglu(gate, up, Int64(n * c.feedForward), &gate)
+        try block.down.apply(gate, n, &h)
+        svm_add(x, h, Int64(n * c.hidden), &x)
+    }
+}
+
+/// Token-major `[n][heads][d]` rows from..<n to head-major `[heads][n - from][d]` (SparKV's layout).
+func headMajor(_ x: [Float], tokens n: Int, heads: Int, headDim d: Int, from: Int) -> [Float] {
+    let m = n - from
+    var out = [Float](repeating: 0, count: heads * m * d)
+    x.withUnsafeBufferPointer { src in
+        out.withUnsafeMutableBufferPointer { dst in
+            for t in 0..<m {
+                for hd in 0..<heads {
+                    let s = src.baseAddress! + ((from + t) * heads + hd) * d
+                    (dst.baseAddress! + (hd * m + t) * d).update(from: s, count: d)
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// What a dense prefill of a prompt leaves behind, independent of any compression policy: every
+/// layer's RoPE-rotated keys and values `[kvHeads][n][headDim]`, its last `windowCount` queries
+/// `[queryHeads][windowCount][headDim]`, and logits.
+public struct PromptState: Sendable {
+    /// The prompt's token ids.
+    public let tokens: [Int]
+    /// Per layer: keys `[kvHeads][n][headDim]`.
+    public let keys: [[Float]]
+    /// Per layer: values `[kvHeads][n][headDim]`.
+    public let values: [[Float]]
+    /// Per layer: the observation window's queries `[queryHeads][windowCount][headDim]`.
+    public let windowQueries: [[Float]]
+    /// Rows of each entry of ``windowQueries``.
+    public let windowCount: Int
+    /// `[logitRows][vocab]`: the last `logitRows` positions' next-token logits.
+    public let logits: [Float]
+    /// 1, or the prompt length when every position's logits were asked for.
+    public let logitRows: Int
+
+    /// The last position's logits (the prediction of the first generated token).
+    public var lastLogits: ArraySlice<Float> {
+        let vocab = logits.count / logitRows
+        return logits[(logitRows - 1) * vocab..<logitRows * vocab]
+    }
+}

@@ -1,0 +1,91 @@
+import CSparKVModel
+import SparKV
+
+/// Decoding with a model whose KV cache is a SparKV ``KVCache`` under some compression policy.
+///
+/// ``load(_:)`` hands a dense prefill's keys, values and window queries to the cache (which
+/// compresses them per its policy); ``step(token:)`` then runs one new token through every layer:
+/// its key and value are appended to the cache (dense) and its query attends the cache's compact
+/// form directly.
+///
+/// ```swift
+/// let session = try LlamaSession(model: model, policy: try CompressionPolicy(parsing: "snapkv:512+spark:0.8"),
+///                                capacity: state.tokens.count + 256)
+/// var logits = Array(try session.load(state))
+/// for _ in 0..<16 { logits = try session.step(token: LlamaSession.greedy(logits)) }
+/// ```
+public final class LlamaSession {
+    /// The model.
+    public let model: LlamaModel
+    /// The compressed KV cache.
+    public let cache: KVCache
+    /// Position of the next token.
+    public private(set) var position: Int = 0
+
+    // Scratch of one decode step, allocated once.
+    private var x, h, q, k, v, att, gate, up: [Float]
+    private var logits: [Float]
+
+    /// A session whose cache holds up to `capacity` tokens per layer under `policy`.
+    public init(model: LlamaModel, policy: CompressionPolicy, capacity: Int) throws {
+        self.model = model
+        let c = model.config
+        cache = try KVCache(shape: c.cacheShape(capacity: capacity), policy: policy)
+        x = .init(repeating: 0, count: c.hidden)
+        h = .init(repeating: 0, count: c.hidden)
+        q = .init(repeating: 0, count: c.queryHeads * c.headDim)
+        att = .init(repeating: 0, count: c.queryHeads * c.headDim)
+        k = .init(repeating: 0, count: c.kvHeads * c.headDim)
+        v = .init(repeating: 0, count: c.kvHeads * c.headDim)
+        gate = .init(repeating: 0, count: c.feedForward)
+        up = .init(repeating: 0, count: c.feedForward)
+        logits = .init(repeating: 0, count: c.vocabularySize)
+    }
+
+    /// Compresses a prefilled prompt into the cache (every layer) and returns the logits of its
+    /// last position. The session must be empty.
+    @discardableResult
+    public func load(_ state: PromptState) throws -> ArraySlice<Float> {
+        let n = state.tokens.count
+        for layer in 0..<model.config.layers {
+            try cache.prefill(layer: layer, keys: state.keys[layer], values: state.values[layer],
+                              windowQueries: state.windowQueries[layer], tokenCount: n,
+                              windowCount: state.windowCount)
+        }
+        position = n
+        return state.lastLogits
+    }
+
+    /// Runs one token at the next position and returns the logits of the token after it.
+    public func step(token: Int) throws -> [Float] {
+        let c = model.config, d = c.headDim
+        guard position < model.config.contextLength * 4 else {
+            throw ModelError.tooManyTokens(tokens: position + 1, limit: model.config.contextLength * 4)
+        }
+        try x.withUnsafeMutableBufferPointer { try model.embed(token, into: $0.baseAddress!) }
+        var pos = [Int32(position)]
+        for (layer, block) in model.blocks.enumerated() {
+            svm_rmsnorm(x, block.attentionNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
+            try block.q.apply(h, 1, &q)
+            try block.k.apply(h, 1, &k)
+            try block.v.apply(h, 1, &v)
+            svm_rope_adjacent(&q, 1, Int32(c.queryHeads), Int32(d), &pos, c.ropeBase)
+            svm_rope_adjacent(&k, 1, Int32(c.kvHeads), Int32(d), &pos, c.ropeBase)
+            // one token: token-major [1][heads][d] is SparKV's [heads][d]
+            try cache.append(layer: layer, keys: k, values: v)
+            try cache.attend(layer: layer, query: q, into: &att)
+            try model.residualAndFFN(block, n: 1, x: &x, h: &h, att: att, gate: &gate, up: &up)
+        }
+        svm_rmsnorm(x, model.outputNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
+        try model.output.apply(h, 1, &logits)
+        position += 1
+        return logits
+    }
+
+    /// The index of the largest logit (greedy decoding; the lowest index on ties).
+    public static func greedy<C: Collection>(_ logits: C) -> Int where C.Element == Float, C.Index == Int {
+        var best = logits.startIndex
+        for i in logits.indices where logits[i] > logits[best] { best = i }
+        return best - logits.startIndex
+    }
+}

@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where SparKV's real model lives and how to find it.
+///
+/// The model is SmolLM2-135M-Instruct in 4-bit GGUF (Q4_1), fetched by `scripts/fetch-model.sh`
+/// into `models/` at the repository root (it is not in git). ``find(_:)`` looks, in order, at:
+///
+/// 1. the path in the environment variable `SPARKV_MODEL` (a file, or a directory holding the file);
+/// 2. `models/<file>` in the current directory and in each of its parents;
+/// 3. `models/<file>` at the root of the source tree this library was built from.
+///
+/// ```swift
+/// let path = try ModelFiles.locate()        // throws with a hint to run scripts/fetch-model.sh
+/// let file = try GGUFFile(path: path)
+/// if let path = ModelFiles.find() { ... }   // nil when the model is not fetched
+/// ```
+public enum ModelFiles {
+    /// The model's file name.
+    public static let smolLM2FileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    /// The environment variable that overrides the search.
+    public static let environmentVariable = "SPARKV_MODEL"
+    /// The script that fetches the model, relative to the repository root.
+    public static let fetchScript = "scripts/fetch-model.sh"
+
+    /// The places ``find(_:)`` looks, in order.
+    public static func candidatePaths(_ fileName: String = smolLM2FileName) -> [String] {
+        var paths: [String] = []
+        if let value = getenv(environmentVariable).map({ String(cString: $0) }), !value.isEmpty {
+            paths.append(isDirectory(value) ? join(value, fileName) : value)
+        }
+        if var dir = currentDirectory() {
+            while true {
+                paths.append(join(dir, "models/" + fileName))
+                guard let parent = parentDirectory(dir) else { break }
+                dir = parent
+            }
+        }
+        // <root>/Sources/SparKVModel/ModelFiles.swift -> <root>
+        var root = "\(#filePath)"
+        for _ in 0..<3 { root = parentDirectory(root) ?? root }
+        paths.append(join(root, "models/" + fileName))
+        var seen = Set<String>()
+        return paths.filter { seen.insert($0).inserted }
+    }
+
+    /// The first existing, non-empty model file among ``candidatePaths(_:)``, or nil.
+    public static func find(_ fileName: String = smolLM2FileName) -> String? {
+        candidatePaths(fileName).first(where: isNonEmptyFile)
+    }
+
+    /// The model's path.
+    ///
+    /// - Throws: ``GGUFError/fileNotFound(path:)`` naming the places searched and the fetch script.
+    public static func locate(_ fileName: String = smolLM2FileName) throws -> String {
+        if let path = find(fileName) { return path }
+        throw GGUFError.fileNotFound(
+            path: "\(fileName) (looked in: \(candidatePaths(fileName).joined(separator: ", ")); "
+                + "run \(fetchScript) or set \(environmentVariable))")
+    }
+
+    static func isNonEmptyFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size > 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func currentDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return nil }
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func join(_ dir: String, _ name: String) -> String {
+        dir.hasSuffix("/") ? dir + name : dir + "/" + name
+    }
+
+    /// "/a/b" -> "/a", "/a" -> "/", "/" -> nil.
+    static func parentDirectory(_ path: String) -> String? {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        guard p != "/", let slash = p.lastIndex(of: "/") else { return nil }
+        let parent = String(p[..<slash])
+        return parent.isEmpty ? "/" : parent
+    }
+}

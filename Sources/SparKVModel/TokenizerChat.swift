@@ -1,0 +1,79 @@
+/// One message of a conversation for ``Tokenizer/chatPrompt(_:addGenerationPrompt:)``.
+///
+/// ```swift
+/// let messages: [ChatMessage] = [.system("Answer briefly."), .user("What is the capital of France?")]
+/// ```
+public struct ChatMessage: Hashable, Codable, Sendable {
+    /// "system", "user" or "assistant".
+    public var role: String
+    /// The text of the message.
+    public var content: String
+
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    /// A system message.
+    public static func system(_ content: String) -> ChatMessage { ChatMessage(role: "system", content: content) }
+    /// A user message.
+    public static func user(_ content: String) -> ChatMessage { ChatMessage(role: "user", content: content) }
+    /// An assistant message.
+    public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: "assistant", content: content) }
+}
+
+enum ChatTemplate {
+    /// SmolLM2-Instruct's default system prompt, as written in its chat template.
+    static let smolLM2SystemPrompt = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+    /// The system prompt a ChatML Jinja template inserts when the conversation has none: the
+    /// literal text between "<|im_start|>system" + newline and "<|im_end|>" inside the template.
+    /// Nil when the template has no such literal (or the text holds template syntax).
+    static func defaultSystemPrompt(in template: String) -> String? {
+        for opener in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
+            guard let start = template.firstRange(of: opener) else { continue }
+            guard let end = template[start.upperBound...].firstRange(of: "<|im_end|>") else { continue }
+            let text = String(template[start.upperBound..<end.lowerBound])
+            if text.isEmpty || text.contains("{") || text.contains("}") || text.contains("'") || text.contains("\"") {
+                continue
+            }
+            return text
+        }
+        return nil
+    }
+}
+
+extension Tokenizer {
+    /// The ChatML prompt of a conversation, as SmolLM2-Instruct's chat template renders it:
+    /// each message as `<|im_start|>{role}\n{content}<|im_end|>\n`, preceded by the template's
+    /// default system message (``defaultSystemPrompt``) when the first message is not a system
+    /// message (an empty conversation gets none), and followed by `<|im_start|>assistant\n` when `addGenerationPrompt` is true.
+    /// Encode the result with ``encode(_:addSpecial:parseSpecial:)`` (special tokens parsed).
+    ///
+    /// ```swift
+    /// tokenizer.chatPrompt([.user("Hi")])
+    /// // "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    /// // + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    /// ```
+    public func chatPrompt(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
+        var out = ""
+        if let first = messages.first, first.role != "system", let system = defaultSystemPrompt {
+            out += "<|im_start|>system\n" + system + "<|im_end|>\n"
+        }
+        for message in messages {
+            out += "<|im_start|>" + message.role + "\n" + message.content + "<|im_end|>\n"
+        }
+        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
+        return out
+    }
+
+    /// The ChatML prompt of one user message, with `system` as the system message (the
+    /// template's default when nil).
+    ///
+    /// ```swift
+    /// let ids = tokenizer.encode(tokenizer.chatPrompt(user: "Name three colors."))
+    /// ```
+    public func chatPrompt(user: String, system: String? = nil) -> String {
+        chatPrompt((system.map { [ChatMessage.system($0)] } ?? []) + [.user(user)])
+    }
+}
