@@ -45,9 +45,12 @@ struct LlamaWeight {
         self.rows = t.rowCount
     }
 
-    /// y[n][rows] = x[n][cols] . W^T
-    func apply(_ x: UnsafePointer<Float>, _ n: Int, _ y: UnsafeMutablePointer<Float>) throws {
-        try svmCheck(svm_matmul(data, type, Int32(rows), Int32(cols), x, Int32(n), y), "matmul \(name)")
+    /// y[n][rows] = x[n][cols] . W^T; `exact`: dequantize the weights and multiply in float
+    /// instead of quantizing the activations to 8 bits (slower; see LlamaModel.exactMatmul).
+    func apply(_ x: UnsafePointer<Float>, _ n: Int, _ y: UnsafeMutablePointer<Float>, exact: Bool = false) throws {
+        let status = exact ? svm_matmul_exact(data, type, Int32(rows), Int32(cols), x, Int32(n), y)
+                           : svm_matmul(data, type, Int32(rows), Int32(cols), x, Int32(n), y)
+        try svmCheck(status, "matmul \(name)")
     }
 }
 
@@ -99,7 +102,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// The GGUF file (kept open: the weights live in its mapping).
     public let file: GGUFFile
     /// The model's hyper-parameters.
-    public let config: LlamaConfig
+    public internal(set) var config: LlamaConfig
     let embedding: LlamaWeight
     let output: LlamaWeight
     let outputNorm: [Float]
@@ -138,6 +141,13 @@ public final class LlamaModel: @unchecked Sendable {
             }
         }
     }
+
+    /// Multiply by the weights exactly (dequantized, float activations) instead of with 8-bit
+    /// activations. The 8-bit path (llama.cpp's) is several times faster, but its rounding is
+    /// discontinuous: two computations that differ by float rounding can round an activation to
+    /// different integers, and the difference grows over the layers. Tests that compare two
+    /// attention paths to float precision use the exact path.
+    public var exactMatmul = false
 
     /// Threads of the model's kernels (process-wide); nil restores OpenMP's default.
     public static var threads: Int? {
@@ -188,9 +198,9 @@ public final class LlamaModel: @unchecked Sendable {
                 x.withUnsafeBufferPointer { xb in
                     svm_rmsnorm(xb.baseAddress!, block.attentionNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, hb.baseAddress!)
                 }
-                try block.q.apply(hb.baseAddress!, n, &q)
-                try block.k.apply(hb.baseAddress!, n, &k)
-                try block.v.apply(hb.baseAddress!, n, &v)
+                try block.q.apply(hb.baseAddress!, n, &q, exact: exactMatmul)
+                try block.k.apply(hb.baseAddress!, n, &k, exact: exactMatmul)
+                try block.v.apply(hb.baseAddress!, n, &v, exact: exactMatmul)
             }
             svm_rope_adjacent(&q, Int32(n), Int32(c.queryHeads), Int32(d), positions, c.ropeBase)
             svm_rope_adjacent(&k, Int32(n), Int32(c.kvHeads), Int32(d), positions, c.ropeBase)
@@ -207,7 +217,7 @@ public final class LlamaModel: @unchecked Sendable {
             try h.withUnsafeMutableBufferPointer { hb in
                 let from = xb.baseAddress! + (n - rows) * c.hidden
                 svm_rmsnorm(from, outputNorm, Int32(rows), Int32(c.hidden), c.rmsEpsilon, hb.baseAddress!)
-                try output.apply(hb.baseAddress!, rows, &logits)
+                try output.apply(hb.baseAddress!, rows, &logits, exact: exactMatmul)
             }
         }
         return PromptState(tokens: tokens, keys: keys, values: values, windowQueries: windows, windowCount: w,
@@ -218,13 +228,13 @@ public final class LlamaModel: @unchecked Sendable {
     func residualAndFFN(_ block: LlamaBlock, n: Int, x: inout [Float], h: inout [Float], att: [Float],
                         gate: inout [Float], up: inout [Float]) throws {
         let c = config
-        try block.o.apply(att, n, &h)
+        try block.o.apply(att, n, &h, exact: exactMatmul)
         svm_add(x, h, Int64(n * c.hidden), &x)
         svm_rmsnorm(x, block.ffnNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h)
-        try block.gate.apply(h, n, &gate)
-        try block.up.apply(h, n, &up)
+        try block.gate.apply(h, n, &gate, exact: exactMatmul)
+        try block.up.apply(h, n, &up, exact: exactMatmul)
         svm_swiglu(gate, up, Int64(n * c.feedForward), &gate)
-        try block.down.apply(gate, n, &h)
+        try block.down.apply(gate, n, &h, exact: exactMatmul)
         svm_add(x, h, Int64(n * c.hidden), &x)
     }
 }

@@ -66,9 +66,9 @@ public final class LlamaSession {
         var pos = [Int32(position)]
         for (layer, block) in model.blocks.enumerated() {
             svm_rmsnorm(x, block.attentionNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
-            try block.q.apply(h, 1, &q)
-            try block.k.apply(h, 1, &k)
-            try block.v.apply(h, 1, &v)
+            try block.q.apply(h, 1, &q, exact: model.exactMatmul)
+            try block.k.apply(h, 1, &k, exact: model.exactMatmul)
+            try block.v.apply(h, 1, &v, exact: model.exactMatmul)
             svm_rope_adjacent(&q, 1, Int32(c.queryHeads), Int32(d), &pos, c.ropeBase)
             svm_rope_adjacent(&k, 1, Int32(c.kvHeads), Int32(d), &pos, c.ropeBase)
             // one token: token-major [1][heads][d] is SparKV's [heads][d]
@@ -77,7 +77,7 @@ public final class LlamaSession {
             try model.residualAndFFN(block, n: 1, x: &x, h: &h, att: att, gate: &gate, up: &up)
         }
         svm_rmsnorm(x, model.outputNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
-        try model.output.apply(h, 1, &logits)
+        try model.output.apply(h, 1, &logits, exact: model.exactMatmul)
         position += 1
         return logits
     }
