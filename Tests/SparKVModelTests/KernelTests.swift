@@ -310,6 +310,17 @@ struct KernelTests {
         }
     }
 
+    @Test(arguments: [SVM_F32, SVM_F16, SVM_Q4_1, SVM_Q8_0])
+    func exactMatmulIsBitIdenticalOnEveryPath(type: svm_type) {
+        for c in matmulCases + [MatmulCase(rows: 5, cols: 37, n: 3)] where c.cols % Int(svm_block_size(type)) == 0 {
+            let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.cols))
+            var rng = Rng(77)
+            let x = rng.floats(c.n * c.cols)
+            let results = Path.available.map { path in with(path) { matmul(w, x, n: c.n, exact: true).1 } }
+            for r in results.dropFirst() { #expect(bitsEqual(r, results[0]), "\(c)") }
+        }
+    }
+
     @Test(arguments: [SVM_Q4_1, SVM_Q8_0])
     func quantizedMatmulMatchesItsFormulaOnEveryPath(type: svm_type) {
         for path in Path.available {

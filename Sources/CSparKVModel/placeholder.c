@@ -1,1 +1,0 @@
-#include "sparkv_model.h"
