@@ -212,11 +212,7 @@ func logSoftmax(_ x: [Float]) -> [Float] {
     return x.map { Float(Double($0) - lse) }
 }
 
-func argmax(_ x: [Float]) -> Int {
-    var best = 0
-    for i in x.indices where x[i] > x[best] { best = i }
-    return best
-}
+func argmax(_ x: [Float]) -> Int { x.withUnsafeBufferPointer { argmaxIndex($0) } }
 
 /// KL(p ‖ q) from log-probabilities.
 func klDivergence(_ logP: [Float], _ logQ: [Float]) -> Double {

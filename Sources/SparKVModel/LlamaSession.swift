@@ -82,10 +82,22 @@ public final class LlamaSession {
         return logits
     }
 
-    /// The index of the largest logit (greedy decoding; the lowest index on ties).
-    public static func greedy<C: Collection>(_ logits: C) -> Int where C.Element == Float, C.Index == Int {
-        var best = logits.startIndex
-        for i in logits.indices where logits[i] > logits[best] { best = i }
-        return best - logits.startIndex
+    /// The index of the largest logit (greedy decoding; the lowest index on ties), counted from the
+    /// start of `logits`.
+    public static func greedy(_ logits: ArraySlice<Float>) -> Int {
+        logits.withUnsafeBufferPointer { argmaxIndex($0) }
     }
+
+    /// The index of the largest logit (greedy decoding; the lowest index on ties).
+    public static func greedy(_ logits: [Float]) -> Int {
+        logits.withUnsafeBufferPointer { argmaxIndex($0) }
+    }
+}
+
+/// Index of the largest element (the lowest index on ties); 0 for an empty buffer.
+func argmaxIndex(_ x: UnsafeBufferPointer<Float>) -> Int {
+    var best = 0
+    var value = x.first ?? 0
+    for i in 1..<max(x.count, 1) where x[i] > value { best = i; value = x[i] }
+    return best
 }
