@@ -58,6 +58,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Write the table as CSV to this file.")
     var csv: String?
 
+    @Option(name: .long, help: "Write the bytes-vs-KL frontier (longest prefix) as an SVG plot to this file.")
+    var plot: String?
+
     @Flag(name: .long, help: "A quick run: P=1024 only, 64 scored tokens, 16 greedy tokens, passkey 1024 x 4 trials.")
     var quick = false
 
@@ -115,6 +118,17 @@ struct EvalCommand: ParsableCommand {
                                  passkeyLengths: passkeyList)
         print(table.text)
         if let csv { try table.csv.write(toFile: csv, atomically: true, encoding: .utf8) }
+        if let plot, let longest = report.continuation.map(\.prefixTokens).max() {
+            var points = report.continuation.filter { $0.prefixTokens == longest && $0.policy != "dense" }.map {
+                FrontierPlot.Point(label: $0.policy, bytes: $0.memory.ratioToDense, kl: $0.meanKL)
+            }
+            // llama.cpp's quantized KV caches on this model (f16 cache as reference; logits at 128
+            // positions after a 1920-token GPL-3 prefix; measured by the author)
+            points += [FrontierPlot.Point(label: "llama.cpp q8_0 (reference)", bytes: 0.53, kl: 0.005, reference: true),
+                       FrontierPlot.Point(label: "llama.cpp q4_0 (reference)", bytes: 0.28, kl: 0.067, reference: true)]
+            let title = "SmolLM2-135M: K+V bytes vs KL(dense || policy), P = \(longest), \(scored) scored tokens"
+            try FrontierPlot(title: title, points: points).svg().write(toFile: plot, atomically: true, encoding: .utf8)
+        }
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
