@@ -1,5 +1,6 @@
-/* Append: one decode token per KV head, stored dense in the policy's precisions. Every page the
- * token needs is allocated before anything is written, so a failure leaves the cache unchanged. */
+/* Append: one decode token per KV head, stored dense in the policy's precisions (I8/I4: one fp16
+ * scale per quant_group channels). Every page the token needs is allocated before anything is
+ * written, so a failure leaves the cache unchanged. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -51,10 +52,13 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
         free(fresh);
     }
     const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
+    const size_t qg = cache->policy.quant_group;
     for (uint32_t h = 0; h < nkv; h++) {
         sv_page *p = L->heads[h].pages[L->heads[h].n_pages - 1];
-        sv_store_row((uint8_t *)p->k + (size_t)p->n * d * sv_precision_bytes(kp), kp, keys + (size_t)h * d, d);
-        sv_store_row((uint8_t *)p->v + (size_t)p->n * d * sv_precision_bytes(vp), vp, values + (size_t)h * d, d);
+        sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
+                        p->kscale ? p->kscale + (size_t)p->n * cache->kgroups : NULL, 1, kp, keys + (size_t)h * d, d, qg);
+        sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
+                        vp, values + (size_t)h * d, d, qg);
         p->n++;
     }
     L->n_tokens++;

@@ -22,7 +22,7 @@ typedef struct sv_head_ctx {
 
 typedef struct sv_kernels {
     /* SPARK pages: scores[g * SV_BLOCK + i] = qs_g . key(t0 + i) for i < n, pruned entries recovered;
-     * *kept advances past the block's kept values (the offset of token t0 in page->k on entry). */
+     * *kept advances past the block's kept rows (the byte offset of token t0's row in page->k on entry). */
     void (*score_spark)(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                         uint64_t *kept, float *scores);
     /* DENSE and THINK pages: rows of `width` stored values; scores[g * SV_BLOCK + i] =
@@ -78,5 +78,21 @@ SPARKV_HIDDEN void sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32
                                        float *acc);
 SPARKV_HIDDEN void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                             const float *p, float *acc);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+/* I4 rows to int8 for the SIMD kernels (SSE2): dst[2i] = (src[i] & 15) - 8, dst[2i+1] = (src[i] >> 4) - 8
+ * for i < nbytes, 16 bytes at a time: reads up to 15 bytes past src + nbytes (the page's next array
+ * or its zeroed padding) and writes up to 31 bytes past dst + 2 * nbytes. */
+static inline __attribute__((always_inline)) void sv_unpack_i4(int8_t *dst, const uint8_t *src, size_t nbytes) {
+    const __m128i low = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    for (size_t i = 0; i < nbytes; i += 16) {
+        const __m128i x = _mm_loadu_si128((const __m128i *)(src + i));
+        const __m128i lo = _mm_and_si128(x, low), hi = _mm_and_si128(_mm_srli_epi16(x, 4), low);
+        _mm_storeu_si128((__m128i *)(dst + 2 * i), _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight));
+        _mm_storeu_si128((__m128i *)(dst + 2 * i + 16), _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight));
+    }
+}
+#endif
 
 #endif

@@ -5,8 +5,20 @@
  * sign * sqrt(m_t/c) * sqrt(c/qn_j) ("fused" recovery) before one dense FMA per query head of the
  * GQA group. Value-pruned values are rebuilt the same way with the token's fill value. Nothing is
  * written back to memory. Cases not specialised here (sampled recovery, head_dim not a multiple
- * of 16, groups above SV_SIMD_MAX_GROUP) use the portable kernels. */
+ * of 16, groups above SV_SIMD_MAX_GROUP) use the portable kernels.
+ *
+ * I8 keys and values are expanded as bytes (vpexpandb: 64 kept-key channels per expand) and
+ * widened to floats in registers; I4 rows are first unpacked to int8 in a small buffer
+ * (sv_unpack_i4). Per-token scales are folded out of the inner loops (quant_block.h): a SparK/ThinK
+ * score is multiplied by its token's key scale after the reduction, a value scale multiplies the
+ * softmax weight. Whole key rows with a scale per quant_group channels are dequantized in registers
+ * (the token's scales permuted once per group, or per 16 lanes when quant_group is not a multiple
+ * of 16). Whole value rows with quant_group not a multiple of 16 use the AVX2 kernel, whose 8-lane
+ * chunks never straddle two groups. The scale arrays are prefetched like the rows. */
 #include "attend.h"
+#include "half.h"
+
+#include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -42,6 +54,35 @@ SV_INLINE void prefetch_lines(const void *p, size_t bytes) {
 /* Tokens ahead of the one being scored whose data is requested. */
 #define SV_PREFETCH_TOKENS 16u
 
+/* The fp16 scales (I8/I4) of the token SV_PREFETCH_TOKENS ahead: small separate arrays, the value
+ * scales one stream per group, that the hardware prefetcher follows poorly. kper: key scales per
+ * token (quant_group groups of whole rows, else 1). */
+SV_INLINE void prefetch_scales(const sv_page *page, uint32_t slot, uint32_t kper, uint32_t vgroups) {
+    const uint32_t ahead = slot + SV_PREFETCH_TOKENS;
+    if (ahead >= page->n) return;
+    if (page->kscale) _mm_prefetch((const char *)(page->kscale + (size_t)ahead * kper), _MM_HINT_T0);
+    if (page->vscale && (slot & 15) == 0) {
+        if (page->values_pruned) _mm_prefetch((const char *)(page->vscale + ahead), _MM_HINT_T0);
+        else
+            for (uint32_t k = 0; k < vgroups; k++)
+                _mm_prefetch((const char *)(page->vscale + (size_t)k * page->cap + ahead), _MM_HINT_T0);
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+#define SV_HALF _cvtsh_ss
+#include "quant_block.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
 /* r[k] = sum of the 16 lanes of v[k], for 16 vectors at once: a transpose-and-add tree of 45
  * shuffles and adds instead of 16 separate horizontal reductions (about 8 each). */
 SV_INLINE __m512 reduce16x16(const __m512 *v) {
@@ -60,12 +101,26 @@ SV_INLINE __m512 reduce16x16(const __m512 *v) {
 }
 
 /* Per-token accumulators of up to 16 tokens, reduced together: part[g][i] is query head g's
- * accumulator for token i0 + i. */
-SV_INLINE void flush_scores(__m512 (*part)[16], uint32_t G, uint32_t i0, uint32_t cnt, float *scores) {
+ * accumulator for token i0 + i; fac (NULL: 1) the tokens' key scale factors. */
+SV_INLINE void flush_scores(__m512 (*part)[16], uint32_t G, uint32_t i0, uint32_t cnt, const float *fac,
+                            float *scores) {
     for (uint32_t i = cnt; i < 16; i++)
         for (uint32_t g = 0; g < G; g++) part[g][i] = _mm512_setzero_ps();
     const __mmask16 m = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1u);
-    for (uint32_t g = 0; g < G; g++) _mm512_mask_storeu_ps(scores + g * SV_BLOCK + i0, m, reduce16x16(part[g]));
+    const __m512 f = fac ? _mm512_maskz_loadu_ps(m, fac) : _mm512_set1_ps(1.0f);
+    for (uint32_t g = 0; g < G; g++)
+        _mm512_mask_storeu_ps(scores + g * SV_BLOCK + i0, m, fac ? _mm512_mul_ps(reduce16x16(part[g]), f)
+                                                                  : reduce16x16(part[g]));
+}
+
+/* 16 int8 values as floats. */
+SV_INLINE __m512 i8x16(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
+/* The next popcount(m) int8 values at p placed in the lanes set in m (0 elsewhere), as floats. */
+SV_INLINE __m512 expand_i8x16(const int8_t *p, __mmask16 m) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_expand_epi8(m, _mm_loadu_si128((const __m128i *)p))));
 }
 
 /* kp, mean and G are compile-time constants in every instance (see score_spark), so the inner
@@ -75,11 +130,11 @@ SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t
     const sparkv_cache *cache = h->cache;
     const uint32_t d = h->d, nc = d / 16;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
-    const uint8_t *kptr = (const uint8_t *)page->k + *kept * kb;
+    const uint8_t *kptr = (const uint8_t *)page->k + *kept;
     const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
     const size_t vrow_bytes = (size_t)d * (cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
     /* the page's mean packed bytes per token, rounded up to a cache line */
-    const size_t kept_bytes = ((size_t)(page->kept_elems * kb / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
+    const size_t kept_bytes = ((size_t)(page->kept_bytes / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
     __m512 part[SV_SIMD_MAX_GROUP][16];
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t slot = t0 + i;
@@ -112,9 +167,92 @@ SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t
                 acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * c), key, acc[g]);
         }
         for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
-        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, scores);
+        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, NULL, scores);
     }
-    *kept = (uint64_t)(kptr - (const uint8_t *)page->k) / kb;
+    *kept = (uint64_t)(kptr - (const uint8_t *)page->k);
+}
+
+/* score_spark_g for I8/I4 kept values: key' = q_int on kept lanes, fill / s on pruned lanes, and the
+ * reduced score times s (quant_block.h). */
+SV_INLINE void score_spark_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
+                             float *scores, const int i4, const int mean, const uint32_t G) {
+    const sparkv_cache *cache = h->cache;
+    const uint32_t d = h->d, nc = d / 16;
+    const uint8_t *kbase = (const uint8_t *)page->k;
+    uint64_t off = *kept;
+    const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
+    const size_t vrow_bytes = sv_row_bytes(cache->policy.value_precision, d);
+    const size_t kept_bytes = ((size_t)(page->kept_bytes / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
+    int8_t tmp[SPARKV_MAX_HEAD_DIM + 32];
+    float fac[16];
+    __m512 part[SV_SIMD_MAX_GROUP][16];
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t slot = t0 + i;
+        const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * (d / 8));
+        const uint8_t *row = kbase + off;
+        prefetch_lines(row + SV_PREFETCH_TOKENS * kept_bytes, kept_bytes);
+        if (slot + SV_PREFETCH_TOKENS < page->n) {
+            _mm_prefetch((const char *)(page->mask + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
+            if (page->sign) _mm_prefetch((const char *)(page->sign + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
+        }
+        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, vrow_bytes);
+        prefetch_scales(page, slot, 1, cache->vgroups);
+        const int8_t *kq = (const int8_t *)row;
+        if (i4) {
+            /* the row's length is only known from the mask */
+            uint32_t nk = 0;
+            for (uint32_t c = 0; c < nc; c++) nk += (uint32_t)__builtin_popcount(mask[c]);
+            sv_unpack_i4(tmp, row, (nk + 1) / 2);
+            off += (nk + 1) / 2;
+            kq = tmp;
+        }
+        const int8_t *const kq0 = kq;
+        const uint16_t *sign = page->sign ? (const uint16_t *)(page->sign + (size_t)slot * (d / 8)) : NULL;
+        const float f = sv_scale_factor(page->kscale[slot]);
+        __m512 a = _mm512_setzero_ps();
+        if (mean) a = _mm512_set1_ps(SV_HALF(page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]) / f);
+        __m512 acc[SV_SIMD_MAX_GROUP];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+        /* One key block of 16 lanes: the integers widened, pruned lanes filled with fill / s. */
+#define SV_SPARK_Q_BLOCK(bytes, c)                                                                          \
+        do {                                                                                                \
+            const __mmask16 km = mask[c];                                                                   \
+            __m512 key = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));                                   \
+            if (mean) {                                                                                     \
+                __m512 fill = _mm512_mul_ps(a, _mm512_loadu_ps(h->rq + 16 * (c)));                          \
+                if (sign)                                                                                   \
+                    fill = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(fill), sign[c],    \
+                                                                     _mm512_castps_si512(fill), signbit));  \
+                key = _mm512_mask_mov_ps(fill, km, key);                                                    \
+            }                                                                                               \
+            for (uint32_t g = 0; g < G; g++)                                                                \
+                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * (c)), key, acc[g]);   \
+        } while (0)
+        uint32_t c = 0;
+        /* 64 channels per expand: one vpexpandb of 64 bytes serves four blocks (the same expand of
+         * f16 values would need two registers) */
+        for (; c + 4 <= nc; c += 4) {
+            uint64_t km64;
+            memcpy(&km64, mask + c, sizeof(km64));
+            const __m512i e = _mm512_maskz_expand_epi8(km64, _mm512_loadu_si512(kq));
+            kq += __builtin_popcountll(km64);
+            SV_SPARK_Q_BLOCK(_mm512_castsi512_si128(e), c);
+            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 1), c + 1);
+            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 2), c + 2);
+            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 3), c + 3);
+        }
+        for (; c < nc; c++) {
+            const __m128i e = _mm_maskz_expand_epi8(mask[c], _mm_loadu_si128((const __m128i *)kq));
+            kq += __builtin_popcount(mask[c]);
+            SV_SPARK_Q_BLOCK(e, c);
+        }
+#undef SV_SPARK_Q_BLOCK
+        if (!i4) off += (uint64_t)(kq - kq0);
+        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
+        fac[i & 15] = f;
+        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, fac, scores);
+    }
+    *kept = off;
 }
 
 SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
@@ -126,6 +264,14 @@ SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uin
     }
     const int mean = rec == SPARKV_RECOVER_MEAN;
     switch (h->cache->policy.key_precision) {
+    case SPARKV_I8:
+        if (mean) SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 0, 1);
+        else SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 0, 0);
+        break;
+    case SPARKV_I4:
+        if (mean) SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 1, 1);
+        else SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 1, 0);
+        break;
     case SPARKV_F32:
         if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 1);
         else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 0);
@@ -162,7 +308,68 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
                 acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
         }
         for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
-        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, scores);
+        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, NULL, scores);
+    }
+}
+
+/* score_rows_g for I8/I4 rows. ThinK rows have one scale per token, applied to the reduced score;
+ * whole (DENSE) rows one per quant_group channels: lane j of the key takes scale lg[j] of the
+ * token, permuted out of its (at most 32) scales (once per group when quant_group is a multiple of
+ * 16). Row reads run past the row into the next one or the page's padding; q is zero there. */
+SV_INLINE void score_rows_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
+                            uint32_t qstride, uint32_t width, float *scores, const int i4, const int per_token,
+                            const uint32_t G) {
+    const uint32_t nc = (width + 15) / 16, ng = h->cache->kgroups, qg = h->cache->policy.quant_group;
+    const uint32_t cpg = qg % 16 ? 0 : qg / 16; /* 16-lane blocks per scale group, 0 if blocks straddle */
+    const size_t row_bytes = i4 ? (width + 1) / 2 : width;
+    const size_t vrow_bytes = sv_row_bytes(h->cache->policy.value_precision, h->d);
+    const uint32_t last = page->n;
+    const __mmask16 m0 = ng >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ng) - 1u);
+    const __mmask16 m1 = ng <= 16 ? 0 : ng >= 32 ? (__mmask16)0xFFFF : (__mmask16)((1u << (ng - 16)) - 1u);
+    int32_t lg[SPARKV_MAX_HEAD_DIM];
+    if (!per_token && !cpg) sv_lane_groups(width, qg, lg);
+    int8_t tmp[SPARKV_MAX_HEAD_DIM + 32];
+    float fac[16];
+    __m512 part[SV_SIMD_MAX_GROUP][16];
+    for (uint32_t i = 0; i < n; i++) {
+        const uint32_t slot = t0 + i;
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)slot * row_bytes;
+        if (slot + SV_PREFETCH_TOKENS < last) prefetch_lines(row + SV_PREFETCH_TOKENS * row_bytes, row_bytes);
+        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, vrow_bytes);
+        prefetch_scales(page, slot, per_token ? 1 : ng, h->cache->vgroups);
+        const int8_t *kq = (const int8_t *)row;
+        if (i4) {
+            sv_unpack_i4(tmp, row, row_bytes);
+            kq = tmp;
+        }
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        if (!per_token) {
+            const uint16_t *sc = page->kscale + (size_t)slot * ng;
+            s0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m0, sc));
+            if (m1) s1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m1, sc + 16));
+        }
+        __m512 acc[SV_SIMD_MAX_GROUP];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+        __m512 sv = _mm512_setzero_ps();
+        for (uint32_t c = 0, k = 0; c < nc; c++) {
+            __m512 key = i8x16(kq + 16 * c);
+            if (!per_token) {
+                /* a 16-lane block in one group: its scale broadcast once per group; else per lane */
+                if (cpg) {
+                    if (c == k * cpg) sv = _mm512_permutex2var_ps(s0, _mm512_set1_epi32((int)k++), s1);
+                } else {
+                    sv = _mm512_permutex2var_ps(s0, _mm512_loadu_si512(lg + 16 * c), s1);
+                }
+                key = _mm512_mul_ps(key, sv);
+            }
+            for (uint32_t g = 0; g < G; g++)
+                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
+        /* a zero ThinK scale means every integer is 0: the score is 0 either way */
+        fac[i & 15] = per_token ? SV_HALF(page->kscale[slot]) : 1.0f;
+        if ((i & 15) == 15 || i + 1 == n)
+            flush_scores(part, G, i & ~15u, (i & 15) + 1, per_token ? fac : NULL, scores);
     }
 }
 
@@ -170,6 +377,18 @@ SV_TARGET static void score_rows(const sv_head_ctx *h, const sv_page *page, uint
                                  uint32_t qstride, uint32_t width, float *scores) {
     if ((width + 15) / 16 * 16 > qstride || h->group > SV_SIMD_MAX_GROUP) {
         sv_score_rows_portable(h, page, t0, n, q, qstride, width, scores);
+        return;
+    }
+    const sparkv_precision kp = h->cache->policy.key_precision;
+    if (sv_is_quantized(kp)) {
+        const int i4 = kp == SPARKV_I4, per_token = page->keys != SV_KEYS_DENSE;
+        if (i4) {
+            if (per_token) SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 1, 1);
+            else SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 1, 0);
+        } else {
+            if (per_token) SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 0, 1);
+            else SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 0, 0);
+        }
         return;
     }
     SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores);
@@ -194,9 +413,52 @@ SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_
     }
 }
 
+/* w[g * SV_BLOCK + i] = p[g * SV_BLOCK + i] * s[i], s the block's n fp16 scales of one group (0 past n). */
+SV_INLINE void group_weights(const uint16_t *s, uint32_t n, const float *p, uint32_t G, float *w) {
+    for (uint32_t i0 = 0; i0 < SV_BLOCK; i0 += 16) {
+        const __mmask16 m = n <= i0 ? 0 : n - i0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i0)) - 1u);
+        const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, s + i0));
+        for (uint32_t g = 0; g < G; g++)
+            _mm512_storeu_ps(w + g * SV_BLOCK + i0, _mm512_mul_ps(_mm512_loadu_ps(p + g * SV_BLOCK + i0), sv));
+    }
+}
+
+/* accumulate_v_g for I8/I4 rows (quant_group a multiple of 16, so a 16-lane block lies in one scale
+ * group): the weight of token i in group k is p_i * s_ik, built once per group for the block. */
+SV_INLINE void accumulate_v_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
+                              float *accum, const int i4, const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 16, cpg = h->cache->policy.quant_group / 16;
+    const size_t row_bytes = i4 ? d / 2 : d;
+    const int8_t *base = (const int8_t *)page->v + (size_t)t0 * row_bytes;
+    int8_t tmp[SV_BLOCK * SPARKV_MAX_HEAD_DIM + 32];
+    if (i4) {
+        /* whole rows are contiguous and even: the block unpacks as one run */
+        sv_unpack_i4(tmp, (const uint8_t *)base, (size_t)n * row_bytes);
+        base = tmp;
+    }
+    float w[SV_SIMD_MAX_GROUP * SV_BLOCK];
+    for (uint32_t c = 0; c < nc; c++) {
+        if (c % cpg == 0) group_weights(page->vscale + (size_t)(c / cpg) * page->cap + t0, n, p, G, w);
+        __m512 acc[SV_SIMD_MAX_GROUP];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
+        for (uint32_t i = 0; i < n; i++) {
+            const __m512 v = i8x16(base + (size_t)i * d + 16 * c);
+            for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(w[g * SV_BLOCK + i]), v, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * c, acc[g]);
+    }
+}
+
 SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
                                    float *accum) {
     if (h->d % 16 || h->group > SV_SIMD_MAX_GROUP) { sv_accumulate_v_portable(h, page, t0, n, p, accum); return; }
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    if (sv_is_quantized(vp)) {
+        if (h->cache->policy.quant_group % 16) { sv_kernels_avx2.accumulate_v(h, page, t0, n, p, accum); return; }
+        if (vp == SPARKV_I4) SV_GROUP_SWITCH(h->group, accumulate_v_q, h, page, t0, n, p, accum, 1);
+        else SV_GROUP_SWITCH(h->group, accumulate_v_q, h, page, t0, n, p, accum, 0);
+        return;
+    }
     SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum);
 }
 
@@ -228,13 +490,51 @@ SV_INLINE void accumulate_v_pruned_g(const sv_head_ctx *h, const sv_page *page, 
     }
 }
 
+/* accumulate_v_pruned_g for I8/I4 kept values: one scale s per token, folded into the weight (p * s),
+ * the fill entering as fill / s (quant_block.h). */
+SV_INLINE void accumulate_v_pruned_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
+                                     const float *p, float *accum, const int i4, const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 16, tv = h->cache->keep_values;
+    const size_t row_bytes = i4 ? (tv + 1) / 2 : tv, stride = i4 ? 2 * row_bytes : row_bytes;
+    const int8_t *base = (const int8_t *)page->v + (size_t)t0 * row_bytes;
+    int8_t tmp[SV_BLOCK * (SPARKV_MAX_HEAD_DIM + 1) + 32];
+    if (i4) {
+        /* rows of ceil(T_v / 2) bytes, contiguous: unpacked as one run, 2 * row_bytes int8 per token */
+        sv_unpack_i4(tmp, (const uint8_t *)base, (size_t)n * row_bytes);
+        base = tmp;
+    }
+    float f[SV_BLOCK], w[SV_SIMD_MAX_GROUP * SV_BLOCK];
+    sv_token_factors(page->vscale, 1, t0, n, f);
+    sv_fold_weights(p, f, G, w);
+    uint32_t off[SV_BLOCK];
+    __m512 fill[SV_BLOCK];
+    for (uint32_t i = 0; i < n; i++) {
+        off[i] = 0;
+        fill[i] = _mm512_set1_ps(SV_HALF(page->vfill[t0 + i]) / f[i]);
+    }
+    for (uint32_t c = 0; c < nc; c++) {
+        __m512 acc[SV_SIMD_MAX_GROUP];
+        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
+        for (uint32_t i = 0; i < n; i++) {
+            const __mmask16 m = ((const uint16_t *)(page->vmask + (size_t)(t0 + i) * (d / 8)))[c];
+            const __m512 v = _mm512_mask_mov_ps(fill[i], m, expand_i8x16(base + (size_t)i * stride + off[i], m));
+            off[i] += (uint32_t)__builtin_popcount(m);
+            for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(w[g * SV_BLOCK + i]), v, acc[g]);
+        }
+        for (uint32_t g = 0; g < G; g++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * c, acc[g]);
+    }
+}
+
 SV_TARGET static void accumulate_v_pruned(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                           const float *p, float *accum) {
     if (h->d % 16 || h->group > SV_SIMD_MAX_GROUP) {
         sv_accumulate_v_pruned_portable(h, page, t0, n, p, accum);
         return;
     }
-    SV_GROUP_SWITCH(h->group, accumulate_v_pruned_g, h, page, t0, n, p, accum);
+    const sparkv_precision vp = h->cache->policy.value_precision;
+    if (vp == SPARKV_I4) SV_GROUP_SWITCH(h->group, accumulate_v_pruned_q, h, page, t0, n, p, accum, 1);
+    else if (vp == SPARKV_I8) SV_GROUP_SWITCH(h->group, accumulate_v_pruned_q, h, page, t0, n, p, accum, 0);
+    else SV_GROUP_SWITCH(h->group, accumulate_v_pruned_g, h, page, t0, n, p, accum);
 }
 
 /* The portable polynomial (attend_portable.c), 16 lanes at a time. */

@@ -13,19 +13,27 @@ void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t
     const uint32_t d = h->d, g = h->group, nb = d / 8;
     const sparkv_precision kp = cache->policy.key_precision;
     const sparkv_recovery rec = cache->policy.recovery;
-    uint64_t p = *kept;
+    uint64_t off = *kept;
+    float x[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t slot = t0 + i;
         const uint8_t *mask = page->mask + (size_t)slot * nb;
         const uint8_t *sign = page->sign ? page->sign + (size_t)slot * nb : NULL;
         const uint16_t *st = page->stats ? page->stats + (size_t)slot * cache->n_stats : NULL;
+        uint32_t nk = 0;
+        for (uint32_t b = 0; b < nb; b++) nk += (uint32_t)__builtin_popcount(mask[b]);
+        /* the token's kept values as attention sees them (dequantized for I8/I4) */
+        sv_load_values(x, (const uint8_t *)page->k + off, page->kscale ? page->kscale + slot : NULL, 1, kp, nk,
+                       nk ? nk : 1);
+        off += sv_row_bytes(kp, nk);
         float s[SPARKV_MAX_GROUP];
         for (uint32_t k = 0; k < g; k++) s[k] = 0.0f;
+        uint32_t p = 0;
         for (uint32_t b = 0; b < nb; b++) {
             for (uint32_t bits = mask[b]; bits; bits &= bits - 1) {
                 const uint32_t j = 8 * b + (uint32_t)__builtin_ctz(bits);
-                const float x = sv_load_one(page->k, kp, p++);
-                for (uint32_t k = 0; k < g; k++) s[k] += h->qs[k * d + j] * x;
+                const float xj = x[p++];
+                for (uint32_t k = 0; k < g; k++) s[k] += h->qs[k * d + j] * xj;
             }
         }
         if (rec == SPARKV_RECOVER_MEAN) {
@@ -51,7 +59,7 @@ void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t
         }
         for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = s[k];
     }
-    *kept = p;
+    *kept = off;
 }
 
 /* Dot product with 8 independent partial sums: a reduction the compiler may vectorize without
@@ -69,10 +77,16 @@ void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *page, uint32_t 
                             uint32_t qstride, uint32_t width, float *scores) {
     const uint32_t g = h->group;
     const sparkv_precision kp = h->cache->policy.key_precision;
-    const size_t kb = sv_precision_bytes(kp);
+    const size_t rb = sv_row_bytes(kp, width);
+    /* DENSE rows: one scale per quant_group channels; THINK rows: one per token */
+    const int whole = page->keys == SV_KEYS_DENSE;
+    const size_t group = whole ? h->cache->policy.quant_group : width;
+    const uint32_t ns = whole ? h->cache->kgroups : 1;
     float key[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        sv_load_row(key, (const uint8_t *)page->k + (size_t)(t0 + i) * width * kb, kp, width);
+        const uint32_t slot = t0 + i;
+        sv_load_values(key, (const uint8_t *)page->k + (size_t)slot * rb,
+                       page->kscale ? page->kscale + (size_t)slot * ns : NULL, 1, kp, width, group);
         for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = dot8(q + (size_t)k * qstride, key, width);
     }
 }
@@ -89,15 +103,16 @@ void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, 
                                      const float *p, float *acc) {
     const uint32_t d = h->d, tv = h->cache->keep_values;
     const sparkv_precision vp = h->cache->policy.value_precision;
-    const size_t vb = sv_precision_bytes(vp);
-    float v[SPARKV_MAX_HEAD_DIM];
+    const size_t rb = sv_row_bytes(vp, tv);
+    float v[SPARKV_MAX_HEAD_DIM], kept[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
         const uint32_t slot = t0 + i;
         const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
-        const uint8_t *row = (const uint8_t *)page->v + (size_t)slot * tv * vb;
         const float fill = sv_half_to_float(page->vfill[slot]);
+        sv_load_values(kept, (const uint8_t *)page->v + (size_t)slot * rb, page->vscale ? page->vscale + slot : NULL, 1,
+                       vp, tv, tv);
         uint32_t q = 0;
-        for (uint32_t j = 0; j < d; j++) v[j] = (mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, vp, q++) : fill;
+        for (uint32_t j = 0; j < d; j++) v[j] = (mask[j >> 3] >> (j & 7) & 1u) ? kept[q++] : fill;
         add_weighted(v, p, i, d, h->group, acc);
     }
 }
@@ -106,10 +121,13 @@ void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_
                               float *acc) {
     const uint32_t d = h->d, g = h->group;
     const sparkv_precision vp = h->cache->policy.value_precision;
-    const size_t vb = sv_precision_bytes(vp);
+    const size_t rb = sv_row_bytes(vp, d);
     float v[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        sv_load_row(v, (const uint8_t *)page->v + (size_t)(t0 + i) * d * vb, vp, d);
+        const uint32_t slot = t0 + i;
+        /* value scales are group-major: group k of this token at vscale[k * cap + slot] */
+        sv_load_values(v, (const uint8_t *)page->v + (size_t)slot * rb, page->vscale ? page->vscale + slot : NULL,
+                       page->cap, vp, d, h->cache->policy.quant_group);
         add_weighted(v, p, i, d, g, acc);
     }
 }

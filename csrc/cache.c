@@ -54,6 +54,8 @@ sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy
                      : policy->key_pruning == SPARKV_KEYS_THINK ? SV_KEYS_THINK : SV_KEYS_SPARK;
     c->n_stats = c->prompt_keys == SV_KEYS_SPARK ? sv_n_stats(policy->recovery) : 0;
     c->keep_values = sparkv_topk_keep(policy->value_prune_ratio, d);
+    c->kgroups = sv_is_quantized(policy->key_precision) ? d / policy->quant_group : 0;
+    c->vgroups = sv_is_quantized(policy->value_precision) ? d / policy->quant_group : 0;
     c->kernel = sv_best_kernel();
     c->layers = (sv_layer *)calloc(shape->n_layers, sizeof(sv_layer));
     if (!c->layers) { free(c); return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "cache_create: out of memory"); }
@@ -113,8 +115,9 @@ uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer) {
 
 static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
     const uint32_t d = c->shape.head_dim;
-    const size_t kb = sv_precision_bytes(c->policy.key_precision);
-    const size_t vb = sv_precision_bytes(c->policy.value_precision);
+    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
+    const uint64_t kscale = sv_is_quantized(kp) ? sizeof(uint16_t) : 0; /* bytes per fp16 scale, 0 if none */
+    const uint64_t vscale = sv_is_quantized(vp) ? sizeof(uint16_t) : 0;
     const sv_layer *L = &c->layers[l];
     for (uint32_t h = 0; h < c->shape.n_kv_heads; h++) {
         const sv_head *hs = &L->heads[h];
@@ -128,17 +131,24 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
             m->reserved_bytes += p->alloc_bytes;
             switch (p->keys) {
             case SV_KEYS_SPARK:
-                m->key_bytes += p->kept_elems * kb;
-                m->key_meta_bytes += (uint64_t)p->n * ((d / 8) * (p->sign ? 2u : 1u) + c->n_stats * 2u);
+                m->key_bytes += p->kept_bytes;
+                m->key_meta_bytes += (uint64_t)p->n * ((d / 8) * (p->sign ? 2u : 1u) + c->n_stats * 2u + kscale);
                 break;
-            case SV_KEYS_THINK: m->key_bytes += (uint64_t)p->n * c->keep_topk * kb; break;
-            default: m->key_bytes += (uint64_t)p->n * d * kb; break;
+            case SV_KEYS_THINK:
+                m->key_bytes += (uint64_t)p->n * sv_row_bytes(kp, c->keep_topk);
+                m->key_meta_bytes += (uint64_t)p->n * kscale;
+                break;
+            default:
+                m->key_bytes += (uint64_t)p->n * sv_row_bytes(kp, d);
+                m->key_meta_bytes += (uint64_t)p->n * c->kgroups * kscale;
+                break;
             }
             if (p->values_pruned) {
-                m->value_bytes += (uint64_t)p->n * c->keep_values * vb;
-                m->value_meta_bytes += (uint64_t)p->n * (d / 8 + sizeof(uint16_t));
+                m->value_bytes += (uint64_t)p->n * sv_row_bytes(vp, c->keep_values);
+                m->value_meta_bytes += (uint64_t)p->n * (d / 8 + sizeof(uint16_t) + vscale);
             } else {
-                m->value_bytes += (uint64_t)p->n * d * vb;
+                m->value_bytes += (uint64_t)p->n * sv_row_bytes(vp, d);
+                m->value_meta_bytes += (uint64_t)p->n * c->vgroups * vscale;
             }
         }
     }
@@ -208,7 +218,7 @@ sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint
         float rq[SPARKV_MAX_HEAD_DIM];
         if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
         else memset(rq, 0, sizeof(rq));
-        uint64_t off = page->keys == SV_KEYS_SPARK ? sv_page_kept_offset(page, d, slot) : 0;
+        uint64_t off = page->keys == SV_KEYS_SPARK ? sv_page_kept_offset(page, d, cache->policy.key_precision, slot) : 0;
         sv_recover_key(cache, page, slot, off, rq, sv_token_hash(cache->policy.seed, layer, kv_head, token),
                        hs->think_mask, key);
     }
@@ -225,14 +235,18 @@ sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, ui
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision vp = cache->policy.value_precision;
     if (!page->values_pruned) {
-        sv_load_row(value, (const uint8_t *)page->v + (size_t)slot * d * sv_precision_bytes(vp), vp, d);
+        sv_load_values(value, (const uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, d),
+                       page->vscale ? page->vscale + slot : NULL, page->cap, vp, d, cache->policy.quant_group);
         return SPARKV_OK;
     }
+    const uint32_t tv = cache->keep_values;
     const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
     const float fill = sv_half_to_float(page->vfill[slot]);
-    const uint8_t *row = (const uint8_t *)page->v + (size_t)slot * cache->keep_values * sv_precision_bytes(vp);
+    float kept[SPARKV_MAX_HEAD_DIM];
+    sv_load_values(kept, (const uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, tv),
+                   page->vscale ? page->vscale + slot : NULL, 1, vp, tv, tv);
     uint32_t p = 0;
-    for (uint32_t j = 0; j < d; j++) value[j] = (mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, vp, p++) : fill;
+    for (uint32_t j = 0; j < d; j++) value[j] = (mask[j >> 3] >> (j & 7) & 1u) ? kept[p++] : fill;
     return SPARKV_OK;
 }
 

@@ -30,15 +30,21 @@ typedef struct sv_page {
     uint32_t cap;          /* tokens this page can hold */
     sv_key_mode keys;
     int values_pruned;     /* 1: value-channel pruned (vmask, vfill, T_v kept values per token) */
-    uint64_t kept_elems;   /* SPARK: number of kept key values stored in `k` */
+    uint64_t kept_bytes;   /* SPARK: bytes of packed kept key values in `k` (every token's row starts
+                              on a byte: sv_row_bytes(key precision, kept count) per token) */
     void *k;               /* DENSE: cap * D values; SPARK: packed kept values, token-major;
                               THINK: n * T values (the head's kept channels) */
+    uint16_t *kscale;      /* quantized keys: DENSE cap * D/quant_group fp16 scales, token-major;
+                              SPARK, THINK: one per token (over its kept values) */
     uint8_t *mask;         /* SPARK: cap * D/8 bytes, bit j = channel j kept */
     uint8_t *sign;         /* SPARK with sign bits: cap * D/8 bytes, bit j = pruned channel j < 0 */
     uint16_t *stats;       /* SPARK with recovery: cap * n_stats fp16 values */
     void *v;               /* cap * D values, or (values_pruned) n * T_v kept values */
     uint8_t *vmask;        /* values_pruned: n * D/8 bytes, bit j = value channel j kept */
     uint16_t *vfill;       /* values_pruned: n fp16 means of the pruned values */
+    uint16_t *vscale;      /* quantized values: whole rows [D/quant_group][cap], group-major (a block
+                              of tokens' scales of one group is contiguous: the SIMD kernels fold
+                              them into the softmax weights); values_pruned: one per token */
     void *base;            /* the single allocation holding every array above */
     size_t alloc_bytes;
 } sv_page;
@@ -68,6 +74,8 @@ struct sparkv_cache {
     uint32_t group;        /* n_q_heads / n_kv_heads */
     uint32_t keep_topk;    /* T for TOPK (SparK and ThinK) */
     uint32_t keep_values;  /* T_v: value channels kept per token (D when value pruning is off) */
+    uint32_t kgroups;      /* fp16 key scales per dense row: D / quant_group (I8/I4 keys), else 0 */
+    uint32_t vgroups;      /* fp16 value scales per whole value row (I8/I4 values), else 0 */
     uint32_t n_stats;      /* fp16 statistics per compressed token: 0, 1 (mean), 2 (exp), 3 (gauss) */
     int prunes;            /* prefill prunes key channels */
     sv_key_mode prompt_keys; /* how prefill stores keys: DENSE, SPARK or THINK */
@@ -87,7 +95,6 @@ SPARKV_HIDDEN void sv_clear_error(sparkv_cache *cache);
 /* policy.c */
 SPARKV_HIDDEN sparkv_status sv_policy_check(sparkv_cache *err_to, const sparkv_policy *policy, uint32_t head_dim);
 SPARKV_HIDDEN uint32_t sv_n_stats(sparkv_recovery recovery);
-SPARKV_HIDDEN size_t sv_precision_bytes(sparkv_precision p);
 
 /* validate.c */
 SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *what, const float *x,
@@ -95,15 +102,30 @@ SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *wha
 
 /* page.c */
 SPARKV_HIDDEN sv_page *sv_page_new_dense(const sparkv_cache *cache);
-/* A prompt page of n tokens stored per the cache's policy; kept_elems = SPARK kept key values. */
-SPARKV_HIDDEN sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_elems);
+/* A prompt page of n tokens stored per the cache's policy; kept_bytes = SPARK packed kept key bytes. */
+SPARKV_HIDDEN sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_bytes);
 SPARKV_HIDDEN void sv_page_free(sv_page *page);
-SPARKV_HIDDEN uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, uint32_t token);
+/* Byte offset in page->k of a SPARK token's kept row. */
+SPARKV_HIDDEN uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, sparkv_precision kp, uint32_t token);
 
 /* convert.c: element stores/loads in a storage precision. */
 SPARKV_HIDDEN void sv_store_row(void *dst, sparkv_precision p, const float *src, size_t n);
 SPARKV_HIDDEN void sv_load_row(float *dst, const void *src, sparkv_precision p, size_t n);
 SPARKV_HIDDEN float sv_load_one(const void *src, sparkv_precision p, size_t index);
+
+/* quantize.c: I8/I4 rows (symmetric, fp16 scales; see sparkv_precision in sparkv.h). */
+SPARKV_HIDDEN int sv_is_quantized(sparkv_precision p);
+/* Bytes of n values in precision p (I4 rounded up to a whole byte). */
+SPARKV_HIDDEN size_t sv_row_bytes(sparkv_precision p, size_t n);
+/* Store n values, one scale per `group` values (group > 0; a shorter last group is allowed);
+ * scales[k * scale_stride] receives group k's scale. Float precisions ignore the scales. */
+SPARKV_HIDDEN void sv_store_values(void *dst, uint16_t *scales, size_t scale_stride, sparkv_precision p,
+                                   const float *src, size_t n, size_t group);
+/* The inverse: dst[i] = stored value i as attention sees it (s * q for I8/I4). */
+SPARKV_HIDDEN void sv_load_values(float *dst, const void *src, const uint16_t *scales, size_t scale_stride,
+                                  sparkv_precision p, size_t n, size_t group);
+/* The fp16 scale of a run of values whose largest magnitude is amax. */
+SPARKV_HIDDEN uint16_t sv_quant_scale(float amax, sparkv_precision p);
 
 /* saliency.c */
 SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use,
@@ -118,7 +140,8 @@ SPARKV_HIDDEN uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep
 SPARKV_HIDDEN uint32_t sv_select_cumulative(const double *s, uint32_t d, double p, uint32_t min_keep,
                                             uint32_t max_keep, uint8_t *mask, double *scratch);
 
-/* pack.c: one token's key into a SPARK page; one token's value into a value-pruned page. */
+/* pack.c: one token's key into a SPARK page (its kept row at byte kept_offset of page->k); one token's
+ * value into a value-pruned page. */
 SPARKV_HIDDEN void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v);
 SPARKV_HIDDEN void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
                                  const float *k, const double *s, float c);

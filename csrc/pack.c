@@ -35,7 +35,9 @@ void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
         if (sign) sign[b] = (uint8_t)neg;
     }
     const uint32_t n_pruned = d - n_kept;
-    sv_store_row((uint8_t *)page->k + kept_offset * sv_precision_bytes(kp), kp, kept, n_kept);
+    /* kept values share one scale: they are the token's large ones, so the grid fits them */
+    sv_store_values((uint8_t *)page->k + kept_offset, page->kscale ? page->kscale + slot : NULL, 1, kp, kept, n_kept,
+                    n_kept ? n_kept : 1);
     if (!cache->n_stats) return;
     double mean = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
     uint16_t *st = page->stats + (size_t)slot * cache->n_stats;
@@ -65,6 +67,7 @@ void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, cons
         else { pruned += (double)v[j]; np++; }
     }
     const sparkv_precision vp = cache->policy.value_precision;
-    sv_store_row((uint8_t *)page->v + (size_t)slot * tv * sv_precision_bytes(vp), vp, kept, nk);
+    sv_store_values((uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, tv), page->vscale ? page->vscale + slot : NULL,
+                    1, vp, kept, nk, nk ? nk : 1);
     page->vfill[slot] = sv_float_to_half((float)(np ? pruned / (double)np : 0.0));
 }

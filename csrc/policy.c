@@ -38,6 +38,7 @@ sparkv_policy sparkv_default_policy(void) {
     p.recent_tokens = 508;
     p.key_pruning = SPARKV_KEYS_SPARK;
     p.value_prune_ratio = 0.0f;
+    p.quant_group = 32;
     return p;
 }
 
@@ -55,9 +56,9 @@ uint32_t sv_n_stats(sparkv_recovery recovery) {
     }
 }
 
-size_t sv_precision_bytes(sparkv_precision p) { return p == SPARKV_F32 ? 4 : 2; }
-
-static int precision_ok(sparkv_precision p) { return p == SPARKV_F32 || p == SPARKV_F16 || p == SPARKV_BF16; }
+static int precision_ok(sparkv_precision p) {
+    return p == SPARKV_F32 || p == SPARKV_F16 || p == SPARKV_BF16 || p == SPARKV_I8 || p == SPARKV_I4;
+}
 
 sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t d) {
     if (!p) return sv_fail(e, SPARKV_ERR_NULL_POINTER, "policy is NULL");
@@ -87,9 +88,16 @@ sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t 
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY,
                        "sign_bits needs a recovery mode: with recovery NONE the bits would be stored and never read");
     if (!precision_ok(p->key_precision))
-        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "key_precision %d is not F32, F16 or BF16", (int)p->key_precision);
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "key_precision %d is not F32, F16, BF16, I8 or I4",
+                       (int)p->key_precision);
     if (!precision_ok(p->value_precision))
-        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "value_precision %d is not F32, F16 or BF16", (int)p->value_precision);
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "value_precision %d is not F32, F16, BF16, I8 or I4",
+                       (int)p->value_precision);
+    if ((sv_is_quantized(p->key_precision) || sv_is_quantized(p->value_precision)) &&
+        (p->quant_group < 8 || p->quant_group % 8 != 0 || p->quant_group > d || d % p->quant_group != 0))
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY,
+                       "quant_group %u must be a multiple of 8 that divides head_dim %u (I8/I4 precisions)",
+                       p->quant_group, d);
     if (p->window < 1)
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "window must be at least 1");
     if (p->threads < 0 || p->threads > 4096)

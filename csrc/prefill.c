@@ -32,7 +32,7 @@ typedef struct {
 static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n) {
     const uint32_t d = c->shape.head_dim, nb = d / 8;
     const sparkv_precision vp = c->policy.value_precision, kp = c->policy.key_precision;
-    const size_t kb = sv_precision_bytes(kp);
+    const size_t qg = c->policy.quant_group;
     sv_page *page;
     if (c->prompt_keys == SV_KEYS_SPARK) {
         uint8_t masks[SPARKV_PAGE_TOKENS * (SPARKV_MAX_HEAD_DIM / 8)];
@@ -41,10 +41,11 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
         const uint32_t maxk = c->policy.cumulative_max_keep ? c->policy.cumulative_max_keep : d;
         for (uint32_t i = 0; i < n; i++) {
             sv_token_saliency(in->keys + in->rows[i0 + i] * d, in->qn, d, s);
-            kept += c->policy.selection == SPARKV_SELECT_TOPK
-                        ? sv_select_topk(s, d, c->keep_topk, masks + (size_t)i * nb, scratch)
-                        : sv_select_cumulative(s, d, (double)c->policy.cumulative_p, c->policy.cumulative_min_keep,
-                                               maxk, masks + (size_t)i * nb, scratch);
+            kept += sv_row_bytes(kp, c->policy.selection == SPARKV_SELECT_TOPK
+                                         ? sv_select_topk(s, d, c->keep_topk, masks + (size_t)i * nb, scratch)
+                                         : sv_select_cumulative(s, d, (double)c->policy.cumulative_p,
+                                                                c->policy.cumulative_min_keep, maxk,
+                                                                masks + (size_t)i * nb, scratch));
         }
         page = sv_page_new_prompt(c, n, kept);
         if (!page) return NULL;
@@ -57,7 +58,9 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
             sv_token_saliency(k, in->qn, d, s);
             sv_pack_token(c, page, i, off, k, s, in->c);
             const uint8_t *m = page->mask + (size_t)i * nb;
-            for (uint32_t b = 0; b < nb; b++) off += (uint64_t)__builtin_popcount(m[b]);
+            uint32_t nk = 0;
+            for (uint32_t b = 0; b < nb; b++) nk += (uint32_t)__builtin_popcount(m[b]);
+            off += sv_row_bytes(kp, nk);
         }
     } else if (c->prompt_keys == SV_KEYS_THINK) {
         page = sv_page_new_prompt(c, n, 0);
@@ -69,18 +72,22 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
             uint32_t m = 0;
             for (uint32_t j = 0; j < d; j++)
                 if (in->think_mask[j >> 3] >> (j & 7) & 1u) row[m++] = k[j];
-            sv_store_row((uint8_t *)page->k + (size_t)i * t * kb, kp, row, t);
+            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, t), page->kscale ? page->kscale + i : NULL,
+                            1, kp, row, t, t);
         }
     } else {
         page = sv_page_new_prompt(c, n, 0);
         if (!page) return NULL;
         for (uint32_t i = 0; i < n; i++)
-            sv_store_row((uint8_t *)page->k + (size_t)i * d * kb, kp, in->keys + in->rows[i0 + i] * d, d);
+            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, d),
+                            page->kscale ? page->kscale + (size_t)i * c->kgroups : NULL, 1, kp,
+                            in->keys + in->rows[i0 + i] * d, d, qg);
     }
     for (uint32_t i = 0; i < n; i++) {
         const float *v = in->values + in->rows[i0 + i] * d;
         if (page->values_pruned) sv_pack_value(c, page, i, v);
-        else sv_store_row((uint8_t *)page->v + (size_t)i * d * sv_precision_bytes(vp), vp, v, d);
+        else sv_store_values((uint8_t *)page->v + (size_t)i * sv_row_bytes(vp, d), page->vscale ? page->vscale + i : NULL,
+                             page->cap, vp, v, d, qg);
     }
     page->n = n;
     page->first = i0;

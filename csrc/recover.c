@@ -59,25 +59,32 @@ void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slo
                     const float *rq, uint64_t token_hash, const uint8_t *think_mask, float *key) {
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision kp = cache->policy.key_precision;
-    const size_t kb = sv_precision_bytes(kp);
     if (page->keys == SV_KEYS_DENSE) {
-        sv_load_row(key, (const uint8_t *)page->k + (size_t)slot * d * kb, kp, d);
+        const uint32_t ng = cache->kgroups;
+        sv_load_values(key, (const uint8_t *)page->k + (size_t)slot * sv_row_bytes(kp, d),
+                       page->kscale ? page->kscale + (size_t)slot * ng : NULL, 1, kp, d, cache->policy.quant_group);
         return;
     }
+    float kept[SPARKV_MAX_HEAD_DIM];
+    const uint16_t *ks = page->kscale ? page->kscale + slot : NULL;
     if (page->keys == SV_KEYS_THINK) {
-        const uint8_t *row = (const uint8_t *)page->k + (size_t)slot * cache->keep_topk * kb;
+        const uint32_t t = cache->keep_topk;
+        sv_load_values(kept, (const uint8_t *)page->k + (size_t)slot * sv_row_bytes(kp, t), ks, 1, kp, t, t);
         uint32_t p = 0;
-        for (uint32_t j = 0; j < d; j++) key[j] = (think_mask[j >> 3] >> (j & 7) & 1u) ? sv_load_one(row, kp, p++) : 0.0f;
+        for (uint32_t j = 0; j < d; j++) key[j] = (think_mask[j >> 3] >> (j & 7) & 1u) ? kept[p++] : 0.0f;
         return;
     }
     const uint8_t *mask = page->mask + (size_t)slot * (d / 8);
     const uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
     const uint16_t *st = page->stats ? page->stats + (size_t)slot * cache->n_stats : NULL;
     const sparkv_recovery rec = cache->policy.recovery;
-    uint64_t p = kept_offset;
+    uint32_t nk = 0;
+    for (uint32_t b = 0; b < d / 8; b++) nk += (uint32_t)__builtin_popcount(mask[b]);
+    sv_load_values(kept, (const uint8_t *)page->k + kept_offset, ks, 1, kp, nk, nk ? nk : 1);
+    uint32_t p = 0;
     for (uint32_t j = 0; j < d; j++) {
         if (mask[j >> 3] >> (j & 7) & 1u) {
-            key[j] = sv_load_one(page->k, kp, p++);
+            key[j] = kept[p++];
             continue;
         }
         float mag = 0.0f;

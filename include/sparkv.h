@@ -134,11 +134,35 @@ typedef enum sparkv_key_pruning {
                                 pruned channels are 0; TOPK only, no recovery statistics */
 } sparkv_key_pruning;
 
-/** Storage precision of kept key values and of values. */
+/** Storage precision of kept key values and of values.
+ *
+ *  The quantized formats (I8, I4) are symmetric with fp16 scales. A run of n values x_0..x_{n-1}
+ *  that shares one scale is stored as:
+ *    Q      = 127 (I8) or 7 (I4)
+ *    a      = max_i |x_i|                        (0 when n = 0)
+ *    scale  = fp16(a / Q)   the float quotient rounded to fp16 (nearest even); a quotient of
+ *                           65504 or more gives scale 65504 (such values saturate at +-Q*65504)
+ *    s      = scale read back as a float
+ *    q_i    = 0 if s == 0, else clamp(rint(x_i / s), -Q, Q)   (float division, ties to even)
+ *  and read back (by attention and by sparkv_inspect_key/value) as the float product s * q_i,
+ *  which is exact in float. So |x_i - s*q_i| <= s/2, except that a value that rounds beyond the
+ *  grid because fp16 rounded the scale down is clamped to +-Q*s (an extra error below a * 2^-11
+ *  for normal scales).
+ *  I8 stores q_i as a signed byte. I4 stores q_i + 8 (1..15) as a 4-bit nibble, two per byte, low
+ *  nibble first; every token's row starts on a byte (an odd row ends with a 0x8 nibble).
+ *  Which values share a scale:
+ *   - rows stored whole (dense prompt keys, appended keys, values without value pruning): each run
+ *     of policy.quant_group consecutive channels of a token;
+ *   - kept key values of a SparK or ThinK token, kept values of a value-pruned token: all the
+ *     token's kept values share one scale. Kept values are the large ones, so the grid fits them;
+ *     recovery statistics, sign bits, masks and value-pruning fills are unchanged (fp16). */
 typedef enum sparkv_precision {
     SPARKV_F32 = 0,  /**< 4 bytes */
     SPARKV_F16 = 1,  /**< IEEE binary16, 2 bytes, round to nearest even (default) */
-    SPARKV_BF16 = 2  /**< bfloat16, 2 bytes, round to nearest even */
+    SPARKV_BF16 = 2, /**< bfloat16, 2 bytes, round to nearest even */
+    SPARKV_I8 = 3,   /**< symmetric int8, q in [-127, 127], 1 byte + fp16 scales (see above) */
+    SPARKV_I4 = 4    /**< symmetric 4-bit, q in [-7, 7], half a byte (rows rounded up to whole bytes)
+                          + fp16 scales (see above) */
 } sparkv_precision;
 
 /** Compression policy of a cache. Obtain with sparkv_default_policy() and change fields. */
@@ -175,6 +199,12 @@ typedef struct sparkv_policy {
     float value_prune_ratio;         /**< r_v in [0, 1): fraction of value channels pruned per token (largest
                                           |v| kept, ties toward the lower index), the pruned ones replaced by
                                           the token's mean pruned value (fp16). 0 = off (default) */
+    /* --- quantization (key_precision / value_precision SPARKV_I8 or SPARKV_I4) --- */
+    uint32_t quant_group;            /**< channels per fp16 scale in rows stored whole (dense and appended keys,
+                                          values without value pruning): a multiple of 8 in [8, D] dividing D.
+                                          Checked only when a precision is I8 or I4 (ignored otherwise). Kept
+                                          key values (SparK, ThinK) and kept values of value pruning always
+                                          use one scale per token. Default 32 */
 } sparkv_policy;
 
 /** A 1-layer default shape (struct_size set, every other field must be filled in by the caller:
@@ -183,8 +213,9 @@ SPARKV_API sparkv_shape sparkv_default_shape(void);
 /** The default policy: dense (r = 0), TOPK, MEAN recovery with sign bits, f16 keys and values,
  *  window 32, seed 0, OpenMP's thread count, scale 1/sqrt(D); no eviction (its parameters at
  *  SnapKV 512 / pool 5, PyramidKV ratio 4, StreamingLLM 4 + 508), SparK key pruning, no value
- *  pruning. The pipeline a policy describes runs: eviction, then key-channel pruning of the
- *  surviving prompt tokens, then value-channel pruning. */
+ *  pruning, quant_group 32 (used only with I8/I4 precisions). The pipeline a policy describes
+ *  runs: eviction, then key-channel pruning of the surviving prompt tokens, then value-channel
+ *  pruning. */
 SPARKV_API sparkv_policy sparkv_default_policy(void);
 
 /** Check a policy against a head dimension without creating a cache. Returns SPARKV_OK or
@@ -270,13 +301,15 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  * index), stores the T kept values of every token and one D/8-byte mask per head; pruned channels
  * are 0 at attention. Value pruning keeps, per token, the T_v = D - floor(r_v*D) values of largest
  * |v| (ties: lower index) and stores fp16(mean of the pruned values) as their replacement.
+ * Selection, statistics, signs and fills are computed from the float inputs; only the stored kept
+ * values are quantized (I8/I4, see sparkv_precision), so quantization changes no channel choice.
  */
 SPARKV_API sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer,
                                         const float *keys, const float *values, uint64_t n_tokens,
                                         const float *q_window, uint64_t n_window);
 
 /** Append one decode token to `layer`: keys, values [n_kv_heads][D]. Stored dense in the policy's
- *  key/value precision. */
+ *  key/value precision (I8/I4: one fp16 scale per quant_group channels). */
 SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
                                        const float *keys, const float *values);
 
@@ -287,7 +320,10 @@ SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
  * Pruned key entries are recovered per the policy; draws of GAUSSIAN/EXPONENTIAL come from a
  * counter-based hash of (seed, layer, kv_head, token index, channel) — see sparkv_draw_uniform —
  * so the same call always gives the same result. Each KV head's data is read once for all query
- * heads of its group.
+ * heads of its group. I8/I4 keys and values are read in their quantized form and dequantized in
+ * registers: the result is attention over the dequantized values (s * q), up to float rounding
+ * (the SIMD kernels apply a token's key scale to its score, and a value scale to the softmax
+ * weight, instead of to every element).
  */
 SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out);
 
@@ -297,19 +333,33 @@ SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, cons
 
 /** Exact bytes held. "Used" counts bytes of stored tokens and per-head metadata; `reserved`
  *  counts everything allocated (page slack included). The caller sets struct_size so the
- *  structure can grow: `sparkv_memory m = SPARKV_MEMORY_INIT;`. */
+ *  structure can grow: `sparkv_memory m = SPARKV_MEMORY_INIT;`.
+ *
+ *  Per stored token and KV head, with rb(p, n) = bytes of n values in precision p:
+ *  4n (F32), 2n (F16, BF16), n (I8), ceil(n/2) (I4); sc(p, k) = 2k if p is I8/I4, else 0;
+ *  g = quant_group; T = kept key channels of the token (SparK) or of the head (ThinK):
+ *   key_bytes       dense/appended: rb(kp, D); SparK, ThinK: rb(kp, T)
+ *   key_meta_bytes  dense/appended: sc(kp, D/g);
+ *                   SparK: D/8 (mask) + D/8 (signs, if sign_bits) + 2*n_stats + sc(kp, 1);
+ *                   ThinK: sc(kp, 1); plus per KV head D*4 + 4 (SparK qn, c) or D/8 (ThinK mask)
+ *   value_bytes     rb(vp, D); value-pruned: rb(vp, T_v)
+ *   value_meta_bytes  sc(vp, D/g); value-pruned: D/8 (mask) + 2 (fill) + sc(vp, 1)
+ *  Example, D = 128, SparK r = 0.8 (T = 26), MEAN with sign bits, K int8: 26 + 2 (scale) + 16 + 16
+ *  + 2 = 62 bytes of K per token (K int4: 13 + 2 + 16 + 16 + 2 = 49; K f16: 86); V int8 with
+ *  g = 32: 128 + 4*2 = 136 bytes (V int4: 64 + 8 = 72; V f16: 256). */
 typedef struct sparkv_memory {
     uint64_t struct_size;       /**< set by the caller to sizeof(sparkv_memory) */
     uint64_t n_tokens;          /**< tokens held per KV head, summed over the layers covered */
-    uint64_t key_bytes;         /**< kept key values + dense appended keys */
+    uint64_t key_bytes;         /**< kept key values + dense appended keys (quantized payload for I8/I4) */
     uint64_t key_meta_bytes;    /**< channel masks, sign bits, recovery statistics, per-head qn and c
-                                     (SparK); per-head channel mask (ThinK) */
-    uint64_t value_bytes;       /**< values (kept values when value pruning is on) */
+                                     (SparK); per-head channel mask (ThinK); fp16 key scales (I8/I4) */
+    uint64_t value_bytes;       /**< values (kept values when value pruning is on; quantized payload for I8/I4) */
     uint64_t total_bytes;       /**< key_bytes + key_meta_bytes + value_bytes + value_meta_bytes */
     uint64_t dense_bytes;       /**< the tokens the layers have seen (whole prompts, evicted tokens included,
                                      plus appended tokens) as dense fp16 K and V: tokens * heads * D * 2 * 2 */
     uint64_t reserved_bytes;    /**< bytes allocated for token storage and metadata (>= total_bytes) */
-    uint64_t value_meta_bytes;  /**< value-pruning masks and fill values (included in total_bytes) */
+    uint64_t value_meta_bytes;  /**< value-pruning masks and fill values, fp16 value scales (I8/I4)
+                                     (included in total_bytes) */
 } sparkv_memory;
 
 /** A zeroed sparkv_memory with struct_size set (every field named, so -Wextra stays quiet). */
@@ -324,12 +374,14 @@ SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_
 /* Inspection (tests, debugging, export). Not used by attend.                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/** The key of one stored token as attention sees it (kept values as stored, pruned entries
- *  recovered per the policy) and its kept-channel mask (bit j of byte j/8 = channel j kept;
- *  D/8 bytes). Either output may be NULL. Dense tokens report every channel kept. */
+/** The key of one stored token as attention sees it (kept values as stored — dequantized, s * q,
+ *  for I8/I4 — pruned entries recovered per the policy) and its kept-channel mask (bit j of byte
+ *  j/8 = channel j kept; D/8 bytes). Either output may be NULL. Dense tokens report every channel
+ *  kept. */
 SPARKV_API sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
                                             uint64_t token, uint8_t *kept_mask, float *key);
-/** The value of one stored token as stored (D floats). */
+/** The value of one stored token as attention sees it (D floats): as stored, dequantized (s * q)
+ *  for I8/I4, the fill value in pruned channels of a value-pruned token. */
 SPARKV_API sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
                                               uint64_t token, float *value);
 /** The window query norms qn_j (D floats) and the scale c of one layer and KV head (zeros and 1

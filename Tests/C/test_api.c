@@ -1386,8 +1386,8 @@ static void test_defaults_and_validate(void) {
     bad[i++].sign_bits = 2;
     bad[i++].sign_bits = -1;
     bad[i].recovery = SPARKV_RECOVER_NONE; bad[i++].sign_bits = 1;
-    bad[i++].key_precision = (sparkv_precision)3;
-    bad[i++].value_precision = (sparkv_precision)3;
+    bad[i++].key_precision = (sparkv_precision)5;
+    bad[i++].value_precision = (sparkv_precision)5;
     bad[i++].value_precision = (sparkv_precision)-1;
     bad[i++].window = 0;
     bad[i++].threads = -1;

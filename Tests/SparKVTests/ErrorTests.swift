@@ -225,8 +225,8 @@ struct ErrorTests {
         add("attention_scale Inf") { $0.attention_scale = .infinity }
         add("selection 2") { $0.selection = sparkv_selection(rawValue: 2) }
         add("recovery 4") { $0.recovery = sparkv_recovery(rawValue: 4) }
-        add("key precision 3") { $0.key_precision = sparkv_precision(rawValue: 3) }
-        add("value precision 3") { $0.value_precision = sparkv_precision(rawValue: 3) }
+        add("key precision 5") { $0.key_precision = sparkv_precision(rawValue: 5) }
+        add("value precision 5") { $0.value_precision = sparkv_precision(rawValue: 5) }
         for (name, p) in cases {
             Self.expectCreateFails(name, SPARKV_ERR_INVALID_POLICY, shape: shape, policy: p, checkValidate: true)
         }
