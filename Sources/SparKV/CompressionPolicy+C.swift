@@ -47,6 +47,11 @@ extension CompressionPolicy {
         c.sign_bits = signBits ? 1 : 0
         c.key_precision = keyPrecision.cValue
         c.value_precision = valuePrecision.cValue
+        guard let g = UInt32(exactly: quantGroup) else {
+            throw SparKVError.invalidPolicy(
+                "quantGroup \(quantGroup) must be a multiple of 8 dividing the head dimension (and fit in 32 bits)")
+        }
+        c.quant_group = g
         guard let w = UInt32(exactly: window), w >= 1 else {
             throw SparKVError.invalidPolicy("window \(window) must be at least 1 (and fit in 32 bits)")
         }
@@ -114,7 +119,8 @@ extension CompressionPolicy {
                   selection: selection, recovery: recovery, signBits: c.sign_bits != 0,
                   valuePruneRatio: c.value_prune_ratio, keyPrecision: keyPrecision, valuePrecision: valuePrecision,
                   window: Int(c.window), seed: c.seed, threads: c.threads > 0 ? Int(c.threads) : nil,
-                  attentionScale: c.attention_scale > 0 ? c.attention_scale : nil)
+                  attentionScale: c.attention_scale > 0 ? c.attention_scale : nil,
+                  quantGroup: Int(c.quant_group))
     }
 }
 
@@ -140,6 +146,8 @@ extension CompressionPolicy.Precision {
         case .f32: return SPARKV_F32
         case .f16: return SPARKV_F16
         case .bf16: return SPARKV_BF16
+        case .i8: return SPARKV_I8
+        case .i4: return SPARKV_I4
         }
     }
 

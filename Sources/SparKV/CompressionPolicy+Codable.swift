@@ -6,7 +6,10 @@
 //   {"eviction": {"mode": "snapkv", "budget": 512, "pool_kernel": 5}, "key_pruning": "spark",
 //    "key_prune_ratio": 0.8, "selection": {"mode": "topk"}, "recovery": "mean", "sign_bits": true,
 //    "value_prune_ratio": 0, "key_precision": "f16", "value_precision": "f16", "window": 32,
-//    "seed": 0, "threads": null, "attention_scale": null}
+//    "seed": 0, "threads": null, "attention_scale": null, "quant_group": 32}
+//
+// Precisions are "f32", "f16", "bf16", "i8", "i4"; "quant_group" (channels per fp16 scale of
+// i8/i4 rows stored whole) decodes to 32 when absent.
 //
 // Ranges are not checked while decoding (some depend on the head dimension): call
 // validate(headDim:) or create a cache.
@@ -26,6 +29,7 @@ extension CompressionPolicy: Codable {
         case seed
         case threads
         case attentionScale = "attention_scale"
+        case quantGroup = "quant_group"
     }
 
     /// Decodes a policy; absent keys take their default value.
@@ -51,7 +55,8 @@ extension CompressionPolicy: Codable {
             window: try c.decodeIfPresent(Int.self, forKey: .window) ?? d.window,
             seed: try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed,
             threads: try c.decodeIfPresent(Int.self, forKey: .threads),
-            attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale))
+            attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale),
+            quantGroup: try c.decodeIfPresent(Int.self, forKey: .quantGroup) ?? d.quantGroup)
     }
 
     /// Encodes every field (nil as null) under the C field names; no eviction is `"eviction": null`.
@@ -80,6 +85,7 @@ extension CompressionPolicy: Codable {
         } else {
             try c.encodeNil(forKey: .attentionScale)
         }
+        try c.encode(quantGroup, forKey: .quantGroup)
     }
 }
 

@@ -34,12 +34,16 @@ extension CompressionPolicy: CustomStringConvertible, LosslessStringConvertible 
           vprune(R)             prune a fraction R in [0,1) of each token's
                                 value channels
         Options:
-          kprec(P) vprec(P)     key / value precision: f32, f16 (default), bf16
+          kprec(P) vprec(P)     key / value precision: f32, f16 (default), bf16,
+                                i8, i4 (symmetric int8 / 4-bit, fp16 scales)
+          qgroup(N)             channels per scale of i8/i4 rows stored whole:
+                                a multiple of 8 dividing D (default 32)
           window(W)             observation-window queries (default 32)
           seed(N) threads(T) scale(X)   draw seed, OpenMP threads, softmax scale
         Examples: snapkv:512+spark:0.8   snapkv(512)+spark(0.8,mean,signed)
                   think(0.5)+vprune(0.5)   pyramidkv(256,4)+spark(0.5,gaussian)
                   streaming(4,1020)+kprec(bf16)
+                  spark(0.8)+kprec(i8)+vprec(i8)   dense+kprec(i4)+vprec(i4)+qgroup(64)
         """
 
     /// The compact form: stages in pipeline order, then the options that differ from the
@@ -50,6 +54,8 @@ extension CompressionPolicy: CustomStringConvertible, LosslessStringConvertible 
     /// CompressionPolicy.snapSpark(budget: 512, ratio: 0.8).description // "snapkv(512)+spark(0.8,mean,signed)"
     /// CompressionPolicy.think(ratio: 0.5).withValuePruning(ratio: 0.25).description // "think(0.5)+vprune(0.25)"
     /// CompressionPolicy.dense.description // "dense"
+    /// CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8, values: .i4, group: 64).description
+    /// // "spark(0.8,mean,signed)+kprec(i8)+vprec(i4)+qgroup(64)"
     /// ```
     public var description: String {
         var stages: [String] = []
@@ -59,6 +65,7 @@ extension CompressionPolicy: CustomStringConvertible, LosslessStringConvertible 
         if stages.isEmpty { stages.append("dense") }
         if keyPrecision != .f16 { stages.append("kprec(\(keyPrecision.rawValue))") }
         if valuePrecision != .f16 { stages.append("vprec(\(valuePrecision.rawValue))") }
+        if quantGroup != 32 { stages.append("qgroup(\(quantGroup))") }
         if window != 32 { stages.append("window(\(window))") }
         if seed != 0 { stages.append("seed(\(seed))") }
         if let threads { stages.append("threads(\(threads))") }
@@ -244,9 +251,12 @@ private struct CompactParser {
         case "kprec", "vprec":
             try expectArgs(name, args, 1...1)
             guard let precision = CompressionPolicy.Precision(rawValue: args[0]) else {
-                throw fail("\(name) precision \"\(args[0])\" is not f32, f16 or bf16")
+                throw fail("\(name) precision \"\(args[0])\" is not f32, f16, bf16, i8 or i4")
             }
             if name == "kprec" { policy.keyPrecision = precision } else { policy.valuePrecision = precision }
+        case "qgroup":
+            try expectArgs(name, args, 1...1)
+            policy.quantGroup = try int(args, 0, name, default: 32)
         case "window":
             try expectArgs(name, args, 1...1)
             policy.window = try int(args, 0, name, default: 32)
@@ -262,7 +272,7 @@ private struct CompactParser {
             policy.attentionScale = try float(args, 0, name, default: 0)
         default:
             throw fail("unknown term \"\(name)\"; terms are dense, snapkv, pyramidkv, streaming, spark, think, "
-                       + "vprune, kprec, vprec, window, seed, threads, scale")
+                       + "vprune, kprec, vprec, qgroup, window, seed, threads, scale")
         }
     }
 

@@ -74,25 +74,78 @@ extension CompressionPolicy {
         return budget + u
     }
 
-    /// Bytes of key storage (kept values plus mask, sign bits and statistics) of one prompt
-    /// token of one KV head, or nil for cumulative selection (the kept count varies per token).
+    /// fp16 scales of one row stored whole (dense or appended key, value without value pruning)
+    /// in a quantized precision: `headDim / quantGroup` (rounded up); 0 when `precision` is not
+    /// quantized.
     ///
-    /// SparK: `T * kb + D/8 (mask) + D/8 (signs, if signBits) + 2 * statisticCount`. ThinK:
-    /// `T * kb` (its mask is per head, see ``headMetadataBytes(headDim:)``). Dense keys:
-    /// `headDim * kb`.
+    /// ```swift
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).wholeRowScaleCount(headDim: 128, precision: .i8) // 4
+    /// ```
+    public func wholeRowScaleCount(headDim: Int, precision: Precision) -> Int {
+        guard precision.isQuantized, quantGroup > 0 else { return 0 }
+        return (headDim + quantGroup - 1) / quantGroup
+    }
+
+    /// Bytes of the stored key values of one prompt token of one KV head, scales and metadata
+    /// excluded (the report's `key_bytes` per token): `rb(kp, T)` when keys are pruned (SparK or
+    /// ThinK), `rb(kp, D)` when they are stored dense; nil for cumulative selection.
+    ///
+    /// ```swift
+    /// CompressionPolicy.spark(ratio: 0.8).promptKeyPayloadBytesPerToken(headDim: 128)                  // 52
+    /// CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i4).promptKeyPayloadBytesPerToken(headDim: 128) // 13
+    /// ```
+    public func promptKeyPayloadBytesPerToken(headDim: Int) -> Int? {
+        if case .cumulative = selection { return nil }
+        return keyPrecision.rowBytes(prunes(headDim: headDim) ? keptChannels(headDim: headDim) : headDim)
+    }
+
+    /// Bytes of key storage (kept values plus mask, sign bits, statistics and fp16 scales) of one
+    /// prompt token of one KV head, or nil for cumulative selection (the kept count varies per
+    /// token). With `rb`/`sc` of ``Precision/rowBytes(_:)`` / ``Precision/scaleBytes(_:)``:
+    ///
+    /// SparK: `rb(kp, T) + D/8 (mask) + D/8 (signs, if signBits) + 2 * statisticCount + sc(kp, 1)`.
+    /// ThinK: `rb(kp, T) + sc(kp, 1)` (its mask is per head, see ``headMetadataBytes(headDim:)``).
+    /// Dense keys: `rb(kp, D) + sc(kp, D / quantGroup)`.
     ///
     /// ```swift
     /// CompressionPolicy.spark(ratio: 0.8).promptKeyBytesPerToken(headDim: 128) // 26*2 + 16 + 16 + 2 = 86
+    /// CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8).promptKeyBytesPerToken(headDim: 128) // 26 + 2 + 34 = 62
+    /// CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i4).promptKeyBytesPerToken(headDim: 128) // 13 + 2 + 34 = 49
     /// CompressionPolicy.think(ratio: 0.5).promptKeyBytesPerToken(headDim: 128) // 128
     /// CompressionPolicy.dense.promptKeyBytesPerToken(headDim: 128)             // 256
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).promptKeyBytesPerToken(headDim: 128) // 128 + 8 = 136
     /// ```
     public func promptKeyBytesPerToken(headDim: Int) -> Int? {
-        if case .cumulative = selection { return nil }
-        let kb = keyPrecision.byteCount
-        guard prunes(headDim: headDim) else { return headDim * kb }
-        let kept = keptChannels(headDim: headDim) * kb
-        if keyPruning == .think { return kept }
-        return kept + headDim / 8 * (signBits ? 2 : 1) + 2 * recovery.statisticCount
+        guard let payload = promptKeyPayloadBytesPerToken(headDim: headDim) else { return nil }
+        return payload + promptKeyMetaBytesPerToken(headDim: headDim)
+    }
+
+    /// Per-token key metadata of one prompt token of one KV head (the report's `key_meta_bytes`
+    /// per token, per-head data excluded): SparK `D/8 + D/8 (signs) + 2 * statisticCount +
+    /// sc(kp, 1)`, ThinK `sc(kp, 1)`, dense `sc(kp, D / quantGroup)`.
+    ///
+    /// ```swift
+    /// CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8).promptKeyMetaBytesPerToken(headDim: 128) // 36
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).promptKeyMetaBytesPerToken(headDim: 128)         // 8
+    /// ```
+    public func promptKeyMetaBytesPerToken(headDim: Int) -> Int {
+        guard prunes(headDim: headDim) else {
+            return keyPrecision.scaleBytes(wholeRowScaleCount(headDim: headDim, precision: keyPrecision))
+        }
+        let scale = keyPrecision.scaleBytes(1)
+        if keyPruning == .think { return scale }
+        return headDim / 8 * (signBits ? 2 : 1) + 2 * recovery.statisticCount + scale
+    }
+
+    /// Bytes of one appended (decode) token's key of one KV head: `rb(kp, D)` stored values plus
+    /// `sc(kp, D / quantGroup)` scales.
+    ///
+    /// ```swift
+    /// CompressionPolicy.spark(ratio: 0.8).appendedKeyBytesPerToken(headDim: 128)                        // 256
+    /// CompressionPolicy.quantized(keys: .i4, values: .i4).appendedKeyBytesPerToken(headDim: 128)        // 64 + 8 = 72
+    /// ```
+    public func appendedKeyBytesPerToken(headDim: Int) -> Int {
+        keyPrecision.rowBytes(headDim) + keyPrecision.scaleBytes(wholeRowScaleCount(headDim: headDim, precision: keyPrecision))
     }
 
     /// Per-KV-head key metadata of a pruned layer: SparK's window query norms and their mean,
@@ -108,24 +161,44 @@ extension CompressionPolicy {
         return keyPruning == .think ? headDim / 8 : headDim * 4 + 4
     }
 
-    /// Bytes of stored values of one prompt token of one KV head: `T_v * vb` (`headDim * vb`
-    /// without value pruning).
+    /// Bytes of stored values of one prompt token of one KV head, scales excluded:
+    /// `rb(vp, T_v)` (`rb(vp, headDim)` without value pruning).
     ///
     /// ```swift
     /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).promptValueBytesPerToken(headDim: 128) // 128
+    /// CompressionPolicy.quantized(keys: .i8, values: .i4).promptValueBytesPerToken(headDim: 128)  // 64
     /// ```
     public func promptValueBytesPerToken(headDim: Int) -> Int {
-        keptValueChannels(headDim: headDim) * valuePrecision.byteCount
+        valuePrecision.rowBytes(keptValueChannels(headDim: headDim))
     }
 
-    /// Value-pruning metadata of one prompt token of one KV head: its mask and fp16 fill value,
-    /// `headDim / 8 + 2` bytes, or 0 when values are not pruned.
+    /// Value metadata of one prompt token of one KV head: with value pruning its mask, fp16 fill
+    /// value and (i8/i4) one scale, `headDim / 8 + 2 + sc(vp, 1)` bytes; otherwise the scales of
+    /// the whole row, `sc(vp, headDim / quantGroup)` (0 for float precisions).
     ///
     /// ```swift
     /// CompressionPolicy.dense.withValuePruning(ratio: 0.5).promptValueMetaBytesPerToken(headDim: 128) // 18
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).promptValueMetaBytesPerToken(headDim: 128)  // 8
     /// ```
     public func promptValueMetaBytesPerToken(headDim: Int) -> Int {
-        prunesValues(headDim: headDim) ? headDim / 8 + 2 : 0
+        if prunesValues(headDim: headDim) { return headDim / 8 + 2 + valuePrecision.scaleBytes(1) }
+        return appendedValueMetaBytesPerToken(headDim: headDim)
+    }
+
+    /// Bytes of one appended token's value of one KV head, scales excluded: `rb(vp, D)`.
+    ///
+    /// ```swift
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).appendedValueBytesPerToken(headDim: 128) // 128
+    /// ```
+    public func appendedValueBytesPerToken(headDim: Int) -> Int { valuePrecision.rowBytes(headDim) }
+
+    /// fp16 scales of one appended token's value of one KV head: `sc(vp, D / quantGroup)`.
+    ///
+    /// ```swift
+    /// CompressionPolicy.quantized(keys: .i8, values: .i8).appendedValueMetaBytesPerToken(headDim: 128) // 8
+    /// ```
+    public func appendedValueMetaBytesPerToken(headDim: Int) -> Int {
+        valuePrecision.scaleBytes(wholeRowScaleCount(headDim: headDim, precision: valuePrecision))
     }
 
     /// The memory report a cache of `shape` with this policy gives after every layer is
@@ -142,20 +215,23 @@ extension CompressionPolicy {
     /// ```
     public func predictedMemory(shape: ModelShape, promptTokens: Int, windowCount: Int,
                                 appendedTokens: Int = 0) -> MemoryReport? {
-        guard let keyBytesPerToken = promptKeyBytesPerToken(headDim: shape.headDim) else { return nil }
         let d = shape.headDim, heads = shape.kvHeads
-        let kb = keyPrecision.byteCount, vb = valuePrecision.byteCount
-        let keptKeyBytes = prunes(headDim: d) ? keptChannels(headDim: d) * kb : d * kb
+        guard let keyPayload = promptKeyPayloadBytesPerToken(headDim: d) else { return nil }
+        let keyMeta = promptKeyMetaBytesPerToken(headDim: d)
+        let appendedKeyPayload = keyPrecision.rowBytes(d)
+        let appendedKeyMeta = appendedKeyBytesPerToken(headDim: d) - appendedKeyPayload
         var m = MemoryReport(tokenCount: 0, keyBytes: 0, keyMetaBytes: 0, valueBytes: 0, valueMetaBytes: 0,
                              totalBytes: 0, denseBytes: 0, reservedBytes: 0)
         for layer in 0..<shape.layers {
             guard let kept = keptPromptTokens(promptTokens: promptTokens, windowCount: windowCount,
                                               layer: layer, layers: shape.layers) else { return nil }
             m.tokenCount += kept + appendedTokens
-            m.keyBytes += heads * (kept * keptKeyBytes + appendedTokens * d * kb)
-            m.keyMetaBytes += heads * (kept * (keyBytesPerToken - keptKeyBytes) + headMetadataBytes(headDim: d))
-            m.valueBytes += heads * (kept * promptValueBytesPerToken(headDim: d) + appendedTokens * d * vb)
-            m.valueMetaBytes += heads * kept * promptValueMetaBytesPerToken(headDim: d)
+            m.keyBytes += heads * (kept * keyPayload + appendedTokens * appendedKeyPayload)
+            m.keyMetaBytes += heads * (kept * keyMeta + appendedTokens * appendedKeyMeta + headMetadataBytes(headDim: d))
+            m.valueBytes += heads * (kept * promptValueBytesPerToken(headDim: d)
+                                     + appendedTokens * appendedValueBytesPerToken(headDim: d))
+            m.valueMetaBytes += heads * (kept * promptValueMetaBytesPerToken(headDim: d)
+                                         + appendedTokens * appendedValueMetaBytesPerToken(headDim: d))
             m.denseBytes += heads * (promptTokens + appendedTokens) * d * 4
         }
         m.totalBytes = m.keyBytes + m.keyMetaBytes + m.valueBytes + m.valueMetaBytes

@@ -11,6 +11,17 @@ import CSparKV
 /// 3. **Value-channel pruning** (``valuePruneRatio``): each token keeps its largest values and
 ///    replaces the others by their mean.
 ///
+/// What survives is stored in ``keyPrecision`` / ``valuePrecision``: f32, f16, bf16, or the
+/// quantized ``Precision/i8`` / ``Precision/i4`` with fp16 scales (one per ``quantGroup``
+/// channels of a row stored whole, one per token for kept values of a pruned row). Quantization
+/// changes no channel or token choice: selection runs on the float inputs.
+///
+/// ```swift
+/// let int8 = CompressionPolicy.quantized(keys: .i8, values: .i8)                      // no pruning
+/// let both = CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8, values: .i8)
+/// print(both)   // spark(0.8,mean,signed)+kprec(i8)+vprec(i8): 62 + 136 bytes per token at D = 128
+/// ```
+///
 /// A plain, `Codable` value mirroring the C `sparkv_policy`; every field has the C library's
 /// default, and ``validate(headDim:)`` asks the C library, so Swift and C always agree on what is
 /// valid. Errors that depend on the prompt (a budget larger than the prompt) come from
@@ -59,9 +70,17 @@ public struct CompressionPolicy: Hashable, Sendable {
 
     /// Storage precision of kept key values, appended keys and values.
     ///
+    /// The quantized precisions ``i8`` and ``i4`` are symmetric with fp16 scales: a run of values
+    /// sharing one scale stores `q_i = clamp(rint(x_i / s), -Q, Q)` with `s = fp16(max|x| / Q)`
+    /// (`Q` = 127 or 7) and reads back as `s * q_i`, so every value is within `s / 2` of its input
+    /// (see `sparkv_precision` in sparkv.h). Rows stored whole (dense or appended keys, values
+    /// without value pruning) use one scale per ``CompressionPolicy/quantGroup`` channels; the kept
+    /// key values of a pruned token and the kept values of a value-pruned token share one scale.
+    ///
     /// ```swift
     /// var policy = CompressionPolicy.dense
     /// policy.valuePrecision = .bf16
+    /// let int8 = CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8, values: .i8)
     /// ```
     public enum Precision: String, Hashable, Sendable, Codable, CaseIterable {
         /// 4-byte IEEE float.
@@ -70,13 +89,85 @@ public struct CompressionPolicy: Hashable, Sendable {
         case f16
         /// 2-byte bfloat16, round to nearest even.
         case bf16
+        /// Symmetric int8, `q` in [-127, 127], 1 byte per value plus fp16 scales.
+        case i8
+        /// Symmetric 4-bit, `q` in [-7, 7], two values per byte (a row is rounded up to whole
+        /// bytes) plus fp16 scales.
+        case i4
 
-        /// Bytes per stored element.
+        /// Bytes per stored element, rounded up to a whole byte (``i4`` reports 1; use
+        /// ``rowBytes(_:)`` for the exact size of a row).
         ///
         /// ```swift
         /// CompressionPolicy.Precision.f16.byteCount // 2
+        /// CompressionPolicy.Precision.i8.byteCount  // 1
         /// ```
-        public var byteCount: Int { self == .f32 ? 4 : 2 }
+        public var byteCount: Int {
+            switch self {
+            case .f32: return 4
+            case .f16, .bf16: return 2
+            case .i8, .i4: return 1
+            }
+        }
+
+        /// Bits per stored element (scales not included).
+        ///
+        /// ```swift
+        /// CompressionPolicy.Precision.i4.bitCount // 4
+        /// ```
+        public var bitCount: Int {
+            switch self {
+            case .f32: return 32
+            case .f16, .bf16: return 16
+            case .i8: return 8
+            case .i4: return 4
+            }
+        }
+
+        /// Whether values are stored as integers with fp16 scales (``i8``, ``i4``).
+        ///
+        /// ```swift
+        /// CompressionPolicy.Precision.i4.isQuantized  // true
+        /// CompressionPolicy.Precision.bf16.isQuantized // false
+        /// ```
+        public var isQuantized: Bool { self == .i8 || self == .i4 }
+
+        /// Largest integer of the quantization grid: 127 (``i8``), 7 (``i4``); nil for float
+        /// precisions.
+        ///
+        /// ```swift
+        /// CompressionPolicy.Precision.i8.quantMax // 127
+        /// ```
+        public var quantMax: Int? {
+            switch self {
+            case .i8: return 127
+            case .i4: return 7
+            case .f32, .f16, .bf16: return nil
+            }
+        }
+
+        /// Bytes of a stored row of `count` values, scales excluded: `4n` (f32), `2n` (f16,
+        /// bf16), `n` (i8), `ceil(n / 2)` (i4). The header's `rb(p, n)`.
+        ///
+        /// ```swift
+        /// CompressionPolicy.Precision.i4.rowBytes(13) // 7
+        /// ```
+        public func rowBytes(_ count: Int) -> Int {
+            switch self {
+            case .f32: return 4 * count
+            case .f16, .bf16: return 2 * count
+            case .i8: return count
+            case .i4: return (count + 1) / 2
+            }
+        }
+
+        /// Bytes of `count` fp16 scales: `2 * count` for ``i8`` / ``i4``, 0 for float precisions.
+        /// The header's `sc(p, k)`.
+        ///
+        /// ```swift
+        /// CompressionPolicy.Precision.i8.scaleBytes(4) // 8
+        /// ```
+        public func scaleBytes(_ count: Int) -> Int { isQuantized ? 2 * count : 0 }
     }
 
     /// Token eviction at prefill, the first stage of the pipeline. It runs per layer and KV head
@@ -231,6 +322,17 @@ public struct CompressionPolicy: Hashable, Sendable {
     /// policy.attentionScale = 0.125
     /// ```
     public var attentionScale: Float?
+    /// Channels per fp16 scale in rows stored whole with an ``Precision/i8`` or ``Precision/i4``
+    /// precision (dense and appended keys, values without value pruning): a multiple of 8 in
+    /// `8...headDim` dividing `headDim`. Checked only when a precision is quantized (ignored
+    /// otherwise). The kept key values of a pruned token and the kept values of a value-pruned
+    /// token always share one scale per token. Default 32.
+    ///
+    /// ```swift
+    /// var policy = CompressionPolicy.quantized(keys: .i4, values: .i4)
+    /// policy.quantGroup = 16   // 8 scales per 128-channel row: finer grid, 16 bytes of scales
+    /// ```
+    public var quantGroup: Int
 
     /// Creates a policy; every argument defaults to the C library's default (a dense cache with
     /// f16 keys and values, no eviction, no value pruning).
@@ -242,7 +344,8 @@ public struct CompressionPolicy: Hashable, Sendable {
     public init(eviction: Eviction? = nil, keyPruning: KeyPruning = .spark, keyPruneRatio: Float = 0,
                 selection: Selection = .topK, recovery: Recovery = .mean, signBits: Bool = true,
                 valuePruneRatio: Float = 0, keyPrecision: Precision = .f16, valuePrecision: Precision = .f16,
-                window: Int = 32, seed: UInt64 = 0, threads: Int? = nil, attentionScale: Float? = nil) {
+                window: Int = 32, seed: UInt64 = 0, threads: Int? = nil, attentionScale: Float? = nil,
+                quantGroup: Int = 32) {
         self.eviction = eviction
         self.keyPruning = keyPruning
         self.keyPruneRatio = keyPruneRatio
@@ -256,6 +359,7 @@ public struct CompressionPolicy: Hashable, Sendable {
         self.seed = seed
         self.threads = threads
         self.attentionScale = attentionScale
+        self.quantGroup = quantGroup
     }
 
     // MARK: Presets
@@ -343,6 +447,40 @@ public struct CompressionPolicy: Hashable, Sendable {
         copy.valuePruneRatio = ratio
         return copy
     }
+
+    /// A quantized cache without eviction or pruning: every key and value stored whole in
+    /// `keys` / `values` precision with one fp16 scale per `group` channels.
+    ///
+    /// ```swift
+    /// let int8 = CompressionPolicy.quantized(keys: .i8, values: .i8)   // 128 + 8 bytes of K per token at D = 128
+    /// let kivi = CompressionPolicy.quantized(keys: .i8, values: .i4, group: 64)
+    /// int8.description   // "dense+kprec(i8)+vprec(i8)"
+    /// ```
+    public static func quantized(keys: Precision, values: Precision, group: Int = 32) -> CompressionPolicy {
+        CompressionPolicy(keyPrecision: keys, valuePrecision: values, quantGroup: group)
+    }
+
+    /// This policy with key and value storage precisions (and, when given, the quantization
+    /// group); nil keeps the current one. Adds int8/int4 storage to any preset.
+    ///
+    /// ```swift
+    /// let policy = CompressionPolicy.snapSpark(budget: 512, ratio: 0.8).withPrecision(keys: .i8, values: .i4)
+    /// policy.description   // "snapkv(512)+spark(0.8,mean,signed)+kprec(i8)+vprec(i4)"
+    /// ```
+    public func withPrecision(keys: Precision? = nil, values: Precision? = nil, group: Int? = nil) -> CompressionPolicy {
+        var copy = self
+        if let keys { copy.keyPrecision = keys }
+        if let values { copy.valuePrecision = values }
+        if let group { copy.quantGroup = group }
+        return copy
+    }
+
+    /// Whether keys or values are stored quantized (``Precision/i8`` / ``Precision/i4``).
+    ///
+    /// ```swift
+    /// CompressionPolicy.quantized(keys: .i8, values: .f16).isQuantized // true
+    /// ```
+    public var isQuantized: Bool { keyPrecision.isQuantized || valuePrecision.isQuantized }
 
     /// This policy with `eviction` (nil turns eviction off).
     ///

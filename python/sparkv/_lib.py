@@ -73,6 +73,8 @@ class CPolicy(ctypes.Structure):
         # structured key pruning and value pruning
         ("key_pruning", c_int),
         ("value_prune_ratio", c_float),
+        # quantization (key_precision / value_precision I8 or I4)
+        ("quant_group", c_uint32),
     ]
 
 

@@ -283,7 +283,8 @@ class KVCache:
 
         Keys (see sparkv_memory in sparkv.h): n_tokens (tokens held per KV head, summed over the
         layers), key_bytes, key_meta_bytes (masks, signs, statistics, per-head qn; the per-head
-        ThinK mask), value_bytes, value_meta_bytes (value-pruning masks and fill values),
+        ThinK mask; fp16 key scales of I8/I4), value_bytes, value_meta_bytes (value-pruning masks
+        and fill values; fp16 value scales of I8/I4),
         total_bytes (the sum of the four), dense_bytes (every token the layers have seen, evicted
         ones included, as dense fp16 K and V over all KV heads), reserved_bytes (allocated).
         """

@@ -52,11 +52,40 @@ class KeyPruning(IntEnum):
 
 
 class Precision(IntEnum):
-    """Storage precision of kept keys and values (sparkv_precision)."""
+    """Storage precision of kept keys and values (sparkv_precision).
+
+    I8 and I4 are symmetric int8 / 4-bit with fp16 scales: a run of values sharing one scale stores
+    ``q = clip(rint(x / s), -Q, Q)`` with ``s = fp16(max|x| / Q)`` (Q = 127 or 7) and reads back as
+    ``s * q`` (within ``s / 2`` of the input). Rows stored whole (dense or appended keys, values
+    without value pruning) use one scale per ``Policy.quant_group`` channels; the kept key values of
+    a pruned token and the kept values of a value-pruned token share one scale.
+    """
 
     F32 = 0
     F16 = 1
     BF16 = 2
+    I8 = 3
+    I4 = 4
+
+    @property
+    def is_quantized(self) -> bool:
+        """True for I8 and I4 (integers with fp16 scales)."""
+        return self in (Precision.I8, Precision.I4)
+
+    @property
+    def quant_max(self) -> int:
+        """Largest integer of the grid: 127 (I8), 7 (I4); 0 for float precisions."""
+        return {Precision.I8: 127, Precision.I4: 7}.get(self, 0)
+
+    def row_bytes(self, n: int) -> int:
+        """Bytes of n stored values, scales excluded: 4n, 2n, 2n, n, ceil(n/2) (the header's rb)."""
+        return {Precision.F32: 4 * n, Precision.F16: 2 * n, Precision.BF16: 2 * n, Precision.I8: n}.get(
+            self, (n + 1) // 2
+        )
+
+    def scale_bytes(self, k: int) -> int:
+        """Bytes of k fp16 scales: 2k for I8/I4, else 0 (the header's sc)."""
+        return 2 * k if self.is_quantized else 0
 
 
 class Kernel(IntEnum):
@@ -157,9 +186,14 @@ class Policy:
     Enum fields accept members, values or names: ``Policy(recovery="gaussian", key_precision="bf16")``.
     Presets: ``Policy.dense()``, ``Policy.spark(0.8)`` (SparK, MEAN recovery, sign bits),
     ``Policy.cumulative(0.9)``, ``Policy.snapkv(512)``, ``Policy.pyramidkv(512)``,
-    ``Policy.streaming(4, 508)``, ``Policy.think(0.5)``, ``Policy.snap_spark(512, 0.8)``; every
-    preset takes any other field as a keyword (``Policy.think(0.5, value_prune_ratio=0.5)``).
-    Use ``policy.replace(window=16)`` to change a field.
+    ``Policy.streaming(4, 508)``, ``Policy.think(0.5)``, ``Policy.snap_spark(512, 0.8)``,
+    ``Policy.quantized("i8", "i8")`` (int8 K and V, no pruning); every preset takes any other field
+    as a keyword (``Policy.think(0.5, value_prune_ratio=0.5)``). Use ``policy.replace(window=16)``
+    to change a field and ``policy.with_precision("i8", "i4")`` to quantize any preset's storage.
+
+    Quantized storage: ``key_precision`` / ``value_precision`` ``"i8"`` or ``"i4"`` with
+    ``quant_group`` channels per fp16 scale in rows stored whole (default 32; a multiple of 8 dividing
+    head_dim, checked only when a precision is I8/I4): ``Policy.spark(0.8).with_precision("i8", "i8")``.
     """
 
     key_prune_ratio: float = 0.0
@@ -185,6 +219,8 @@ class Policy:
     # structured key pruning and value pruning
     key_pruning: KeyPruning = KeyPruning.SPARK
     value_prune_ratio: float = 0.0
+    # quantization (key_precision / value_precision I8 or I4)
+    quant_group: int = 32
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -286,6 +322,43 @@ class Policy:
             **fields,
         )
 
+    @classmethod
+    def quantized(
+        cls,
+        keys: Union[Precision, str, int] = "i8",
+        values: Union[Precision, str, int] = "i8",
+        group: int = 32,
+        **fields: Any,
+    ) -> "Policy":
+        """A quantized cache without eviction or pruning: keys and values stored whole in ``keys`` /
+        ``values`` precision with one fp16 scale per ``group`` channels.
+
+        ``Policy.quantized("i8", "i8")``: 128 + 8 bytes of K and of V per token at head_dim 128.
+        """
+        return cls(key_precision=keys, value_precision=values, quant_group=group, **fields)
+
+    def with_precision(
+        self,
+        keys: Union[Precision, str, int, None] = None,
+        values: Union[Precision, str, int, None] = None,
+        group: Union[int, None] = None,
+    ) -> "Policy":
+        """A copy with key/value storage precisions (and quant_group) changed; None keeps the current
+        one. ``Policy.snap_spark(512, 0.8).with_precision("i8", "i4")``."""
+        changes: dict = {}
+        if keys is not None:
+            changes["key_precision"] = keys
+        if values is not None:
+            changes["value_precision"] = values
+        if group is not None:
+            changes["quant_group"] = group
+        return self.replace(**changes)
+
+    @property
+    def is_quantized(self) -> bool:
+        """Whether keys or values are stored as I8/I4."""
+        return self.key_precision.is_quantized or self.value_precision.is_quantized
+
     def to_c(self) -> _lib.CPolicy:
         return _lib.CPolicy(
             ctypes.sizeof(_lib.CPolicy),
@@ -310,6 +383,7 @@ class Policy:
             _int_field(self, "recent_tokens", 0, U32),
             int(self.key_pruning),
             _float_field(self, "value_prune_ratio"),
+            _int_field(self, "quant_group", 0, U32),
         )
 
     @classmethod
@@ -336,6 +410,7 @@ class Policy:
             recent_tokens=c.recent_tokens,
             key_pruning=KeyPruning(c.key_pruning),
             value_prune_ratio=c.value_prune_ratio,
+            quant_group=c.quant_group,
         )
 
     def validate(self, head_dim: int) -> "Policy":

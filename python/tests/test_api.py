@@ -199,7 +199,8 @@ def test_binding_refuses_a_library_whose_structs_differ(monkeypatch):
     assert _lib.new_memory().struct_size == ctypes.sizeof(_lib.CMemory)
 
     class LongerPolicy(ctypes.Structure):
-        _fields_ = _lib.CPolicy._fields_ + [("future_field", ctypes.c_uint32)]
+        # 8 bytes: a 4-byte field could hide in the tail padding (the struct holds a uint64).
+        _fields_ = _lib.CPolicy._fields_ + [("future_field", ctypes.c_uint64)]
 
     monkeypatch.setattr(_lib, "CPolicy", LongerPolicy)
     with pytest.raises(sparkv.LibraryNotFoundError, match="struct sizes differ"):
