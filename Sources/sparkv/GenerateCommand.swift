@@ -40,6 +40,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Threads of the model kernels and the cache (default: OpenMP's).")
     var threads: Int?
 
+    @Flag(name: .long, help: "Exact (float-activation) matmuls instead of llama.cpp-style 8-bit activations (slower).")
+    var exactMatmul = false
+
     @Flag(name: .long, help: "Print a JSON summary instead of text.")
     var json = false
 
@@ -58,6 +61,7 @@ struct GenerateCommand: ParsableCommand {
 
         let path = try model ?? ModelFiles.locate()
         let llama = try LlamaModel(path: path)
+        llama.exactMatmul = exactMatmul
         let tokenizer = try Tokenizer(gguf: llama.file)
         let promptText = chat ? tokenizer.chatPrompt(user: text) : text
         let tokens = tokenizer.encode(promptText, addSpecial: !chat)

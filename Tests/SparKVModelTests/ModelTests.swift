@@ -94,9 +94,17 @@ struct ModelTests {
         #expect(r[3].memory.totalBytes < r[0].memory.totalBytes)
     }
 
+    /// With 8-bit activations (llama.cpp's scheme, and SparKV's fast path) this prompt sits on a
+    /// knife's edge: llama.cpp's own logits after the chat prompt rank "L" (24.74) just above "The"
+    /// (24.65), and it answers "L'Étoile, ..." like SparKV's fast path does (top-1 agreement with
+    /// llama.cpp over the prompt's positions: 35/37). A float-activation reference (numpy, exact
+    /// dequantized weights) ranks "The" first and answers Paris; so does SparKV's exact path, which is
+    /// what this test pins.
     @Test("the greedy chat answer to 'What is the capital of France?' names Paris")
     func chatAnswerNamesParis() throws {
-        let (model, tokenizer) = try #require(Self.shared)
+        let (shared, tokenizer) = try #require(Self.shared)
+        let model = try LlamaModel(file: shared.file)
+        model.exactMatmul = true
         let tokens = tokenizer.encode(tokenizer.chatPrompt(user: "What is the capital of France?"))
         let eval = Evaluation(model: model, tokenizer: tokenizer)
         let state = try model.prefill(tokens: tokens)
