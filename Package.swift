@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "SparKVModel", dependencies: ["SparKV", "CSparKVModel"]),
         .executableTarget(
             name: "sparkv",
-            dependencies: ["SparKV", "SparKVModel", "CSparKVBench",
+            dependencies: ["SparKV", "SparKVModel", "CSparKVModel", "CSparKVBench",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SparKVTests", dependencies: ["SparKV", "CSparKV"]),

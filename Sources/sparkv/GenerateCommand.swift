@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SparKV
 import SparKVModel
+import CSparKVModel
 
 /// `sparkv generate`: greedy generation with SmolLM2-135M on a SparKV cache under any policy.
 struct GenerateCommand: ParsableCommand {
@@ -100,7 +101,8 @@ struct GenerateCommand: ParsableCommand {
             completion: completion, prefillTokensPerSecond: Double(tokens.count) / prefillSeconds,
             decodeTokensPerSecond: decodeSteps > 0 ? Double(decodeSteps) / decodeSeconds : 0,
             kvBytes: report.totalBytes, denseBytes: report.denseBytes, ratioToDense: report.ratioToDense,
-            threads: session.cache.threadCount, kernel: session.cache.kernel.name)
+            threads: session.cache.threadCount,
+            kernel: "cache \(session.cache.kernel.name), model \(String(cString: svm_isa_name(svm_get_isa())))")
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -111,7 +113,7 @@ struct GenerateCommand: ParsableCommand {
 
                 policy \(summary.policy): prompt \(summary.promptTokens) tokens, generated \(summary.generatedTokens)
                 prefill \(fmt(summary.prefillTokensPerSecond)) tokens/s, decode \(fmt(summary.decodeTokensPerSecond)) tokens/s \
-                (\(summary.threads) threads, \(summary.kernel) kernels)
+                (\(summary.threads) threads; kernels: \(summary.kernel))
                 KV cache: \(summary.kvBytes) bytes = \(fmt(100 * summary.ratioToDense))% of dense fp16 (\(summary.denseBytes) bytes)
                 """)
         }

@@ -72,10 +72,10 @@ struct PolicyCommand: ParsableCommand {
     @Option(help: "Fraction of value channels pruned, in [0, 1) (0 = off).")
     var valueRatio: Float?
 
-    @Option(help: "Precision of kept keys: f32, f16, bf16.")
+    @Option(help: "Precision of kept keys: f32, f16, bf16, i8, i4.")
     var keyPrecision: CompressionPolicy.Precision?
 
-    @Option(help: "Precision of values: f32, f16, bf16.")
+    @Option(help: "Precision of values: f32, f16, bf16, i8, i4.")
     var valuePrecision: CompressionPolicy.Precision?
 
     @Option(help: "Observation-window queries.")
