@@ -147,7 +147,7 @@ struct BenchDecodeReport: Codable {
                     r.byteCeiling.map { f2($0) + "x" } ?? "-", String(r.tokensHeldPerLayer),
                 ])
             }
-            lines.append(benchTable(cells))
+            lines.append(textTable(cells))
         }
         for s in skipped { lines.append("\nskipped: context \(s.context), \(s.threads) thread(s): \(s.reason)") }
 
@@ -166,7 +166,7 @@ struct BenchDecodeReport: Codable {
                     r.projectedSpeedup.map { f2($0) + "x" } ?? "-", String(r.tokensHeld),
                 ])
             }
-            lines.append(benchTable(cells))
+            lines.append(textTable(cells))
             for note in notes { lines.append(note) }
             lines.append("proj. = speed-up per held token if time per token were max(min compute ns, bytes / \(f1(bw)) GB/s), "
                          + "as on a server with that bandwidth per core")
@@ -272,7 +272,7 @@ struct BenchPrefillReport: Codable {
                     String(r.tokensHeld),
                 ])
             }
-            lines.append(benchTable(cells))
+            lines.append(textTable(cells))
         }
         for s in skipped { lines.append("\nskipped: context \(s.context): \(s.reason)") }
         lines.append("")

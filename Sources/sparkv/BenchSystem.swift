@@ -265,22 +265,6 @@ func benchTranspose(_ x: [Float], heads: Int, count n: Int, headDim d: Int) -> [
     return out
 }
 
-/// A fixed-width text table: the first row is the header; numeric-looking cells right-aligned.
-func benchTable(_ rows: [[String]]) -> String {
-    guard let header = rows.first else { return "" }
-    var widths = header.map(\.count)
-    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
-    func line(_ row: [String]) -> String {
-        row.enumerated().map { i, cell in
-            let pad = String(repeating: " ", count: max(0, widths[i] - cell.count))
-            return i == 0 ? cell + pad : pad + cell
-        }.joined(separator: "  ")
-    }
-    var out = [line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
-    out += rows.dropFirst().map(line)
-    return out.joined(separator: "\n")
-}
-
 /// Writes `text` to `path`, creating or replacing the file.
 func benchWrite(_ text: String, to path: String) throws {
     do {

@@ -79,15 +79,7 @@ struct DemoReport: Codable {
                 String(format: "%.2e", row.maxRelativeError), String(format: "%.2e", row.meanRelativeError),
             ])
         }
-        let widths = header.indices.map { c in cells.map { $0[c].count }.max() ?? 0 }
-        for (i, row) in cells.enumerated() {
-            let text = row.indices.map { c in
-                c == 0 ? row[c].padding(toLength: widths[c], withPad: " ", startingAt: 0)
-                       : String(repeating: " ", count: widths[c] - row[c].count) + row[c]
-            }.joined(separator: "  ")
-            lines.append(text)
-            if i == 0 { lines.append(String(repeating: "-", count: text.count)) }
-        }
+        lines.append(textTable(cells))
         lines.append("")
         lines.append("% dense: total bytes vs the same tokens in dense fp16 K and V. K B/tok/head: key bytes of one prompt token")
         lines.append("of one KV head (kept values + mask + sign bits + statistics); formula: T*2 + D/8 + D/8 + 2*stats.")

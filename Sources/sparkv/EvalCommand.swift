@@ -189,13 +189,7 @@ struct EvalReport: Codable {
             }
             rows.append(row)
         }
-        let widths = header.indices.map { i in max(header[i].count, rows.map { $0[i].count }.max() ?? 0) }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in i == 0 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-                : String(repeating: " ", count: widths[i] - c.count) + c }.joined(separator: "  ")
-        }
-        var text = line(header) + "\n" + String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1)) + "\n"
-        text += rows.map(line).joined(separator: "\n")
+        var text = textTable([header] + rows)
         text += "\n\nbytes: % of a dense fp16 cache of the same prompt (P = \(prefixes.max() ?? 0)); dNLL: mean NLL minus dense's "
             + "(nats/token); top1: argmax agreement with dense; KL: mean KL(dense||policy); greedy: tokens equal to dense's "
             + "up to the first divergence / overall; passkey: correct/trials. \(textTokens) tokens of text; "

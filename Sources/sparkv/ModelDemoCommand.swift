@@ -89,13 +89,7 @@ struct ModelDemoCommand: ParsableCommand {
             completions.append((policy.description, (try? tokenizer.decode(out, skipSpecial: true)) ?? ""))
         }
         let header = ["policy", "KV bytes", "of dense", "compress ms", "decode tok/s", "agree (prefix)", "agree (all)"]
-        let widths = header.indices.map { c in max(header[c].count, rows.map { $0[c].count }.max() ?? 0) }
-        func line(_ r: [String]) -> String {
-            r.enumerated().map { c, s in c == 0 ? s.padding(toLength: widths[c], withPad: " ", startingAt: 0)
-                : String(repeating: " ", count: widths[c] - s.count) + s }.joined(separator: "  ")
-        }
-        print(line(header))
-        for r in rows { print(line(r)) }
+        print(textTable([header] + rows))
         print("\nagree: generated tokens equal to the dense cache's, up to the first divergence / overall.\n")
         for (p, c) in completions { print("[\(p)] \(c.replacingOccurrences(of: "\n", with: " "))") }
     }
