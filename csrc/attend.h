@@ -62,6 +62,19 @@ SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx512;
         }                                                                                            \
     } while (0)
 
+/* SV_GROUP_SWITCH with two more flags (a, b in {0, 1}) turned into compile-time constants:
+ * calls fn(..., A, B, G). */
+#define SV_FLAGS_GROUP_SWITCH(g, a, b, fn, ...)                                                      \
+    do {                                                                                             \
+        if (a) {                                                                                     \
+            if (b) SV_GROUP_SWITCH(g, fn, __VA_ARGS__, 1, 1);                                        \
+            else SV_GROUP_SWITCH(g, fn, __VA_ARGS__, 1, 0);                                          \
+        } else {                                                                                     \
+            if (b) SV_GROUP_SWITCH(g, fn, __VA_ARGS__, 0, 1);                                        \
+            else SV_GROUP_SWITCH(g, fn, __VA_ARGS__, 0, 0);                                          \
+        }                                                                                            \
+    } while (0)
+
 /* SIMD kernels hold at most this many query heads' accumulators; larger groups use the portable
  * kernels. */
 #define SV_SIMD_MAX_GROUP 16u

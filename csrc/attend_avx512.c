@@ -382,13 +382,7 @@ SV_TARGET static void score_rows(const sv_head_ctx *h, const sv_page *page, uint
     const sparkv_precision kp = h->cache->policy.key_precision;
     if (sv_is_quantized(kp)) {
         const int i4 = kp == SPARKV_I4, per_token = page->keys != SV_KEYS_DENSE;
-        if (i4) {
-            if (per_token) SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 1, 1);
-            else SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 1, 0);
-        } else {
-            if (per_token) SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 0, 1);
-            else SV_GROUP_SWITCH(h->group, score_rows_q, h, page, t0, n, q, qstride, width, scores, 0, 0);
-        }
+        SV_FLAGS_GROUP_SWITCH(h->group, i4, per_token, score_rows_q, h, page, t0, n, q, qstride, width, scores);
         return;
     }
     SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores);
