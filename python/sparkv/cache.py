@@ -28,15 +28,24 @@ MEMORY_FIELDS = (
 )
 
 
-def _float32_array(name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str]) -> int:
-    """The address of `a` after checking it is a float32, C-contiguous array of the expected shape.
+def _float32_array(
+    name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str], writes: bool = False
+) -> int:
+    """The address of `a` after checking it is a float32, C-contiguous, aligned array of the expected
+    shape, and writeable when C writes into it (`writes`).
 
     `expected` holds sizes, None where any size is accepted; `labels` names each axis. Nothing is
     converted: a float64 or strided array is a caller mistake worth knowing about (a silent copy
-    would hide a 2x memory and time cost on every decode step).
+    would hide a 2x memory and time cost on every decode step). Every array handed to C goes
+    through here: C trusts the pointer for exactly the checked shape.
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of float32, got {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain numpy.ndarray, got a masked array (C would read the masked entries "
+            f"as numbers); pass {name}.filled(value) or {name}.data explicitly"
+        )
     if a.dtype != np.float32:
         raise TypeError(
             f"{name} must have dtype float32 (native byte order), got {a.dtype}; "
@@ -49,6 +58,12 @@ def _float32_array(name: str, a: object, expected: Sequence[Optional[int]], labe
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
     if not a.flags.aligned:
         raise ValueError(f"{name} must be aligned to 4 bytes; pass a fresh copy ({name}.copy())")
+    if writes and not a.flags.writeable:
+        raise ValueError(
+            f"{name} must be writeable (the result is written into it), got a read-only array "
+            "(writeable=False, a read-only memmap, or np.frombuffer over bytes); pass a writable array "
+            "or omit it"
+        )
     return a.ctypes.data
 
 
@@ -263,14 +278,15 @@ class KVCache:
         """Decode attention of one query token over every token of ``layer``.
 
         q: ``(n_q_heads, head_dim)``. Returns ``(n_q_heads, head_dim)`` float32, written into ``out``
-        when given (same shape, float32, C-contiguous, not overlapping q).
+        when given (same shape, float32, C-contiguous, aligned, writeable, not overlapping q; a
+        wrong ``out`` raises TypeError / ValueError and is left untouched).
         """
         s = self._shape
         layer = self._layer(layer)
         q_ptr = _float32_array("q", q, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"))
         if out is None:
             out = np.empty((s.n_q_heads, s.head_dim), dtype=np.float32)
-        o_ptr = _float32_array("out", out, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"))
+        o_ptr = _float32_array("out", out, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"), writes=True)
         if np.shares_memory(q, out):
             raise ValueError("out must not overlap q")
         self._call("sparkv_attend", layer, q_ptr, o_ptr)
