@@ -13,7 +13,7 @@ import dataclasses
 import operator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Type, TypeVar, Union
+from typing import Any, Optional, Type, TypeVar, Union
 
 from . import _lib
 from .errors import Status, error_for
@@ -142,6 +142,11 @@ U32 = 2**32 - 1
 U64 = 2**64 - 1
 
 
+def _sign_bits(sign_bits: Optional[bool], recovery: Recovery) -> bool:
+    """The presets' sign_bits: as given, or (None) whether the recovery reads signs."""
+    return recovery != Recovery.NONE if sign_bits is None else sign_bits
+
+
 @dataclass(frozen=True)
 class Shape:
     """Shape of the attention layers a cache serves (mirrors sparkv_shape; defaults as in C).
@@ -184,7 +189,8 @@ class Policy:
     per token with recovery, or ThinK per head), then value-channel pruning (``value_prune_ratio``).
 
     Enum fields accept members, values or names: ``Policy(recovery="gaussian", key_precision="bf16")``.
-    Presets: ``Policy.dense()``, ``Policy.spark(0.8)`` (SparK, MEAN recovery, sign bits),
+    Presets (the same C policies as the Swift presets: Tests/presets.json): ``Policy.dense()``,
+    ``Policy.spark(0.8)`` (SparK, MEAN recovery, sign bits; ``recovery="none"`` drops them),
     ``Policy.cumulative(0.9)``, ``Policy.snapkv(512)``, ``Policy.pyramidkv(512)``,
     ``Policy.streaming(4, 508)``, ``Policy.think(0.5)``, ``Policy.snap_spark(512, 0.8)``,
     ``Policy.quantized("i8", "i8")`` (int8 K and V, no pruning); every preset takes any other field
@@ -243,14 +249,23 @@ class Policy:
         cls,
         ratio: float,
         recovery: Union[Recovery, str, int] = "mean",
-        sign_bits: bool = True,
+        sign_bits: Optional[bool] = None,
         **fields: Any,
     ) -> "Policy":
         """SparK TOPK: prune ``ratio`` of every prompt key's channels and recover them at attention.
 
-        ``recovery="none"`` needs ``sign_bits=False`` (signs would be stored and never read).
+        ``sign_bits``: store the signs of pruned entries; None (the default) means "whenever the
+        recovery reads them", i.e. False for ``recovery="none"`` (as Swift's ``.spark``). An explicit
+        ``sign_bits=True`` with ``recovery="none"`` is an invalid policy (C reports it).
         """
-        return cls(key_prune_ratio=ratio, selection=Selection.TOPK, recovery=recovery, sign_bits=sign_bits, **fields)
+        recovery = to_enum(Recovery, recovery, "recovery")
+        return cls(
+            key_prune_ratio=ratio,
+            selection=Selection.TOPK,
+            recovery=recovery,
+            sign_bits=_sign_bits(sign_bits, recovery),
+            **fields,
+        )
 
     @classmethod
     def cumulative(
@@ -259,17 +274,19 @@ class Policy:
         min_keep: int = 1,
         max_keep: int = 0,
         recovery: Union[Recovery, str, int] = "mean",
-        sign_bits: bool = True,
+        sign_bits: Optional[bool] = None,
         **fields: Any,
     ) -> "Policy":
-        """SparK with CUMULATIVE selection: keep the fewest channels holding ``p`` of the saliency."""
+        """SparK with CUMULATIVE selection: keep the fewest channels holding ``p`` of the saliency
+        (``sign_bits`` as in :meth:`spark`: None means "unless recovery is none")."""
+        recovery = to_enum(Recovery, recovery, "recovery")
         return cls(
             selection=Selection.CUMULATIVE,
             cumulative_p=p,
             cumulative_min_keep=min_keep,
             cumulative_max_keep=max_keep,
             recovery=recovery,
-            sign_bits=sign_bits,
+            sign_bits=_sign_bits(sign_bits, recovery),
             **fields,
         )
 
@@ -306,12 +323,12 @@ class Policy:
         budget: int,
         ratio: float,
         recovery: Union[Recovery, str, int] = "mean",
-        sign_bits: bool = True,
+        sign_bits: Optional[bool] = None,
         pool_kernel: int = 5,
         **fields: Any,
     ) -> "Policy":
         """SnapKV eviction to ``budget`` prompt tokens (plus the window), then SparK pruning of
-        ``ratio`` of every surviving key's channels."""
+        ``ratio`` of every surviving key's channels (``sign_bits`` as in :meth:`spark`)."""
         return cls.spark(
             ratio,
             recovery=recovery,

@@ -244,7 +244,7 @@ def test_bad_shapes(shape, error):
         Policy.spark(1.0),
         Policy.spark(-0.1),
         Policy.spark(float("nan")),
-        Policy.spark(0.5, recovery="none"),  # sign bits need a recovery mode
+        Policy.spark(0.5, recovery="none", sign_bits=True),  # sign bits need a recovery mode
         Policy.cumulative(0.0),
         Policy.cumulative(1.5),
         Policy.cumulative(0.9, min_keep=10, max_keep=5),
