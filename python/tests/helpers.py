@@ -32,6 +32,7 @@ def ref_policy(policy: sparkv.Policy) -> RefPolicy:
         recent_tokens=policy.recent_tokens,
         key_pruning=policy.key_pruning.name.lower(),
         value_ratio=float(np.float32(policy.value_prune_ratio)),
+        quant_group=policy.quant_group,
     )
 
 

@@ -1,8 +1,10 @@
 """A plain numpy reference of SparK as SparKV specifies it, written for clarity, not speed.
 
 Everything that the library stores is reproduced bit for bit: sums run in the documented order
-(np.cumsum is sequential), roundings go through numpy's float16 (round to nearest even), the
-draws use Python's math (the same libm as the C library). Attention is a double-precision softmax.
+(np.cumsum is sequential), roundings go through numpy's float16 (round to nearest even), int8 /
+int4 storage follows sparkv.h's description of sparkv_precision (symmetric, fp16 scales; written
+from the header, not from csrc/), the draws use Python's math (the same libm as the C library).
+Attention is a double-precision softmax.
 """
 
 from __future__ import annotations
@@ -30,8 +32,53 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
     return (bits & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
 
 
-def store(x: np.ndarray, precision: str) -> np.ndarray:
+QUANT_MAX = {"i8": 127, "i4": 7}
+
+
+def quantize_run(x: np.ndarray, qmax: int) -> np.ndarray:
+    """Values sharing one fp16 scale, as read back (sparkv.h, sparkv_precision): a = max|x|,
+    scale = fp16(a / Q) from the float quotient (65504 when the quotient reaches it), s = scale as a
+    float, q = 0 if s == 0 else clamp(rint(x / s), -Q, Q) with float division and ties to even;
+    read back as the float product s * q."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        return x.copy()
+    quotient = np.float32(np.max(np.abs(x))) / np.float32(qmax)
+    s = np.float32(65504.0) if quotient >= 65504 else np.float32(np.float16(quotient))
+    if s == 0:
+        return np.zeros_like(x)
+    q = np.clip(np.rint(x / s), -qmax, qmax).astype(np.float32)
+    return (s * q).astype(np.float32)
+
+
+def quantize_rows(x: np.ndarray, qmax: int, group: int) -> np.ndarray:
+    """Rows stored whole: one scale per `group` consecutive channels of the last axis."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    flat, res = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])
+    for r in range(flat.shape[0]):
+        for j in range(0, flat.shape[1], group):
+            res[r, j : j + group] = quantize_run(flat[r, j : j + group], qmax)
+    return out
+
+
+def store(x: np.ndarray, precision: str, group: int = 32) -> np.ndarray:
+    """Values as stored and read back; i8/i4 rows stored whole, one scale per `group` channels."""
+    if precision in QUANT_MAX:
+        return quantize_rows(x, QUANT_MAX[precision], group)
     return {"f32": lambda a: np.asarray(a, dtype=np.float32), "f16": to_f16, "bf16": to_bf16}[precision](x)
+
+
+def store_kept(x: np.ndarray, mask: np.ndarray, precision: str) -> np.ndarray:
+    """A row whose kept entries (mask) are stored, the kept values of an i8/i4 row sharing one scale;
+    the other entries are left as they are (the caller fills them)."""
+    x = np.asarray(x, dtype=np.float32)
+    out = x.copy()
+    if precision in QUANT_MAX:
+        out[mask] = quantize_run(x[mask], QUANT_MAX[precision])
+    else:
+        out[mask] = store(x[mask], precision)
+    return out
 
 
 def fp16_scalar(x: float) -> float:
@@ -81,6 +128,7 @@ class RefPolicy:
     recent_tokens: int = 508
     key_pruning: str = "spark"  # or "think"
     value_ratio: float = 0.0
+    quant_group: int = 32  # channels per fp16 scale of i8/i4 rows stored whole
 
     def topk_keep(self, d: int) -> int:
         return d - math.floor(float(np.float32(self.ratio)) * d)
@@ -150,7 +198,7 @@ def compress_token(
     """(kept mask, key as attention sees it) of one prompt token."""
     d = k.shape[0]
     if not policy.prunes(d):
-        return np.ones(d, dtype=bool), store(k, policy.key_precision)
+        return np.ones(d, dtype=bool), store(k, policy.key_precision, policy.quant_group)
     s = saliency(k, qn)
     mask = select(s, policy)
     pruned = s[~mask]
@@ -164,7 +212,7 @@ def compress_token(
     with np.errstate(divide="ignore"):
         rq = np.where(qn > 0, np.sqrt(c64 / qn.astype(np.float64)), 0.0).astype(np.float32)
 
-    key = store(k, policy.key_precision).copy()
+    key = store_kept(k, mask, policy.key_precision)  # statistics above come from the float key
     for j in np.nonzero(~mask)[0]:
         if policy.recovery == "none":
             mag = np.float32(0.0)
@@ -197,7 +245,7 @@ def prefill(
             qn_all[h], c_all[h] = window_qnorm(q_window, group, h, use)
         for t in range(n):
             masks[h, t], out_k[h, t] = compress_token(keys[h, t], qn_all[h], c_all[h], policy, layer, h, t)
-    return out_k, masks, store(values, policy.value_precision), qn_all, c_all
+    return out_k, masks, store(values, policy.value_precision, policy.quant_group), qn_all, c_all
 
 
 # ---- the policy pipeline: eviction, key pruning, value pruning -------------------------------------
@@ -272,12 +320,12 @@ def value_row(v: np.ndarray, policy: RefPolicy) -> np.ndarray:
     d = v.shape[0]
     keep = policy.value_keep(d)
     if keep >= d:
-        return store(v, policy.value_precision)
+        return store(v, policy.value_precision, policy.quant_group)
     order = np.lexsort((np.arange(d), -np.abs(v.astype(np.float64))))
     kept = np.zeros(d, dtype=bool)
     kept[order[:keep]] = True
     fill = fp16_scalar(float(np.cumsum(v[~kept].astype(np.float64))[-1]) / (d - keep))
-    return np.where(kept, store(v, policy.value_precision), np.float32(fill)).astype(np.float32)
+    return np.where(kept, store_kept(v, kept, policy.value_precision), np.float32(fill)).astype(np.float32)
 
 
 @dataclass
@@ -318,7 +366,8 @@ def pipeline(keys: np.ndarray, values: np.ndarray, q_window, policy: RefPolicy, 
         if mode == "think":
             mask = think_mask(survivors, qn_all[h], use, policy.topk_keep(d))
             masks[h] = mask
-            out_k[h] = np.where(mask, store(survivors, policy.key_precision), np.float32(0.0))
+            for i in range(kept):
+                out_k[h, i] = np.where(mask, store_kept(survivors[i], mask, policy.key_precision), np.float32(0.0))
         else:
             for i in range(kept):  # survivors are renumbered 0..kept-1 (the draws hash that index)
                 masks[h, i], out_k[h, i] = compress_token(survivors[i], qn_all[h], c_all[h], policy, layer, h, i)

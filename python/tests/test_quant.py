@@ -10,7 +10,9 @@ import ctypes
 import numpy as np
 import pytest
 
+import reference as ref
 import sparkv
+from helpers import ref_policy
 from sparkv import InvalidPolicyError, KVCache, Policy, Precision, Shape, _lib
 
 D = 128
@@ -291,10 +293,63 @@ def test_spark_int8_memory_matches_the_formula_exactly():
     assert total["total_bytes"] == sum(m["total_bytes"] for m in per_layer)
 
 
-def test_int8_attention_close_to_f16():
+def reference_attention(policy: Policy, seed: int, layer: int, q: np.ndarray) -> np.ndarray:
+    """The float64 reference of attend(layer, q) over filled(policy, seed): the prompt through the
+    reference pipeline (SparK from the float keys, kept values quantized as sparkv.h documents),
+    the appended tokens stored whole with one scale per quant_group channels."""
+    keys, values, q_window = make_data(seed)
+    rp = ref_policy(policy)
+    group = SHAPE.n_q_heads // SHAPE.n_kv_heads
+    exp = ref.pipeline(keys[layer, :, :N], values[layer, :, :N], q_window[layer], rp, group, layer, SHAPE.n_layers)
+    all_k = np.concatenate([exp.keys, ref.store(keys[layer, :, N:], rp.key_precision, rp.quant_group)], axis=1)
+    all_v = np.concatenate([exp.values, ref.store(values[layer, :, N:], rp.value_precision, rp.quant_group)], axis=1)
+    return ref.attention(q, all_k, all_v)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Policy.spark(0.8).with_precision("i8", "i8"),
+        Policy.quantized("i8", "i8"),
+        Policy.quantized("i4", "i8", group=16),
+        Policy.spark(0.5, recovery="none").with_precision("i4", "i4", group=64),
+        Policy.think(0.5, value_prune_ratio=0.5).with_precision("i8", "i4"),
+    ],
+    ids=lambda p: f"{p.key_prune_ratio}-{p.key_pruning.name}-{p.key_precision.name}-{p.value_precision.name}"
+    f"-g{p.quant_group}-v{p.value_prune_ratio}",
+)
+def test_quantized_attention_matches_the_reference(policy):
+    """Attention over an int8/int4 cache, every kernel, against the independent float64 reference
+    (tests/reference.py), not against another library path. The tolerance is float rounding (1e-5 of
+    the output scale); the reference of the same cache in f16 lies well outside it, so a quantizer
+    that stored f16 (or any other grid) would fail."""
     q = np.random.default_rng(9).standard_normal((SHAPE.n_q_heads, D), dtype=np.float32)
-    a_cache, _, _ = filled(Policy.spark(0.8), seed=4)
-    b_cache, _, _ = filled(Policy.spark(0.8).with_precision("i8", "i8"), seed=4)
-    with a_cache, b_cache:
-        a, b = a_cache.attend(1, q), b_cache.attend(1, q)
-    assert np.max(np.abs(a - b)) <= 0.05 * np.max(np.abs(a)) + 1e-4
+    cache, _, _ = filled(policy, seed=4)
+    with cache:
+        for layer in range(SHAPE.n_layers):
+            want = reference_attention(policy, 4, layer, q)
+            scale = float(np.max(np.abs(want)))
+            tol = 1e-5 * scale
+            for kernel in [k for k in sparkv.Kernel if k != sparkv.Kernel.AUTO and sparkv.kernel_supported(k)]:
+                cache.set_kernel(kernel)
+                err = float(np.max(np.abs(cache.attend(layer, q) - want)))
+                assert err <= tol, f"layer {layer} {kernel.name}: max |attend - reference| {err:.3g} > {tol:.3g}"
+            f16 = reference_attention(policy.with_precision("f16", "f16"), 4, layer, q)
+            assert float(np.max(np.abs(f16 - want))) > 20 * tol, "the tolerance cannot tell int from f16 storage"
+
+
+def test_reference_quantizer_follows_the_header():
+    """The reference's own quantizer on hand-checked runs (sparkv.h): scale fp16(amax/Q), ties to
+    even, a zero run, saturation of the scale at 65504."""
+    run = np.array([1.27, -0.635, 0.0, 0.005, -1.0], dtype=np.float32)
+    s = np.float32(np.float16(np.float32(1.27) / np.float32(127)))
+    want = s * np.clip(np.rint(run / s), -127, 127)
+    assert np.array_equal(ref.quantize_run(run, 127), want.astype(np.float32))
+    assert np.abs(ref.quantize_run(run, 127) - run).max() <= s / 2
+    assert np.array_equal(ref.quantize_run(np.array([7.0, 3.5, -0.5, 2.5], np.float32), 7), [7.0, 4.0, -0.0, 2.0])
+    assert not ref.quantize_run(np.zeros(8, np.float32), 7).any()
+    big = ref.quantize_run(np.array([1e9, -1e9, 1.0], np.float32), 7)
+    assert np.array_equal(big, [7 * 65504.0, -7 * 65504.0, 0.0])
+    rows = ref.store(np.arange(16, dtype=np.float32).reshape(1, 16), "i8", group=8)
+    assert np.array_equal(rows[0, :8], ref.quantize_run(np.arange(8, dtype=np.float32), 127))
+    assert np.array_equal(rows[0, 8:], ref.quantize_run(np.arange(8, 16, dtype=np.float32), 127))
