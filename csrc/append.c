@@ -18,8 +18,8 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
     if (L->n_tokens + 1 > sh->capacity)
         return sv_fail(cache, SPARKV_ERR_CAPACITY, "append: layer %u is full (capacity %llu tokens)", layer,
                        (unsigned long long)sh->capacity);
-    sparkv_status st = sv_check_finite(cache, "keys", keys, nkv, 1, d);
-    if (st == SPARKV_OK) st = sv_check_finite(cache, "values", values, nkv, 1, d);
+    sparkv_status st = sv_check_input(cache, "keys", keys, nkv, 1, d, cache->policy.key_precision);
+    if (st == SPARKV_OK) st = sv_check_input(cache, "values", values, nkv, 1, d, cache->policy.value_precision);
     if (st != SPARKV_OK) return st;
 
     /* Heads share page boundaries: either all need a new page or none does. */
@@ -31,8 +31,8 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
         for (uint32_t h = 0; h < nkv && !failed; h++) {
             sv_head *hs = &L->heads[h];
             if (hs->n_pages == hs->pages_cap) {
-                uint32_t cap = hs->pages_cap ? hs->pages_cap * 2 : 4;
-                sv_page **grown = (sv_page **)realloc(hs->pages, sizeof(sv_page *) * cap);
+                const uint64_t cap = hs->pages_cap ? hs->pages_cap * 2 : 4;
+                sv_page **grown = (sv_page **)realloc(hs->pages, sizeof(sv_page *) * (size_t)cap);
                 if (!grown) { failed = 1; break; } /* the old table stays valid and unchanged */
                 hs->pages = grown;
                 hs->pages_cap = cap;

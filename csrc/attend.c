@@ -76,18 +76,22 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                         L->n_prompt > 0 && K->uses_lut(d, g);
     const int think = L->prompt_keys == SV_KEYS_THINK && L->n_prompt > 0;
     const uint32_t tstride = think ? (cache->keep_topk + 15u) & ~15u : 0;
-    const uint32_t n_pages = L->heads[0].n_pages;
-    const uint32_t chunk_pages = (n_pages + SV_MAX_CHUNKS - 1) / SV_MAX_CHUNKS;
-    const uint32_t n_chunks = (n_pages + chunk_pages - 1) / chunk_pages;
-    /* per item: max[g], sum[g], acc[g][d], block scores[g][SV_BLOCK] */
-    const size_t part_stride = (size_t)g * (d + 2 + SV_BLOCK);
+    const uint64_t n_pages = L->heads[0].n_pages;
+    const uint64_t chunk_pages = (n_pages + SV_MAX_CHUNKS - 1) / SV_MAX_CHUNKS;
+    const uint32_t n_chunks = (uint32_t)((n_pages + chunk_pages - 1) / chunk_pages);
+    /* per item: max[g], sum[g], acc[g][d], block scores[g][SV_BLOCK], and one float whose bits
+     * flag a non-finite score */
+    const size_t part_stride = (size_t)g * (d + 2 + SV_BLOCK) + 1;
     const size_t lut_stride = use_lut ? (size_t)g * (d / 8) * 256 : 0;
     const size_t qt_stride = (size_t)g * tstride;
     const size_t prep_stride = (size_t)g * d + d + qt_stride + lut_stride;
 
-    float *prep = (float *)malloc(sizeof(float) * (prep_stride * nkv + part_stride * nkv * n_chunks));
+    /* the merged result is written to `merged` and copied to `out` only when it is all finite */
+    float *prep = (float *)malloc(sizeof(float) * (prep_stride * nkv + part_stride * nkv * n_chunks +
+                                                   (size_t)cache->shape.n_q_heads * d));
     if (!prep) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "attend: cannot allocate scratch");
     float *parts = prep + prep_stride * nkv;
+    float *merged = parts + part_stride * nkv * n_chunks;
     const int threads = cache->policy.threads;
     const int64_t n_items = (int64_t)nkv * n_chunks;
 
@@ -113,8 +117,10 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
             for (uint32_t i = 0; i < g; i++) { mx[i] = -INFINITY; sum[i] = 0.0f; }
             memset(acc, 0, sizeof(float) * g * d);
             float *sc = acc + (size_t)g * d;
-            const uint32_t p_end = (c + 1) * chunk_pages < n_pages ? (c + 1) * chunk_pages : n_pages;
-            for (uint32_t pi = c * chunk_pages; pi < p_end; pi++) {
+            float *bad = sc + (size_t)g * SV_BLOCK;
+            *bad = 0.0f;
+            const uint64_t p_end = (c + 1) * chunk_pages < n_pages ? (c + 1) * chunk_pages : n_pages;
+            for (uint64_t pi = c * chunk_pages; pi < p_end && *bad == 0.0f; pi++) {
                 const sv_page *page = L->heads[h].pages[pi];
                 uint64_t kept = 0;
                 for (uint32_t t0 = 0; t0 < page->n; t0 += SV_BLOCK) {
@@ -122,11 +128,21 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                     if (page->keys == SV_KEYS_SPARK) K->score_spark(&ctx, page, t0, n, &kept, sc);
                     else if (page->keys == SV_KEYS_THINK) K->score_rows(&ctx, page, t0, n, ctx.qt, tstride, ctx.tkeep, sc);
                     else K->score_rows(&ctx, page, t0, n, ctx.qs, d, d, sc);
-                    K->softmax(sc, n, g, d, mx, sum, acc);
+                    if (K->softmax(sc, n, g, d, mx, sum, acc)) { *bad = 1.0f; break; }
                     if (page->values_pruned) K->accumulate_v_pruned(&ctx, page, t0, n, sc, acc);
                     else K->accumulate_v(&ctx, page, t0, n, sc, acc);
                 }
             }
+        }
+    }
+
+    for (int64_t item = 0; item < n_items; item++) {
+        if (parts[part_stride * (size_t)item + part_stride - 1] != 0.0f) {
+            free(prep);
+            return sv_fail(cache, SPARKV_ERR_OVERFLOW,
+                           "attend: layer %u, KV head %u: a score scale * q.k overflows float32 "
+                           "(|q.k| beyond 3.4e38, or Inf - Inf); out is unchanged",
+                           layer, (uint32_t)(item / n_chunks));
         }
     }
 
@@ -138,7 +154,7 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
                 const float *part = parts + part_stride * ((size_t)h * n_chunks + c);
                 if (part[i] > m) m = part[i];
             }
-            float *o = out + ((size_t)h * g + i) * d;
+            float *o = merged + ((size_t)h * g + i) * d;
             double total = 0.0;
             double accd[SPARKV_MAX_HEAD_DIM];
             for (uint32_t j = 0; j < d; j++) accd[j] = 0.0;
@@ -153,6 +169,17 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
             for (uint32_t j = 0; j < d; j++) o[j] = (float)(accd[j] / total);
         }
     }
+    /* A value sum can still overflow float32 (values near 3.4e38): fail rather than return Inf. */
+    const size_t n_out = (size_t)cache->shape.n_q_heads * d;
+    for (size_t i = 0; i < n_out; i++) {
+        if (!isfinite(merged[i])) {
+            free(prep);
+            return sv_fail(cache, SPARKV_ERR_OVERFLOW,
+                           "attend: layer %u, query head %zu: the weighted value sum overflows float32; out is "
+                           "unchanged", layer, i / d);
+        }
+    }
+    memcpy(out, merged, n_out * sizeof(float));
     free(prep);
     return SPARKV_OK;
 }

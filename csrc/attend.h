@@ -38,8 +38,9 @@ typedef struct sv_kernels {
                                 const float *p, float *acc);
     /* x[i] = exp(x[i]) for x[i] <= 0 (the softmax weights of a block), relative error < 3e-7 */
     void (*exp_block)(float *x, uint32_t n);
-    /* the online-softmax update of one block (softmax_block.h) */
-    void (*softmax)(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum, float *acc);
+    /* the online-softmax update of one block (softmax_block.h); 1 (nothing updated) if a score is
+     * not finite */
+    int (*softmax)(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum, float *acc);
     /* whether score_spark reads h->lut (MEAN recovery) for this head size and group */
     int (*uses_lut)(uint32_t d, uint32_t group);
 } sv_kernels;
@@ -87,8 +88,8 @@ SPARKV_HIDDEN void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *p
 SPARKV_HIDDEN void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
                                                    uint32_t n, const float *p, float *acc);
 SPARKV_HIDDEN void sv_exp_block_portable(float *x, uint32_t n);
-SPARKV_HIDDEN void sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum,
-                                       float *acc);
+SPARKV_HIDDEN int sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum,
+                                      float *acc);
 SPARKV_HIDDEN void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                             const float *p, float *acc);
 

@@ -13,6 +13,8 @@
 #include "attend.h"
 #include "half.h"
 
+#include <string.h>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
@@ -177,15 +179,24 @@ SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uin
 
 SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
                             uint32_t qstride, uint32_t width, float *scores, const uint32_t G) {
-    const uint32_t nc = (width + 7) / 8;
+    const uint32_t nc = (width + 7) / 8, tail = width % 8;
     const sparkv_precision kp = h->cache->policy.key_precision;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    /* The last block of a row shorter than a multiple of 8 (ThinK rows) is copied into a zeroed
+     * buffer: past the row lie the next row or another array, whose bits may be NaN/Inf as floats,
+     * and 0 * NaN would poison the score even though q is 0 there. AVX2 has no masked 16-bit load. */
+    uint8_t last_block[32] = {0};
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * width * kb;
         __m256 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
         for (uint32_t c = 0; c < nc; c++) {
-            __m256 key = load8(row + (size_t)8 * c * kb, kp);
+            const uint8_t *src = row + (size_t)8 * c * kb;
+            if (c + 1 == nc && tail) {
+                memcpy(last_block, src, tail * kb);
+                src = last_block;
+            }
+            __m256 key = load8(src, kp);
             for (uint32_t g = 0; g < G; g++)
                 acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * qstride + 8 * c), key, acc[g]);
         }

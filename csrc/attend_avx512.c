@@ -44,6 +44,12 @@ SV_INLINE __m512 load16(const uint8_t *ptr, sparkv_precision p) {
     return widen16(_mm256_loadu_si256((const __m256i *)ptr), p);
 }
 
+/* The lanes of m loaded from ptr, 0 in the others; nothing outside m is read. */
+SV_INLINE __m512 load16_masked(const uint8_t *ptr, __mmask16 m, sparkv_precision p) {
+    if (p == SPARKV_F32) return _mm512_maskz_loadu_ps(m, ptr);
+    return widen16(_mm256_maskz_loadu_epi16(m, ptr), p);
+}
+
 /* Software prefetch of `bytes` from p, one request per cache line. Decode attention streams
  * several arrays per page (keys, values, masks); without it the loads wait on memory latency
  * instead of overlapping with the arithmetic (KERNEL-NOTES: about 16 tokens ahead). */
@@ -295,6 +301,7 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
     const size_t row_bytes = (size_t)width * kb;
     const size_t vrow_bytes = (size_t)h->d * (h->cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
     const uint32_t last = page->n;
+    const __mmask16 tail = width % 16 ? (__mmask16)((1u << (width % 16)) - 1u) : 0;
     __m512 part[SV_SIMD_MAX_GROUP][16];
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * row_bytes;
@@ -303,7 +310,11 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
         __m512 acc[SV_SIMD_MAX_GROUP];
         for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
         for (uint32_t c = 0; c < nc; c++) {
-            __m512 key = load16(row + (size_t)16 * c * kb, kp);
+            /* The last block of a row shorter than a multiple of 16 (ThinK rows, D = 8 mod 16) is
+             * loaded masked: past the row lie the next row or another array, whose bits may be
+             * NaN/Inf as floats, and 0 * NaN would poison the score even though q is 0 there. */
+            const __m512 key = c + 1 == nc && tail ? load16_masked(row + (size_t)16 * c * kb, tail, kp)
+                                                   : load16(row + (size_t)16 * c * kb, kp);
             for (uint32_t g = 0; g < G; g++)
                 acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
         }

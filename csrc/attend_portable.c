@@ -136,7 +136,7 @@ void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_
  * (relative error below 3e-7); x below -87 gives 0. */
 void sv_exp_block_portable(float *x, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
-        float v = x[i] < -87.0f ? -87.0f : x[i];
+        float v = !(x[i] >= -87.0f) ? -87.0f : x[i]; /* NaN too: no undefined float-to-int below */
         float t = v * 1.44269504088896341f;
         float k = (float)(int32_t)(t - 0.5f); /* round half down: v <= 0 */
         float r = v - k * 0.693145751953125f - k * 1.428606765330187045e-06f;
@@ -157,8 +157,8 @@ void sv_exp_block_portable(float *x, uint32_t n) {
 #define SV_EXP_BLOCK sv_exp_block_portable
 #include "softmax_block.h"
 
-void sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum, float *acc) {
-    sv_online_softmax(sc, n, g, d, mx, sum, acc);
+int sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum, float *acc) {
+    return sv_online_softmax(sc, n, g, d, mx, sum, acc);
 }
 
 static int always_lut(uint32_t d, uint32_t group) { return 1; }

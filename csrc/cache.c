@@ -9,7 +9,7 @@
 #endif
 
 static void free_head_pages(sv_head *h) {
-    for (uint32_t i = 0; i < h->n_pages; i++) sv_page_free(h->pages[i]);
+    for (uint64_t i = 0; i < h->n_pages; i++) sv_page_free(h->pages[i]);
     free(h->pages);
     free(h->qn);
     memset(h, 0, sizeof(*h));
@@ -57,6 +57,8 @@ sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy
     c->kgroups = sv_is_quantized(policy->key_precision) ? d / policy->quant_group : 0;
     c->vgroups = sv_is_quantized(policy->value_precision) ? d / policy->quant_group : 0;
     c->kernel = sv_best_kernel();
+    static _Atomic uint64_t next_id = 1;
+    c->id = next_id++; /* atomic increment: caches may be created concurrently */
     c->layers = (sv_layer *)calloc(shape->n_layers, sizeof(sv_layer));
     if (!c->layers) { free(c); return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "cache_create: out of memory"); }
     for (uint32_t l = 0; l < shape->n_layers; l++) {
@@ -69,6 +71,7 @@ sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy
 
 void sparkv_cache_free(sparkv_cache *cache) {
     if (!cache) return;
+    sv_clear_error(cache);
     if (cache->layers) {
         for (uint32_t l = 0; l < cache->shape.n_layers; l++) {
             if (!cache->layers[l].heads) continue;
@@ -126,7 +129,7 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
         if (L->prefilled && L->prompt_keys == SV_KEYS_THINK) head_meta += d / 8;
         m->key_meta_bytes += head_meta;
         m->reserved_bytes += head_meta;
-        for (uint32_t i = 0; i < hs->n_pages; i++) {
+        for (uint64_t i = 0; i < hs->n_pages; i++) {
             const sv_page *p = hs->pages[i];
             m->reserved_bytes += p->alloc_bytes;
             switch (p->keys) {
@@ -194,7 +197,7 @@ static sparkv_status find_token(const sparkv_cache *cache, uint32_t layer, uint3
         return sv_fail(mc, SPARKV_ERR_INDEX, "token %llu is out of range (layer %u holds %llu)",
                        (unsigned long long)token, layer, (unsigned long long)L->n_tokens);
     const sv_head *hs = &L->heads[kv_head];
-    for (uint32_t i = 0; i < hs->n_pages; i++) {
+    for (uint64_t i = 0; i < hs->n_pages; i++) {
         const sv_page *p = hs->pages[i];
         if (token < p->first + p->n) { *page = p; *slot = (uint32_t)(token - p->first); return SPARKV_OK; }
     }

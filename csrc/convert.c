@@ -5,16 +5,21 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#include <stdatomic.h>
 #define SV_HAVE_F16C_PATH 1
 
-static int f16c_state = -1; /* -1: not checked yet; benign race: every thread computes the same value */
+/* -1: not checked yet. Atomic because OpenMP threads of prefill may be the first to ask; every
+ * thread computes the same value, so a relaxed store/load is enough. */
+static _Atomic int f16c_state = -1;
 
 static int have_f16c(void) {
-    if (f16c_state < 0) {
+    int state = atomic_load_explicit(&f16c_state, memory_order_relaxed);
+    if (state < 0) {
         __builtin_cpu_init();
-        f16c_state = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        state = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        atomic_store_explicit(&f16c_state, state, memory_order_relaxed);
     }
-    return f16c_state;
+    return state;
 }
 
 __attribute__((target("avx,f16c"))) static size_t store_half_f16c(uint16_t *h, const float *src, size_t n) {

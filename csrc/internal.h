@@ -52,8 +52,8 @@ typedef struct sv_page {
 /* Per (layer, KV head) storage. */
 typedef struct sv_head {
     sv_page **pages;
-    uint32_t n_pages;
-    uint32_t pages_cap;
+    uint64_t n_pages;      /* 64-bit: capacity allows 2^40 tokens, 2^32 pages */
+    uint64_t pages_cap;
     float *qn;             /* SPARK: D window query norms (NULL otherwise) */
     float c;               /* SPARK: mean of qn; statistics are stored divided by it */
     uint8_t think_mask[SPARKV_MAX_HEAD_DIM / 8]; /* THINK: the head's kept channels */
@@ -81,24 +81,29 @@ struct sparkv_cache {
     sv_key_mode prompt_keys; /* how prefill stores keys: DENSE, SPARK or THINK */
     sparkv_kernel kernel;
     sv_layer *layers;
-    char error[SPARKV_ERROR_LEN];
+    uint64_t id;           /* unique per created cache, never 0: tags this handle's error details */
 };
 
 /* Statistic slots, in order, for each compressed token. */
 enum { SV_STAT_MEAN = 0, SV_STAT_THETA = 1, SV_STAT_SD = 2 };
 
 /* status.c */
-SPARKV_HIDDEN sparkv_status sv_fail(sparkv_cache *cache, sparkv_status st, const char *fmt, ...)
+/* Records the detail of a failure for sparkv_last_error (per thread, tagged with the handle). */
+SPARKV_HIDDEN sparkv_status sv_fail(const sparkv_cache *cache, sparkv_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-SPARKV_HIDDEN void sv_clear_error(sparkv_cache *cache);
+SPARKV_HIDDEN void sv_clear_error(const sparkv_cache *cache);
 
 /* policy.c */
 SPARKV_HIDDEN sparkv_status sv_policy_check(sparkv_cache *err_to, const sparkv_policy *policy, uint32_t head_dim);
 SPARKV_HIDDEN uint32_t sv_n_stats(sparkv_recovery recovery);
 
-/* validate.c */
+/* validate.c: SPARKV_ERR_NON_FINITE for NaN/Inf; sv_check_input also SPARKV_ERR_RANGE for a finite
+ * value beyond sv_precision_limit(storage). */
 SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *what, const float *x,
                                             uint64_t n_outer, uint64_t n_mid, uint32_t d);
+SPARKV_HIDDEN sparkv_status sv_check_input(sparkv_cache *cache, const char *what, const float *x, uint64_t n_outer,
+                                           uint64_t n_mid, uint32_t d, sparkv_precision storage);
+SPARKV_HIDDEN float sv_precision_limit(sparkv_precision p);
 
 /* page.c */
 SPARKV_HIDDEN sv_page *sv_page_new_dense(const sparkv_cache *cache);

@@ -100,8 +100,9 @@ sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t 
                        p->quant_group, d);
     if (p->window < 1)
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "window must be at least 1");
-    if (p->threads < 0 || p->threads > 4096)
-        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "threads %d is outside [0, 4096]", (int)p->threads);
+    if (p->threads < 0 || p->threads > SPARKV_MAX_THREADS)
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "threads %d is outside [0, %d]", (int)p->threads,
+                       SPARKV_MAX_THREADS);
     if (!isfinite(p->attention_scale) || p->attention_scale < 0.0f)
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "attention_scale %g must be finite and >= 0",
                        (double)p->attention_scale);
@@ -110,8 +111,9 @@ sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t 
     if (p->eviction == SPARKV_EVICT_SNAPKV || p->eviction == SPARKV_EVICT_PYRAMIDKV) {
         if (p->evict_budget < 1)
             return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "evict_budget must be at least 1");
-        if (p->pool_kernel < 1 || p->pool_kernel % 2 == 0)
-            return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "pool_kernel %u must be odd and >= 1", p->pool_kernel);
+        if (p->pool_kernel < 1 || p->pool_kernel % 2 == 0 || p->pool_kernel > SPARKV_MAX_POOL_KERNEL)
+            return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "pool_kernel %u must be odd and in [1, %d]", p->pool_kernel,
+                           SPARKV_MAX_POOL_KERNEL);
     }
     if (p->eviction == SPARKV_EVICT_PYRAMIDKV && !(p->pyramid_ratio >= 1.0f && p->pyramid_ratio <= 1e6f))
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "pyramid_ratio %g must be in [1, 1e6]", (double)p->pyramid_ratio);

@@ -28,6 +28,26 @@ typedef struct {
     const uint8_t *think_mask;    /* THINK */
 } head_input;
 
+/* Index of the first fp16 infinity in h[0..n) (n if none). */
+static uint32_t first_inf_half(const uint16_t *h, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if ((h[i] & 0x7fffu) == 0x7c00u) return i;
+    return n;
+}
+
+/* The page's first token whose fp16 statistics or value fill overflowed (n_stats-wide rows of
+ * statistics, one fill per token), or page->n if none. Inputs are range-checked before, so only
+ * a statistic can overflow: sqrt(m / c) grows like |k| * sqrt(qn_j / c), up to |k| * sqrt(D). */
+static uint32_t first_overflow(const sparkv_cache *c, const sv_page *page) {
+    uint32_t bad = page->n;
+    if (page->stats) bad = first_inf_half(page->stats, page->n * c->n_stats) / c->n_stats;
+    if (page->vfill) {
+        const uint32_t v = first_inf_half(page->vfill, page->n);
+        bad = v < bad ? v : bad;
+    }
+    return bad;
+}
+
 /* Build the page holding survivors [i0, i0 + n) of one head. NULL when out of memory. */
 static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n) {
     const uint32_t d = c->shape.head_dim, nb = d / 8;
@@ -138,13 +158,13 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
                        (unsigned long long)n_window, (unsigned long long)n_tokens);
     const uint32_t n_use = (uint32_t)(n_window < cache->policy.window ? n_window : cache->policy.window);
     sparkv_status st = check_eviction(cache, n_tokens, n_use);
-    if (st == SPARKV_OK) st = sv_check_finite(cache, "keys", keys, nkv, n_tokens, d);
-    if (st == SPARKV_OK) st = sv_check_finite(cache, "values", values, nkv, n_tokens, d);
+    if (st == SPARKV_OK) st = sv_check_input(cache, "keys", keys, nkv, n_tokens, d, cache->policy.key_precision);
+    if (st == SPARKV_OK) st = sv_check_input(cache, "values", values, nkv, n_tokens, d, cache->policy.value_precision);
     if (st == SPARKV_OK && q_window) st = sv_check_finite(cache, "window queries", q_window, sh->n_q_heads, n_window, d);
     if (st != SPARKV_OK) return st;
 
     const uint64_t n_keep = sv_evict_count(cache, layer, n_tokens, n_use);
-    const uint32_t n_pages = (uint32_t)((n_keep + SPARKV_PAGE_TOKENS - 1) / SPARKV_PAGE_TOKENS);
+    const uint64_t n_pages = (n_keep + SPARKV_PAGE_TOKENS - 1) / SPARKV_PAGE_TOKENS;
     const int64_t n_items = (int64_t)nkv * n_pages;
     sv_page **pages = (sv_page **)calloc((size_t)n_items, sizeof(sv_page *));
     uint64_t *rows = (uint64_t *)malloc(sizeof(uint64_t) * nkv * n_keep);
@@ -155,7 +175,7 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
     float **norms = (float **)calloc(nkv, sizeof(float *));
     int failed = !pages || !rows || !qn || !qc || !think || !tables || !norms;
     for (uint32_t h = 0; h < nkv && !failed; h++) {
-        tables[h] = (sv_page **)malloc(sizeof(sv_page *) * (n_pages ? n_pages : 1));
+        tables[h] = (sv_page **)malloc(sizeof(sv_page *) * (size_t)(n_pages ? n_pages : 1));
         if (!tables[h]) failed = 1;
         if (cache->prompt_keys == SV_KEYS_SPARK && !(norms[h] = (float *)malloc(sizeof(float) * d))) failed = 1;
     }
@@ -182,8 +202,8 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
     if (!failed) {
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
         for (int64_t item = 0; item < n_items; item++) {
-            const uint32_t h = (uint32_t)(item / n_pages), pi = (uint32_t)(item % n_pages);
-            const uint64_t i0 = (uint64_t)pi * SPARKV_PAGE_TOKENS;
+            const uint32_t h = (uint32_t)((uint64_t)item / n_pages);
+            const uint64_t i0 = ((uint64_t)item % n_pages) * SPARKV_PAGE_TOKENS;
             const uint32_t n = (uint32_t)(n_keep - i0 < SPARKV_PAGE_TOKENS ? n_keep - i0 : SPARKV_PAGE_TOKENS);
             const head_input in = {keys + (uint64_t)h * n_tokens * d, values + (uint64_t)h * n_tokens * d,
                                    rows + (uint64_t)h * n_keep, qn + (size_t)h * d, qc[h],
@@ -195,6 +215,17 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             }
         }
     }
+    /* In item order, so the message names the same token on any thread count. */
+    uint64_t bad_item = 0, bad_token = 0;
+    int overflow = 0;
+    for (int64_t item = 0; !failed && item < n_items; item++) {
+        const uint32_t slot = first_overflow(cache, pages[item]);
+        if (slot < pages[item]->n) {
+            overflow = failed = 1;
+            bad_item = (uint64_t)item;
+            bad_token = pages[item]->first + slot;
+        }
+    }
     if (failed) {
         if (pages) for (int64_t i = 0; i < n_items; i++) sv_page_free(pages[i]);
         for (uint32_t h = 0; h < nkv; h++) {
@@ -202,11 +233,16 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             if (norms) free(norms[h]);
         }
         free(tables); free(norms); free(pages); free(rows); free(qn); free(qc); free(think);
+        if (overflow)
+            return sv_fail(cache, SPARKV_ERR_RANGE,
+                           "prefill: layer %u, KV head %llu, stored token %llu: a recovery statistic or value-pruning "
+                           "fill exceeds fp16's range (65504); keys or values of this magnitude need smaller inputs",
+                           layer, (unsigned long long)(bad_item / n_pages), (unsigned long long)bad_token);
         return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "prefill: out of memory while building layer %u", layer);
     }
     for (uint32_t h = 0; h < nkv; h++) {
         sv_head *hs = &L->heads[h];
-        memcpy(tables[h], pages + (size_t)h * n_pages, sizeof(sv_page *) * n_pages);
+        memcpy(tables[h], pages + (size_t)h * n_pages, sizeof(sv_page *) * (size_t)n_pages);
         hs->pages = tables[h];
         hs->n_pages = n_pages;
         hs->pages_cap = n_pages ? n_pages : 1;

@@ -1,6 +1,6 @@
 /* Recovery of pruned key entries: sgn * sqrt(x / qn_j) with x the mean pruned saliency or a
  * deterministic draw. Statistics are stored as sqrt(stat / c) (see pack.c), so the entry is
- * sgn * sqrt(x / c) * rq_j with rq_j = sqrt(c / qn_j). */
+ * sgn * sqrt(x / c) * rq_j with rq_j = sqrt(c / qn_j), qn_j floored (sv_recip_sqrt_qn). */
 #include "internal.h"
 #include "half.h"
 
@@ -51,8 +51,16 @@ double sv_draw_scaled(sparkv_recovery rec, const uint16_t *stats, uint64_t token
     return sqrt(x);
 }
 
+/* rq_j = sqrt(c / max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR)). Without the floor a recovered entry
+ * sqrt(m / qn_j) grows without bound as qn_j -> 0+ (signed window queries averaged over a GQA
+ * group make tiny norms easy), while the window says nothing about such a channel's keys; the
+ * floor bounds it by sqrt(FLOOR) * sqrt(m / c) and makes recovery continuous at qn_j = 0. */
 void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq) {
-    for (uint32_t j = 0; j < d; j++) rq[j] = qn[j] > 0.0f ? (float)sqrt((double)c / (double)qn[j]) : 0.0f;
+    const double floor_qn = (double)c / SPARKV_RECOVERY_QN_FLOOR;
+    for (uint32_t j = 0; j < d; j++) {
+        const double q = (double)qn[j] > floor_qn ? (double)qn[j] : floor_qn;
+        rq[j] = (float)sqrt((double)c / q);
+    }
 }
 
 void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,

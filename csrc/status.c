@@ -4,8 +4,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Detail of failures that have no handle (create, policy_validate): one per thread. */
-static _Thread_local char thread_error[SPARKV_ERROR_LEN];
+/* Error details live in the failing thread, tagged with the handle's id (0: no handle), so calls
+ * that only read a cache never write to it and may run concurrently. An id rather than the
+ * pointer: a freed handle's address may be reused by a new cache. */
+typedef struct {
+    uint64_t owner;
+    char text[SPARKV_ERROR_LEN];
+} sv_error_slot;
+static _Thread_local sv_error_slot thread_error;
+
+static uint64_t owner_id(const sparkv_cache *cache) { return cache ? cache->id : 0; }
 
 unsigned sparkv_version(void) { return SPARKV_VERSION_NUMBER; }
 
@@ -33,24 +41,25 @@ const char *sparkv_status_string(sparkv_status status) {
     case SPARKV_ERR_EMPTY: return "the layer holds no token";
     case SPARKV_ERR_STRUCT_SIZE: return "struct_size does not match a structure this library knows";
     case SPARKV_ERR_INDEX: return "a head or token index is out of range";
+    case SPARKV_ERR_RANGE: return "a finite input is beyond the range of its storage precision";
+    case SPARKV_ERR_OVERFLOW: return "attention overflowed float32 (a score or an output is not finite)";
     }
     return "unknown status code";
 }
 
-sparkv_status sv_fail(sparkv_cache *cache, sparkv_status st, const char *fmt, ...) {
-    char *buf = cache ? cache->error : thread_error;
+sparkv_status sv_fail(const sparkv_cache *cache, sparkv_status st, const char *fmt, ...) {
+    thread_error.owner = owner_id(cache);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, SPARKV_ERROR_LEN, fmt, ap);
+    vsnprintf(thread_error.text, SPARKV_ERROR_LEN, fmt, ap);
     va_end(ap);
     return st;
 }
 
-void sv_clear_error(sparkv_cache *cache) {
-    if (cache) cache->error[0] = '\0';
-    else thread_error[0] = '\0';
+void sv_clear_error(const sparkv_cache *cache) {
+    if (thread_error.owner == owner_id(cache)) thread_error.text[0] = '\0';
 }
 
 const char *sparkv_last_error(const sparkv_cache *cache) {
-    return cache ? cache->error : thread_error;
+    return thread_error.owner == owner_id(cache) ? thread_error.text : "";
 }

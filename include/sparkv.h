@@ -15,14 +15,19 @@
  * Conventions (apply to every function below):
  *  - Every fallible call returns a sparkv_status. SPARKV_OK is 0. sparkv_status_string() gives a
  *    stable sentence for any code; sparkv_last_error() gives the detail of the last failure.
- *  - A call that fails leaves the cache exactly as it was before the call.
+ *  - A call that fails leaves the cache exactly as it was before the call, and writes no output.
+ *  - Finite inputs give finite outputs or an error: a value that its storage precision cannot hold
+ *    is SPARKV_ERR_RANGE (nothing is rounded to Inf or saturated silently), a score or sum that
+ *    overflows float32 in attend is SPARKV_ERR_OVERFLOW.
  *  - Tensors are float32, row-major, contiguous, already RoPE-rotated. Shapes are written
  *    [outer][...][inner]. The caller keeps ownership of every pointer it passes; SparKV copies
  *    what it needs before returning and never keeps a caller pointer.
- *  - Threading: a sparkv_cache may be used from any thread, but by one thread at a time (calls on
- *    one handle must not overlap). Distinct handles are independent. Internally prefill and
- *    attend use OpenMP with the policy's thread count. Results do not depend on the thread
- *    count: work is split into fixed token chunks merged in a fixed order.
+ *  - Threading: calls that change a cache (prefill, append, set_kernel, free) must not overlap any
+ *    other call on the same handle. Calls that only read it (attend, the reports, inspect_*,
+ *    layer_tokens, shape/policy/kernel queries) may run concurrently with each other on one handle.
+ *    Distinct handles are independent. Error details are kept per thread (sparkv_last_error).
+ *    Internally prefill and attend use OpenMP with the policy's thread count. Results do not
+ *    depend on the thread count: work is split into fixed token chunks merged in a fixed order.
  *  - Bytes are bytes; token counts are per layer and per KV head unless stated otherwise.
  *
  * This header compiles as C99, C11 and C++.
@@ -80,7 +85,11 @@ typedef enum sparkv_status {
     SPARKV_ERR_UNSUPPORTED = 12,     /**< requested kernel/ISA not supported by this CPU or build */
     SPARKV_ERR_EMPTY = 13,           /**< attend on a layer that holds no token */
     SPARKV_ERR_STRUCT_SIZE = 14,     /**< struct_size field is not one this library knows */
-    SPARKV_ERR_INDEX = 15            /**< a head or token index is out of range */
+    SPARKV_ERR_INDEX = 15,           /**< a head or token index is out of range */
+    SPARKV_ERR_RANGE = 16,           /**< a finite input is beyond what its storage precision holds
+                                          (see sparkv_precision), or a stored fp16 statistic would be */
+    SPARKV_ERR_OVERFLOW = 17         /**< attend: a score or output is not finite in float32 although
+                                          every input is (|scale * q.k| or a value sum beyond 3.4e38) */
 } sparkv_status;
 
 /** A stable English sentence describing `status` (unknown codes get a generic sentence).
@@ -109,7 +118,15 @@ typedef enum sparkv_selection {
                                        clamped to [cumulative_min_keep, cumulative_max_keep] */
 } sparkv_selection;
 
-/** How a pruned key entry is rebuilt at attention time (qn_j: window query norm of channel j). */
+/** Recovery reads qn_j as max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR), c the head's mean window-query
+ *  norm: a recovered entry is at most sqrt(SPARKV_RECOVERY_QN_FLOOR) = 4 times sqrt(x / c), where x
+ *  is the token's statistic or draw. Without the floor, sqrt(x / qn_j) is unbounded as qn_j -> 0+
+ *  (signed window queries averaged over a GQA group make tiny norms easy) and jumps at qn_j = 0.
+ *  Channel selection (saliency) uses the true qn_j. */
+#define SPARKV_RECOVERY_QN_FLOOR 16
+
+/** How a pruned key entry is rebuilt at attention time (qn_j: window query norm of channel j,
+ *  floored as above). */
 typedef enum sparkv_recovery {
     SPARKV_RECOVER_NONE = 0,        /**< pruned entry is 0 */
     SPARKV_RECOVER_MEAN = 1,        /**< sgn * sqrt(m_t / qn_j), m_t = mean pruned saliency */
@@ -140,8 +157,9 @@ typedef enum sparkv_key_pruning {
  *  that shares one scale is stored as:
  *    Q      = 127 (I8) or 7 (I4)
  *    a      = max_i |x_i|                        (0 when n = 0)
- *    scale  = fp16(a / Q)   the float quotient rounded to fp16 (nearest even); a quotient of
- *                           65504 or more gives scale 65504 (such values saturate at +-Q*65504)
+ *    scale  = fp16(a / Q)   the float quotient rounded to fp16 (nearest even); inputs whose
+ *                           quotient would round to Inf (a / Q >= 65520) are rejected with
+ *                           SPARKV_ERR_RANGE
  *    s      = scale read back as a float
  *    q_i    = 0 if s == 0, else clamp(rint(x_i / s), -Q, Q)   (float division, ties to even)
  *  and read back (by attention and by sparkv_inspect_key/value) as the float product s * q_i,
@@ -158,12 +176,20 @@ typedef enum sparkv_key_pruning {
  *     recovery statistics, sign bits, masks and value-pruning fills are unchanged (fp16). */
 typedef enum sparkv_precision {
     SPARKV_F32 = 0,  /**< 4 bytes */
-    SPARKV_F16 = 1,  /**< IEEE binary16, 2 bytes, round to nearest even (default) */
-    SPARKV_BF16 = 2, /**< bfloat16, 2 bytes, round to nearest even */
+    SPARKV_F16 = 1,  /**< IEEE binary16, 2 bytes, round to nearest even (default); inputs with
+                          |x| >= 65520 (which would round to Inf) are SPARKV_ERR_RANGE */
+    SPARKV_BF16 = 2, /**< bfloat16, 2 bytes, round to nearest even; |x| that would round to Inf
+                          (>= 0x1.ffp127, about 3.3961e38) is SPARKV_ERR_RANGE */
     SPARKV_I8 = 3,   /**< symmetric int8, q in [-127, 127], 1 byte + fp16 scales (see above) */
     SPARKV_I4 = 4    /**< symmetric 4-bit, q in [-7, 7], half a byte (rows rounded up to whole bytes)
                           + fp16 scales (see above) */
 } sparkv_precision;
+
+/** Largest policy.threads accepted (more threads than processors only add overhead; the bound keeps
+ *  a mistyped count from exhausting the process's threads). */
+#define SPARKV_MAX_THREADS 1024
+/** Largest policy.pool_kernel accepted: SnapKV's pooling costs O(prompt * pool_kernel). */
+#define SPARKV_MAX_POOL_KERNEL 255
 
 /** Compression policy of a cache. Obtain with sparkv_default_policy() and change fields. */
 typedef struct sparkv_policy {
@@ -181,15 +207,17 @@ typedef struct sparkv_policy {
     sparkv_precision value_precision;/**< values. Default SPARKV_F16 */
     uint32_t window;                 /**< w: observation-window queries used, >= 1. Default 32 */
     uint64_t seed;                   /**< seed of the gaussian/exponential draws. Default 0 */
-    int32_t threads;                 /**< OpenMP threads for prefill/attend; 0 = OpenMP's default; >= 0 */
+    int32_t threads;                 /**< OpenMP threads for prefill/attend; 0 = OpenMP's default; in
+                                          [0, SPARKV_MAX_THREADS] */
     float attention_scale;           /**< softmax scale; 0 = 1/sqrt(D). Must be finite and >= 0 */
     /* --- token eviction (prefill) --- */
     sparkv_eviction eviction;        /**< default SPARKV_EVICT_NONE */
     uint32_t evict_budget;           /**< SNAPKV: prompt tokens kept besides the window; PYRAMIDKV: the mean
                                           over layers. >= 1 when evicting by score; must not exceed the
                                           prompt minus the window. Default 512 */
-    uint32_t pool_kernel;            /**< SnapKV average-pooling width along tokens, odd, >= 1 (1 = none),
-                                          zero padding of pool_kernel/2 on both sides. Default 5 */
+    uint32_t pool_kernel;            /**< SnapKV average-pooling width along tokens, odd, in
+                                          [1, SPARKV_MAX_POOL_KERNEL] (1 = none), zero padding of
+                                          pool_kernel/2 on both sides. Default 5 */
     float pyramid_ratio;             /**< PYRAMIDKV: first layer's budget / last layer's, in [1, 1e6].
                                           Default 4 */
     uint32_t sink_tokens;            /**< STREAMING: first tokens kept. Default 4 */
@@ -243,11 +271,12 @@ SPARKV_API sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sp
 /** Free a cache and all its memory. NULL is a no-op. */
 SPARKV_API void sparkv_cache_free(sparkv_cache *cache);
 
-/** Detail of the last failed call on `cache` ("keys contain NaN at head 2, row 117, channel 5"),
- *  const queries included (the detail is the one piece of a handle they write). With cache ==
- *  NULL: the detail of the last failed call on this thread that had no handle (create,
- *  policy_validate, or any call given a NULL handle). Empty string if none. Valid until the next
- *  call on the same handle/thread. */
+/** Detail of the last failed call on `cache` made by the calling thread ("keys contain NaN at
+ *  head 2, row 117, channel 5"), const queries included. Details are kept per thread, so
+ *  concurrent readers of one handle never see each other's messages. With cache == NULL: the
+ *  detail of the last failed call on this thread that had no handle (create, policy_validate, or
+ *  any call given a NULL handle). Empty string if none (or if this thread's last failure was on
+ *  another handle). Never NULL; thread-local storage, valid until this thread's next SparKV call. */
 SPARKV_API const char *sparkv_last_error(const sparkv_cache *cache);
 
 /** Copy the cache's shape / policy out. */
@@ -282,7 +311,10 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  * stored in key_precision, pruned-channel signs (bit set = negative) if sign_bits, and statistics
  * stored as fp16 square roots of (statistic / c): m_t = mean pruned saliency; sd_t its population
  * standard deviation (GAUSSIAN); theta_t = smallest kept saliency (GAUSSIAN, EXPONENTIAL).
- * Keeping values in units of keys keeps them inside fp16's range for outlier channels.
+ * Keeping values in units of keys keeps them inside fp16's range for outlier channels; one that
+ * would still exceed it (sqrt(m_t / c) can reach |k| * sqrt(D)) fails the call with
+ * SPARKV_ERR_RANGE, as does a value-pruning fill beyond fp16. Keys and values must lie within their
+ * storage precision's range (sparkv_precision), checked before anything is stored.
  *
  * Token eviction runs first, per KV head, and stores only the survivors, in prompt order (they are
  * layer tokens 0..kept-1 afterwards; keys are RoPE-rotated already, so nothing is re-rotated):
@@ -315,8 +347,12 @@ SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
 
 /**
  * Decode attention of one query token over every token `layer` holds.
- *  q   : [n_q_heads][D]   post-RoPE query
- *  out : [n_q_heads][D]   softmax(scale * q.K^T) V per query head (written; may not alias q)
+ *  q   : [n_q_heads][D]   post-RoPE query (finite, else SPARKV_ERR_NON_FINITE)
+ *  out : [n_q_heads][D]   softmax(scale * q.K^T) V per query head (written only on success; may not
+ *                         alias q)
+ * Every kernel treats a score that is not finite in float32 (|scale * q.k| beyond 3.4e38, or Inf -
+ * Inf) the same way: the call fails with SPARKV_ERR_OVERFLOW naming the KV head, and `out` is left
+ * untouched; so does an output that overflows. No token is ever silently dropped.
  * Pruned key entries are recovered per the policy; draws of GAUSSIAN/EXPONENTIAL come from a
  * counter-based hash of (seed, layer, kv_head, token index, channel) — see sparkv_draw_uniform —
  * so the same call always gives the same result. Each KV head's data is read once for all query
