@@ -41,6 +41,10 @@ public enum GGUFError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A tensor's data does not lie inside the file, or its row index is out of range.
     case tensorOutOfRange(tensor: String, detail: String)
 
+    /// Strings from the file (keys, tensor names, string values) are quoted in messages with at
+    /// most this many characters, then "…": a crafted file can make them hundreds of megabytes long.
+    public static let quoteLimit = 64
+
     public var description: String {
         switch self {
         case .fileNotFound(let path):
@@ -59,18 +63,18 @@ public enum GGUFError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalidFile(let detail):
             return "malformed GGUF file: \(detail)"
         case .unsupportedTensorType(let tensor, let type):
-            return "tensor \"\(tensor)\" has unsupported ggml type \(type)"
+            return "tensor \(quoted(tensor)) has unsupported ggml type \(type)"
                 + (GGUFTensorType(rawValue: type).map { " (\($0.name))" } ?? "")
         case .missingTensor(let name):
-            return "GGUF file has no tensor named \"\(name)\""
+            return "GGUF file has no tensor named \(quoted(name))"
         case .missingKey(let key):
-            return "GGUF file has no metadata key \"\(key)\""
+            return "GGUF file has no metadata key \(quoted(key))"
         case .metadataType(let key, let expected, let found):
-            return "GGUF metadata \"\(key)\" is \(found), expected \(expected)"
+            return "GGUF metadata \(quoted(key)) is \(found), expected \(expected)"
         case .badAlignment(let detail):
             return "bad GGUF alignment: \(detail)"
         case .tensorOutOfRange(let tensor, let detail):
-            return "tensor \"\(tensor)\" is out of range: \(detail)"
+            return "tensor \(quoted(tensor)) is out of range: \(detail)"
         }
     }
 }

@@ -4,13 +4,18 @@ import Glibc
 import Darwin
 #endif
 
-/// A read-only memory mapping of a whole file; unmapped when the last reference goes.
+/// The bytes of a GGUF file: a read-only memory mapping of a whole file, or a private copy of
+/// bytes handed over in memory; released when the last reference goes.
 final class GGUFMapping: @unchecked Sendable {
     let base: UnsafeRawPointer?
     let size: Int
+    /// Whether `base` was allocated (a copy) rather than mapped.
+    private let owned: Bool
 
     init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait, forever, for a writer; only
+        // regular files are accepted below anyway (no effect on regular files).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let code = errno
             if code == ENOENT { throw GGUFError.fileNotFound(path: path) }
@@ -22,8 +27,9 @@ final class GGUFMapping: @unchecked Sendable {
             throw GGUFError.unreadable(path: path, reason: String(cString: strerror(errno)))
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw GGUFError.unreadable(path: path, reason: "not a regular file")
+            throw GGUFError.unreadable(path: path, reason: "not a regular file (\(Self.kind(info.st_mode)))")
         }
+        owned = false
         size = Int(info.st_size)
         if size == 0 {
             base = nil   // mmap refuses empty files; the parser reports the truncation
@@ -35,8 +41,35 @@ final class GGUFMapping: @unchecked Sendable {
         base = UnsafeRawPointer(address)
     }
 
+    /// A private copy of `bytes`, allocated to their exact size (so that a sanitizer catches any
+    /// read past the end).
+    init(copying bytes: UnsafeRawBufferPointer) {
+        owned = true
+        size = bytes.count
+        guard let source = bytes.baseAddress, size > 0 else {
+            base = nil
+            return
+        }
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        copy.copyMemory(from: source, byteCount: size)
+        base = UnsafeRawPointer(copy)
+    }
+
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        guard let base else { return }
+        if owned { UnsafeMutableRawPointer(mutating: base).deallocate() }
+        else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+
+    private static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: return "a directory"
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        default: return "another kind of file"
+        }
     }
 }
 
@@ -81,11 +114,38 @@ public final class GGUFFile: @unchecked Sendable {
     ///   ``GGUFError/unsupportedVersion(_:)``, ``GGUFError/invalidFile(_:)``,
     ///   ``GGUFError/unsupportedTensorType(tensor:type:)``, ``GGUFError/badAlignment(_:)``,
     ///   ``GGUFError/tensorOutOfRange(tensor:detail:)``.
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(mapping: try GGUFMapping(path: path), path: path)
+    }
+
+    /// Parses a GGUF file held in memory (copied; the copy lives as long as the object or any
+    /// tensor taken from it). ``path`` is "(memory)".
+    ///
+    /// ```swift
+    /// let file = try GGUFFile(bytes: [UInt8](try Data(contentsOf: url)))
+    /// ```
+    /// - Throws: the ``GGUFError``s of ``init(path:)`` about the contents.
+    public convenience init(bytes: UnsafeRawBufferPointer) throws {
+        try self.init(mapping: GGUFMapping(copying: bytes), path: "(memory)")
+    }
+
+    /// Parses a GGUF file held in memory (see ``init(bytes:)-(UnsafeRawBufferPointer)``).
+    public convenience init(bytes: [UInt8]) throws {
+        let mapping = bytes.withUnsafeBytes { GGUFMapping(copying: $0) }
+        try self.init(mapping: mapping, path: "(memory)")
+    }
+
+    /// The longest metadata key the GGUF specification allows (2^16 - 1 bytes).
+    public static let maxKeyBytes = 65_535
+    /// The longest tensor name the GGUF specification allows (ggml's GGML_MAX_NAME is 64 bytes
+    /// including its terminating zero; the specification says "at most 64 bytes").
+    public static let maxTensorNameBytes = 64
+
+    private init(mapping: GGUFMapping, path: String) throws {
         self.path = path
-        mapping = try GGUFMapping(path: path)
+        self.mapping = mapping
         fileSize = mapping.size
-        var reader = GGUFReader(base: mapping.base, size: mapping.size)
+        var reader = GGUFReader(base: mapping.base, size: mapping.size, owner: mapping)
 
         let magic = try reader.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else { throw GGUFError.badMagic(found: magic) }   // "GGUF"
@@ -98,11 +158,11 @@ public final class GGUFFile: @unchecked Sendable {
         var keys: [String] = []
         keys.reserveCapacity(keyCount)
         for _ in 0..<keyCount {
-            let key = try reader.string("metadata key")
-            let rawType = try reader.read(UInt32.self, "type of metadata \"\(key)\"")
+            let key = try reader.string("metadata key", maxBytes: Self.maxKeyBytes)
+            let rawType = try reader.read(UInt32.self, "type of metadata \(quoted(key))")
             let value = try reader.value(rawType: rawType, key: key, depth: 0)
             guard metadata.updateValue(value, forKey: key) == nil else {
-                throw GGUFError.invalidFile("duplicate metadata key \"\(key)\"")
+                throw GGUFError.invalidFile("duplicate metadata key \(quoted(key))")
             }
             keys.append(key)
         }
@@ -123,37 +183,38 @@ public final class GGUFFile: @unchecked Sendable {
         infos.reserveCapacity(tensorCount)
         var index: [String: Int] = [:]
         for _ in 0..<tensorCount {
-            let name = try reader.string("tensor name")
-            let dims = try reader.read(UInt32.self, "dimension count of tensor \"\(name)\"")
+            let name = try reader.string("tensor name", maxBytes: Self.maxTensorNameBytes)
+            let shown = quoted(name)
+            let dims = try reader.read(UInt32.self, "dimension count of tensor \(shown)")
             guard (1...4).contains(dims) else {
-                throw GGUFError.invalidFile("tensor \"\(name)\" has \(dims) dimensions (1 to 4 allowed)")
+                throw GGUFError.invalidFile("tensor \(shown) has \(dims) dimensions (1 to 4 allowed)")
             }
             var shape: [Int] = []
             var elements = 1
             for d in 0..<Int(dims) {
-                let raw = try reader.read(UInt64.self, "dimension \(d) of tensor \"\(name)\"")
+                let raw = try reader.read(UInt64.self, "dimension \(d) of tensor \(shown)")
                 guard let n = Int(exactly: raw), n <= Int(Int32.max) * 1024 else {
-                    throw GGUFError.invalidFile("tensor \"\(name)\" dimension \(d) is \(raw)")
+                    throw GGUFError.invalidFile("tensor \(shown) dimension \(d) is \(raw)")
                 }
                 let (product, overflow) = elements.multipliedReportingOverflow(by: n)
-                guard !overflow else { throw GGUFError.invalidFile("tensor \"\(name)\" has too many elements") }
+                guard !overflow else { throw GGUFError.invalidFile("tensor \(shown) has too many elements") }
                 elements = product
                 shape.append(n)
             }
-            let rawType = try reader.read(UInt32.self, "type of tensor \"\(name)\"")
+            let rawType = try reader.read(UInt32.self, "type of tensor \(shown)")
             guard let type = GGUFTensorType(rawValue: rawType) else {
                 throw GGUFError.unsupportedTensorType(tensor: name, type: rawType)
             }
             guard shape[0] % type.blockLength == 0, let bytes = type.byteCount(values: elements) else {
                 throw GGUFError.invalidFile(
-                    "tensor \"\(name)\" row length \(shape[0]) is not a multiple of the \(type) block length \(type.blockLength)")
+                    "tensor \(shown) row length \(shape[0]) is not a multiple of the \(type) block length \(type.blockLength)")
             }
-            let rawOffset = try reader.read(UInt64.self, "data offset of tensor \"\(name)\"")
+            let rawOffset = try reader.read(UInt64.self, "data offset of tensor \(shown)")
             guard let offset = Int(exactly: rawOffset) else {
                 throw GGUFError.tensorOutOfRange(tensor: name, detail: "data offset \(rawOffset) is beyond the file")
             }
             guard index.updateValue(infos.count, forKey: name) == nil else {
-                throw GGUFError.invalidFile("duplicate tensor name \"\(name)\"")
+                throw GGUFError.invalidFile("duplicate tensor name \(shown)")
             }
             infos.append(Info(name: name, shape: shape, type: type, offset: offset, bytes: bytes))
         }
@@ -169,7 +230,7 @@ public final class GGUFFile: @unchecked Sendable {
         for info in infos {
             guard info.offset % alignment == 0 else {
                 throw GGUFError.badAlignment(
-                    "tensor \"\(info.name)\" data offset \(info.offset) is not a multiple of \(alignment)")
+                    "tensor \(quoted(info.name)) data offset \(info.offset) is not a multiple of \(alignment)")
             }
             let (start, o1) = dataStart.addingReportingOverflow(info.offset)
             let (end, o2) = start.addingReportingOverflow(info.bytes)
@@ -283,7 +344,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     private static func typeName(_ v: GGUFValue) -> String {
-        if case .array(let type, _) = v { return "an array of \(type)" }
+        if case .array(let a) = v { return "an array of \(a.elementType)" }
         return v.type.description
     }
 }
@@ -292,15 +353,18 @@ public final class GGUFFile: @unchecked Sendable {
 struct GGUFReader {
     let base: UnsafeRawPointer?
     let size: Int
+    /// Keeps `base` alive in the arrays the reader returns.
+    let owner: AnyObject?
     private(set) var offset = 0
 
     /// Arrays nested deeper than this are rejected (the format allows nesting; real files use at
     /// most one level, and unbounded recursion would let a corrupt file exhaust the stack).
     static let maxDepth = 8
 
-    init(base: UnsafeRawPointer?, size: Int) {
+    init(base: UnsafeRawPointer?, size: Int, owner: AnyObject?) {
         self.base = base
         self.size = size
+        self.owner = owner
     }
 
     /// Checks that `count` bytes can be read at the cursor and returns their start.
@@ -319,13 +383,13 @@ struct GGUFReader {
 
     /// A uint64 element count, rejected when even the smallest elements could not fit in the rest
     /// of the file (so a corrupt count cannot trigger a huge allocation or a long loop).
-    mutating func count(_ what: String, minimumElementBytes: Int) throws -> Int {
+    mutating func count(_ what: @autoclosure () -> String, minimumElementBytes: Int) throws -> Int {
         let start = offset
-        let raw = try read(UInt64.self, what)
+        let raw = try read(UInt64.self, what())
         let remaining = UInt64(size - offset)
         guard raw <= remaining / UInt64(max(minimumElementBytes, 1)) else {
             throw GGUFError.truncated(
-                what: "\(raw) entries of \(what) (at least \(minimumElementBytes) bytes each)", offset: start,
+                what: "\(raw) entries of \(what()) (at least \(minimumElementBytes) bytes each)", offset: start,
                 needed: raw > UInt64(Int.max) / UInt64(max(minimumElementBytes, 1))
                     ? Int.max : Int(raw) * minimumElementBytes,
                 fileSize: size)
@@ -333,62 +397,87 @@ struct GGUFReader {
         return Int(raw)
     }
 
-    mutating func string(_ what: @autoclosure () -> String) throws -> String {
+    /// Checks a string at the cursor and returns its bytes, without decoding them.
+    mutating func stringBytes(_ what: @autoclosure () -> String, maxBytes: Int = Int.max) throws -> UnsafeRawBufferPointer {
         let start = offset
         let raw = try read(UInt64.self, what())
         guard raw <= UInt64(size - offset) else {
             throw GGUFError.truncated(what: "\(what()) (\(raw)-byte string)", offset: start,
                                       needed: raw > UInt64(Int.max) ? Int.max : Int(raw), fileSize: size)
         }
-        let p = try take(Int(raw), what())
-        return String(decoding: UnsafeRawBufferPointer(start: p, count: Int(raw)), as: UTF8.self)
+        guard raw <= UInt64(maxBytes) else {
+            throw GGUFError.invalidFile("\(what()) at offset \(start) is \(raw) bytes long (at most \(maxBytes) allowed)")
+        }
+        return UnsafeRawBufferPointer(start: try take(Int(raw), what()), count: Int(raw))
+    }
+
+    mutating func string(_ what: @autoclosure () -> String, maxBytes: Int = Int.max) throws -> String {
+        String(decoding: try stringBytes(what(), maxBytes: maxBytes), as: UTF8.self)
+    }
+
+    /// Checks the encoding of a value of type `type` at the cursor and moves past it, building
+    /// nothing (the elements of strings and arrays are skipped the same way).
+    mutating func skipValue(_ type: GGUFValueType, key: String, depth: Int) throws {
+        if let fixed = type.fixedSize {
+            let p = try take(fixed, "metadata \(quoted(key))")
+            if type == .bool, p.load(as: UInt8.self) > 1 {
+                throw GGUFError.invalidFile("metadata \(quoted(key)) is a bool of value \(p.load(as: UInt8.self))")
+            }
+        } else if type == .string {
+            _ = try stringBytes("metadata \(quoted(key))")
+        } else {
+            _ = try array(key: key, depth: depth)
+        }
     }
 
     mutating func value(rawType: UInt32, key: String, depth: Int) throws -> GGUFValue {
         guard let type = GGUFValueType(rawValue: rawType) else {
-            throw GGUFError.invalidFile("metadata \"\(key)\" has unknown value type \(rawType)")
+            throw GGUFError.invalidFile("metadata \(quoted(key)) has unknown value type \(rawType)")
         }
-        let what = "metadata \"\(key)\""
-        switch type {
-        case .uint8: return .uint8(try read(UInt8.self, what))
-        case .int8: return .int8(try read(Int8.self, what))
-        case .uint16: return .uint16(try read(UInt16.self, what))
-        case .int16: return .int16(try read(Int16.self, what))
-        case .uint32: return .uint32(try read(UInt32.self, what))
-        case .int32: return .int32(try read(Int32.self, what))
-        case .float32: return .float32(Float(bitPattern: try read(UInt32.self, what)))
-        case .uint64: return .uint64(try read(UInt64.self, what))
-        case .int64: return .int64(try read(Int64.self, what))
-        case .float64: return .float64(Double(bitPattern: try read(UInt64.self, what)))
-        case .bool:
-            let b = try read(UInt8.self, what)
-            guard b <= 1 else { throw GGUFError.invalidFile("metadata \"\(key)\" is a bool of value \(b)") }
-            return .bool(b == 1)
-        case .string:
-            return .string(try string(what))
-        case .array:
-            guard depth < Self.maxDepth else {
-                throw GGUFError.invalidFile("metadata \"\(key)\" nests arrays deeper than \(Self.maxDepth)")
-            }
-            let rawElement = try read(UInt32.self, "element type of \(what)")
-            guard let elementType = GGUFValueType(rawValue: rawElement) else {
-                throw GGUFError.invalidFile("metadata \"\(key)\" is an array of unknown value type \(rawElement)")
-            }
-            // Smallest encoding of one element: its fixed size, 8 for a string (the length), 12
-            // for an array (element type + count).
-            let minimum = elementType.fixedSize ?? (elementType == .string ? 8 : 12)
-            let n = try count("array \(what)", minimumElementBytes: minimum)
-            var elements: [GGUFValue] = []
-            elements.reserveCapacity(n)
-            if let fixed = elementType.fixedSize {
-                // Fixed-size elements: one bounds check for the whole array.
-                let p = try take(n * fixed, what)
-                var sub = GGUFReader(base: p, size: n * fixed)
-                for _ in 0..<n { elements.append(try sub.value(rawType: rawElement, key: key, depth: depth + 1)) }
-            } else {
-                for _ in 0..<n { elements.append(try value(rawType: rawElement, key: key, depth: depth + 1)) }
-            }
-            return .array(elementType: elementType, elements: elements)
+        if type == .array { return .array(try array(key: key, depth: depth)) }
+        if type == .string { return .string(try string("metadata \(quoted(key))")) }
+        let p = try take(type.fixedSize ?? 0, "metadata \(quoted(key))")
+        if type == .bool, p.load(as: UInt8.self) > 1 {
+            throw GGUFError.invalidFile("metadata \(quoted(key)) is a bool of value \(p.load(as: UInt8.self))")
         }
+        return GGUFArray.decodeFixed(type, at: p)
+    }
+
+    /// An array at the cursor (element type, count, elements), checked element by element but not
+    /// materialised: see ``GGUFArray``.
+    mutating func array(key: String, depth: Int) throws -> GGUFArray {
+        guard depth < Self.maxDepth else {
+            throw GGUFError.invalidFile("metadata \(quoted(key)) nests arrays deeper than \(Self.maxDepth)")
+        }
+        let rawElement = try read(UInt32.self, "element type of metadata \(quoted(key))")
+        guard let elementType = GGUFValueType(rawValue: rawElement) else {
+            throw GGUFError.invalidFile("metadata \(quoted(key)) is an array of unknown value type \(rawElement)")
+        }
+        // Smallest encoding of one element: its fixed size, 8 for a string (the length), 12
+        // for an array (element type + count). Bounds the count by the rest of the file.
+        let minimum = elementType.fixedSize ?? (elementType == .string ? 8 : 12)
+        let n = try count("array metadata \(quoted(key))", minimumElementBytes: minimum)
+        guard let base else {   // only an empty buffer has no base, and then n is 0
+            return GGUFArray(elementType: elementType, elements: [])
+        }
+        if let fixed = elementType.fixedSize {
+            // Fixed-size elements: one bounds check for the whole array.
+            let p = try take(n * fixed, "metadata \(quoted(key))")
+            if elementType == .bool,
+               let bad = UnsafeRawBufferPointer(start: p, count: n).first(where: { $0 > 1 }) {
+                throw GGUFError.invalidFile("metadata \(quoted(key)) holds a bool of value \(bad)")
+            }
+            return GGUFArray(elementType: elementType, count: n, storage: .fixed(base: p, owner: owner))
+        }
+        // Strings and arrays: one offset per element, the elements themselves only checked.
+        var offsets: [Int] = []
+        offsets.reserveCapacity(n + 1)
+        for _ in 0..<n {
+            offsets.append(offset)
+            try skipValue(elementType, key: key, depth: depth + 1)
+        }
+        offsets.append(offset)
+        return GGUFArray(elementType: elementType, count: n,
+                         storage: .variable(base: base, offsets: offsets, depth: depth + 1, owner: owner))
     }
 }

@@ -1,30 +1,6 @@
 import CSparKVModel
 import SparKV
 
-/// A failure of the model path (loading weights or running the forward pass).
-public enum ModelError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// A kernel rejected its arguments (`svm_status` and where).
-    case kernel(status: Int32, call: String, message: String)
-    /// A weight has a type the kernels do not support, or the wrong shape.
-    case unsupportedWeight(tensor: String, detail: String)
-    /// The prompt is empty.
-    case emptyPrompt
-    /// More tokens than the cache or the model's context can hold.
-    case tooManyTokens(tokens: Int, limit: Int)
-    /// A token id outside the vocabulary.
-    case badToken(id: Int, vocabularySize: Int)
-
-    public var description: String {
-        switch self {
-        case let .kernel(status, call, message): return "\(call) failed (status \(status)): \(message)"
-        case let .unsupportedWeight(tensor, detail): return "weight \(tensor): \(detail)"
-        case .emptyPrompt: return "the prompt has no tokens"
-        case let .tooManyTokens(tokens, limit): return "\(tokens) tokens exceed the limit of \(limit)"
-        case let .badToken(id, vocab): return "token id \(id) is outside the vocabulary (size \(vocab))"
-        }
-    }
-}
-
 /// One weight matrix `[rows][cols]` inside the GGUF mapping.
 struct LlamaWeight {
     let name: String
@@ -113,7 +89,11 @@ public final class LlamaModel: @unchecked Sendable {
         try self.init(file: try GGUFFile(path: path))
     }
 
-    /// Locates every weight of an open GGUF file.
+    /// Locates every weight of an open GGUF file, after checking every tensor's type and shape
+    /// against the architecture's table (see ``LlamaConfig/validateTensors(of:)``): the kernels
+    /// are handed only tensors of the sizes they assume.
+    ///
+    /// - Throws: the errors of ``LlamaConfig/init(gguf:)``.
     public init(file: GGUFFile) throws {
         self.file = file
         config = try LlamaConfig(gguf: file)
@@ -131,15 +111,6 @@ public final class LlamaModel: @unchecked Sendable {
                 ffnNorm: try file.tensor(named: "blk.\(l).ffn_norm.weight").dequantizeRow(0)))
         }
         self.blocks = blocks
-        let c = config
-        for b in blocks {
-            for (wt, rows, cols) in [(b.q, c.queryHeads * c.headDim, c.hidden), (b.k, c.kvHeads * c.headDim, c.hidden),
-                                     (b.v, c.kvHeads * c.headDim, c.hidden), (b.o, c.hidden, c.queryHeads * c.headDim),
-                                     (b.gate, c.feedForward, c.hidden), (b.up, c.feedForward, c.hidden),
-                                     (b.down, c.hidden, c.feedForward)] where wt.rows != rows || wt.cols != cols {
-                throw ModelError.unsupportedWeight(tensor: wt.name, detail: "shape [\(wt.rows)][\(wt.cols)], expected [\(rows)][\(cols)]")
-            }
-        }
     }
 
     /// Multiply by the weights exactly (dequantized, float activations) instead of with 8-bit
@@ -149,10 +120,22 @@ public final class LlamaModel: @unchecked Sendable {
     /// attention paths to float precision use the exact path.
     public var exactMatmul = false
 
-    /// Threads of the model's kernels (process-wide); nil restores OpenMP's default.
-    public static var threads: Int? {
-        get { Int(svm_get_threads()) }
-        set { svm_set_threads(Int32(newValue ?? 0)) }
+    /// Most threads ``setThreads(_:)`` accepts.
+    public static let maxThreads = ModelLimits.maxThreads
+
+    /// Threads of the model's kernels (process-wide); set with ``setThreads(_:)``.
+    public static var threads: Int { Int(svm_get_threads()) }
+
+    /// Sets the threads of the model's kernels (process-wide); nil or 0 restores OpenMP's default.
+    ///
+    /// ```swift
+    /// try LlamaModel.setThreads(2)
+    /// ```
+    /// - Throws: ``ModelError/invalidThreads(_:)`` outside `0...maxThreads`.
+    public static func setThreads(_ count: Int?) throws {
+        let n = count ?? 0
+        guard (0...maxThreads).contains(n) else { throw ModelError.invalidThreads(n) }
+        svm_set_threads(Int32(n))   // in range: the conversion cannot trap
     }
 
     /// The softmax scale of attention: 1/sqrt(headDim).
@@ -176,6 +159,8 @@ public final class LlamaModel: @unchecked Sendable {
         let n = tokens.count
         guard n > 0 else { throw ModelError.emptyPrompt }
         let c = config
+        // Also keeps every n x width product below (scratch sizes, Int32 kernel arguments) in range.
+        guard n <= c.contextLength else { throw ModelError.promptTooLong(tokens: n, contextLength: c.contextLength) }
         let d = c.headDim, qw = c.queryHeads * d, kw = c.kvHeads * d
         let w = max(1, min(window, n))
         var x = [Float](repeating: 0, count: n * c.hidden)
@@ -236,6 +221,13 @@ public final class LlamaModel: @unchecked Sendable {
         svm_swiglu(gate, up, Int64(n * c.feedForward), &gate)
         try block.down.apply(gate, n, &h, exact: exactMatmul)
         svm_add(x, h, Int64(n * c.hidden), &x)
+    }
+}
+
+extension LlamaConfig {
+    /// The shape of a SparKV cache for this model holding up to `capacity` tokens per layer.
+    public func cacheShape(capacity: Int) -> ModelShape {
+        ModelShape(layers: layers, queryHeads: queryHeads, kvHeads: kvHeads, headDim: headDim, capacity: capacity)
     }
 }
 

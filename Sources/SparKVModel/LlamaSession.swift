@@ -27,9 +27,15 @@ public final class LlamaSession {
     private var logits: [Float]
 
     /// A session whose cache holds up to `capacity` tokens per layer under `policy`.
+    ///
+    /// - Throws: ``ModelError/tooManyTokens(tokens:limit:)`` when `capacity` is not in
+    ///   `1...config.maxPositions + 1`, and the cache's errors.
     public init(model: LlamaModel, policy: CompressionPolicy, capacity: Int) throws {
         self.model = model
         let c = model.config
+        guard capacity >= 1, capacity <= c.maxPositions + 1 else {
+            throw ModelError.tooManyTokens(tokens: capacity, limit: c.maxPositions + 1)
+        }
         cache = try KVCache(shape: c.cacheShape(capacity: capacity), policy: policy)
         x = .init(repeating: 0, count: c.hidden)
         h = .init(repeating: 0, count: c.hidden)
@@ -47,6 +53,11 @@ public final class LlamaSession {
     @discardableResult
     public func load(_ state: PromptState) throws -> ArraySlice<Float> {
         let n = state.tokens.count
+        guard state.keys.count == model.config.layers, state.values.count == model.config.layers,
+              state.windowQueries.count == model.config.layers else {
+            throw ModelError.invalidConfig(key: "prompt state",
+                                           detail: "\(state.keys.count) layers, the model has \(model.config.layers)")
+        }
         for layer in 0..<model.config.layers {
             try cache.prefill(layer: layer, keys: state.keys[layer], values: state.values[layer],
                               windowQueries: state.windowQueries[layer], tokenCount: n,
@@ -59,8 +70,8 @@ public final class LlamaSession {
     /// Runs one token at the next position and returns the logits of the token after it.
     public func step(token: Int) throws -> [Float] {
         let c = model.config, d = c.headDim
-        guard position < model.config.contextLength * 4 else {
-            throw ModelError.tooManyTokens(tokens: position + 1, limit: model.config.contextLength * 4)
+        guard position < c.maxPositions else {
+            throw ModelError.tooManyTokens(tokens: position + 1, limit: c.maxPositions)
         }
         try x.withUnsafeMutableBufferPointer { try model.embed(token, into: $0.baseAddress!) }
         var pos = [Int32(position)]

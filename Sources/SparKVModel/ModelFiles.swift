@@ -7,11 +7,14 @@ import Darwin
 /// Where SparKV's real model lives and how to find it.
 ///
 /// The model is SmolLM2-135M-Instruct in 4-bit GGUF (Q4_1), fetched by `scripts/fetch-model.sh`
-/// into `models/` at the repository root (it is not in git). ``find(_:)`` looks, in order, at:
+/// into `models/` at the repository root (it is not in git). ``locate(_:environmentValue:)``
+/// looks:
 ///
-/// 1. the path in the environment variable `SPARKV_MODEL` (a file, or a directory holding the file);
-/// 2. `models/<file>` in the current directory and in each of its parents;
-/// 3. `models/<file>` at the root of the source tree this library was built from.
+/// 1. when the environment variable `SPARKV_MODEL` is set (non-empty), only there: a file, or a
+///    directory holding the file. A value that names neither is an error, never silently passed
+///    over for another model;
+/// 2. otherwise at `models/<file>` in the current directory and in each of its parents, then at
+///    `models/<file>` at the root of the source tree this library was built from.
 ///
 /// ```swift
 /// let path = try ModelFiles.locate()        // throws with a hint to run scripts/fetch-model.sh
@@ -26,12 +29,20 @@ public enum ModelFiles {
     /// The script that fetches the model, relative to the repository root.
     public static let fetchScript = "scripts/fetch-model.sh"
 
-    /// The places ``find(_:)`` looks, in order.
-    public static func candidatePaths(_ fileName: String = smolLM2FileName) -> [String] {
-        var paths: [String] = []
-        if let value = getenv(environmentVariable).map({ String(cString: $0) }), !value.isEmpty {
-            paths.append(isDirectory(value) ? join(value, fileName) : value)
+    /// The value of `SPARKV_MODEL` in this process, nil when unset or empty.
+    public static func environmentValue() -> String? {
+        guard let value = getenv(environmentVariable).map({ String(cString: $0) }), !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// The places ``find(_:environmentValue:)`` looks, in order: only the environment's path when
+    /// `environmentValue` is set.
+    public static func candidatePaths(_ fileName: String = smolLM2FileName,
+                                      environmentValue: String? = environmentValue()) -> [String] {
+        if let value = environmentValue {
+            return [isDirectory(value) ? join(value, fileName) : value]
         }
+        var paths: [String] = []
         if var dir = currentDirectory() {
             while true {
                 paths.append(join(dir, "models/" + fileName))
@@ -47,19 +58,41 @@ public enum ModelFiles {
         return paths.filter { seen.insert($0).inserted }
     }
 
-    /// The first existing, non-empty model file among ``candidatePaths(_:)``, or nil.
-    public static func find(_ fileName: String = smolLM2FileName) -> String? {
-        candidatePaths(fileName).first(where: isNonEmptyFile)
+    /// The first existing, non-empty regular file among ``candidatePaths(_:environmentValue:)``,
+    /// or nil (also when `SPARKV_MODEL` names nothing usable: see ``locate(_:environmentValue:)``).
+    public static func find(_ fileName: String = smolLM2FileName,
+                            environmentValue: String? = environmentValue()) -> String? {
+        candidatePaths(fileName, environmentValue: environmentValue).first(where: isNonEmptyFile)
     }
 
     /// The model's path.
     ///
-    /// - Throws: ``GGUFError/fileNotFound(path:)`` naming the places searched and the fetch script.
-    public static func locate(_ fileName: String = smolLM2FileName) throws -> String {
-        if let path = find(fileName) { return path }
+    /// - Throws: ``ModelError/environmentPath(variable:value:reason:)`` when `SPARKV_MODEL` is
+    ///   set but names no non-empty regular file (nor a directory holding `fileName`);
+    ///   ``GGUFError/fileNotFound(path:)`` naming the places searched and the fetch script.
+    public static func locate(_ fileName: String = smolLM2FileName,
+                              environmentValue: String? = environmentValue()) throws -> String {
+        let candidates = candidatePaths(fileName, environmentValue: environmentValue)
+        if let path = candidates.first(where: isNonEmptyFile) { return path }
+        if let value = environmentValue {
+            let path = candidates.first ?? value
+            throw ModelError.environmentPath(variable: environmentVariable, value: value,
+                                             reason: path == value ? describe(path) : "\(path): \(describe(path))")
+        }
         throw GGUFError.fileNotFound(
-            path: "\(fileName) (looked in: \(candidatePaths(fileName).joined(separator: ", ")); "
+            path: "\(fileName) (looked in: \(candidates.joined(separator: ", ")); "
                 + "run \(fetchScript) or set \(environmentVariable))")
+    }
+
+    /// Why `path` is not a usable model file.
+    static func describe(_ path: String) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return String(cString: strerror(errno)) }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return "the file is empty"
+        case S_IFDIR: return "a directory"
+        default: return "not a regular file"
+        }
     }
 
     static func isNonEmptyFile(_ path: String) -> Bool {

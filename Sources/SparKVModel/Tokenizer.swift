@@ -13,9 +13,9 @@ public enum TokenizerError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unsupportedModel(let model):
-            return "unsupported tokenizer model \"\(model)\" (only \"gpt2\" byte-level BPE is implemented)"
+            return "unsupported tokenizer model \(quoted(model)) (only \"gpt2\" byte-level BPE is implemented)"
         case .unsupportedPreTokenizer(let name):
-            return "unsupported pre-tokenizer \"\(name)\" (implemented: smollm and its family, gpt2)"
+            return "unsupported pre-tokenizer \(quoted(name)) (implemented: smollm and its family, gpt2)"
         case .invalidVocabulary(let detail):
             return "invalid tokenizer vocabulary: \(detail)"
         case .invalidTokenID(let id, let size):

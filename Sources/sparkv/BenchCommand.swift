@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SparKV
+import SparKVModel
 
 /// `sparkv bench`: decode-attention and prefill benchmarks on synthetic data.
 struct BenchCommand: ParsableCommand {
@@ -109,7 +110,11 @@ struct BenchOptions: ParsableArguments {
         guard let contexts else { return quick ? [2048] : [4096, 16384, 32768, 65536] }
         return try benchList(contexts, flag: "--contexts") { text in
             let t = text.lowercased()
-            let n = t.hasSuffix("k") ? Int(t.dropLast()).map { $0 * 1024 } : Int(t)
+            // "9999999999999999k" must be rejected, not overflow
+            let n = t.hasSuffix("k") ? Int(t.dropLast()).flatMap { k in
+                let (n, overflow) = k.multipliedReportingOverflow(by: 1024)
+                return overflow ? nil : n
+            } : Int(t)
             guard let n, n >= 64 else { return nil }
             return n
         }
@@ -121,7 +126,9 @@ struct BenchOptions: ParsableArguments {
             if quick { return [cores] }
             return cores > 1 ? [1, cores] : [1]
         }
-        return try benchList(threads, flag: "--threads") { Int($0).flatMap { $0 >= 1 ? $0 : nil } }
+        return try benchList(threads, flag: "--threads") {
+            Int($0).flatMap { (1...ModelLimits.maxThreads).contains($0) ? $0 : nil }
+        }
     }
 
     func policyNames() -> [String]? {

@@ -40,12 +40,45 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "Print the results as JSON.")
     var json = false
 
+    /// Most layers and tokens accepted before the memory estimate; they keep its products far from
+    /// overflowing (the estimate, not these, is the real limit).
+    static let maxLayers = 4096
+    static let maxTokens = 1 << 30
+
     func validate() throws {
-        guard layers >= 1 else { throw ValidationError("--layers must be at least 1") }
-        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1") }
-        guard decodeTokens >= 0 else { throw ValidationError("--decode-tokens must not be negative") }
+        guard (1...Self.maxLayers).contains(layers) else {
+            throw ValidationError("--layers must be in 1...\(Self.maxLayers)")
+        }
+        guard (1...Self.maxTokens).contains(promptTokens) else {
+            throw ValidationError("--prompt-tokens must be in 1...\(Self.maxTokens)")
+        }
+        guard (0...Self.maxTokens).contains(decodeTokens) else {
+            throw ValidationError("--decode-tokens must be in 0...\(Self.maxTokens)")
+        }
         guard window >= 1 else { throw ValidationError("--window must be at least 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try ModelArguments.validateThreads(threads)
+        let needed = Self.estimatedBytes(layers: layers, tokens: promptTokens + decodeTokens)
+        let available = Self.physicalMemory()
+        if available > 0, needed > available {
+            throw ValidationError("--layers \(layers) with \(promptTokens) prompt + \(decodeTokens) decode tokens needs "
+                                  + "about \(gib(needed)) GiB, more than this machine's \(gib(available)) GiB of memory")
+        }
+    }
+
+    /// A generous estimate of the demo's memory: per layer, the synthetic keys and values of every
+    /// token and their prompt copies (float), plus three caches of at most dense fp16 size over
+    /// all layers.
+    static func estimatedBytes(layers: Int, tokens: Int) -> Int {
+        let shape = ModelShape.llama3_8B(capacity: 1)
+        let perTokenHead = shape.kvHeads * shape.headDim
+        return tokens * perTokenHead * (4 * 4 + layers * 3 * 2 * 2)
+    }
+
+    /// Physical memory in bytes, 0 if unknown.
+    static func physicalMemory() -> Int {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return 0 }
+        return pages.multipliedReportingOverflow(by: size).overflow ? Int.max : pages * size
     }
 
     func run() throws {
@@ -140,6 +173,8 @@ struct DemoCommand: ParsableCommand {
             && m.denseBytes == layerHeads * totalTokens * d * 4 && m.reservedBytes >= m.totalBytes
     }
 }
+
+private func gib(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / Double(1 << 30)) }
 
 /// `[heads][total][D]` -> `[heads][prompt][D]`, the first `prompt` tokens of every head.
 private func promptSlice(_ x: [Float], heads: Int, total: Int, prompt: Int, headDim d: Int) -> [Float] {

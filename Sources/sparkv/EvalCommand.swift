@@ -73,12 +73,21 @@ struct EvalCommand: ParsableCommand {
         "snapkv(512)+spark(0.5)", "snapkv(512)+spark(0.8)", "spark(0.5)+vprune(0.5)",
     ]
 
-    func run() throws {
+    func validate() throws {
+        guard scored >= 1 else { throw ValidationError("--scored must be at least 1") }
+        guard greedyTokens >= 0 else { throw ValidationError("--greedy-tokens must be >= 0") }
+        guard trials >= 0 else { throw ValidationError("--trials must be >= 0") }
+        try ModelArguments.validateThreads(threads)
+    }
+
+    func run() throws { try runReportingUsage(execute) }
+
+    private func execute() throws {
         var policies = try (self.policies.isEmpty ? Self.defaultPolicies : self.policies).map {
             try CompressionPolicy(parsing: $0)
         }
         if let threads {
-            LlamaModel.threads = threads
+            try LlamaModel.setThreads(threads)
             for i in policies.indices { policies[i].threads = threads }
         }
         if policies.first != .dense { policies.insert(.dense, at: 0) }
@@ -88,10 +97,18 @@ struct EvalCommand: ParsableCommand {
         let passkeyList = quick ? [1024] : try parseList(passkeyLengths, "--passkey-lengths")
         let trials = quick ? 4 : self.trials
 
-        let llama = try LlamaModel(path: try model ?? ModelFiles.locate())
+        let llama = try ModelArguments.openModel(model)
         let tokenizer = try Tokenizer(gguf: llama.file)
-        guard let text = try? String(contentsOfFile: self.text, encoding: .utf8) else {
-            throw ValidationError("cannot read \(self.text) as UTF-8")
+        let text = try ModelArguments.readText(self.text, flag: "--text")
+        let context = llama.config.contextLength
+        for p in prefixList where p > context || scored > llama.config.maxPositions - p {
+            throw ValidationError("--prefixes \(p) with --scored \(scored) does not fit the model's context of \(context) tokens")
+        }
+        for length in passkeyList where length > context {
+            throw ValidationError("--passkey-lengths \(length) is longer than the model's context of \(context) tokens")
+        }
+        if let p = prefixList.min(), greedyCount > llama.config.maxPositions - p {
+            throw ValidationError("--greedy-tokens \(greedyCount) does not fit after a \(p)-token prefix")
         }
         var eval = Evaluation(model: llama, tokenizer: tokenizer)
         let tty = isatty(2) != 0

@@ -38,7 +38,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Path of the GGUF model (default: $SPARKV_MODEL or models/).")
     var model: String?
 
-    @Option(name: .long, help: "Threads of the model kernels and the cache (default: OpenMP's).")
+    @Option(name: .long, help: "Threads of the model kernels and the cache, 1...1024 (default: OpenMP's).")
     var threads: Int?
 
     @Flag(name: .long, help: "Exact (float-activation) matmuls instead of llama.cpp-style 8-bit activations (slower).")
@@ -47,26 +47,29 @@ struct GenerateCommand: ParsableCommand {
     @Flag(name: .long, help: "Print a JSON summary instead of text.")
     var json = false
 
-    func run() throws {
+    func validate() throws {
+        guard prompt != nil || promptFile != nil else { throw ValidationError("give --prompt-file or --prompt") }
+        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be >= 0") }
+        try ModelArguments.validateThreads(threads)
+    }
+
+    func run() throws { try runReportingUsage(execute) }
+
+    private func execute() throws {
         let text: String
         if let prompt { text = prompt }
-        else if let promptFile {
-            guard let s = try? String(contentsOfFile: promptFile, encoding: .utf8) else {
-                throw ValidationError("cannot read the prompt file \(promptFile) as UTF-8")
-            }
-            text = s
-        } else { throw ValidationError("give --prompt-file or --prompt") }
-        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be >= 0") }
+        else if let promptFile { text = try ModelArguments.readText(promptFile, flag: "--prompt-file") }
+        else { throw ValidationError("give --prompt-file or --prompt") }
         var policy = try CompressionPolicy(parsing: self.policy)
-        if let threads { policy.threads = threads; LlamaModel.threads = threads }
+        if let threads { policy.threads = threads; try LlamaModel.setThreads(threads) }
 
-        let path = try model ?? ModelFiles.locate()
-        let llama = try LlamaModel(path: path)
+        let llama = try ModelArguments.openModel(model)
         llama.exactMatmul = exactMatmul
         let tokenizer = try Tokenizer(gguf: llama.file)
         let promptText = chat ? tokenizer.chatPrompt(user: text) : text
         let tokens = tokenizer.encode(promptText, addSpecial: !chat)
         guard !tokens.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
+        try ModelArguments.checkLength(promptTokens: tokens.count, maxTokens: maxTokens, config: llama.config)
         if ProcessInfo.processInfo.environment["SPARKV_DEBUG_TOKENS"] != nil {
             printError("prompt: \(promptText.debugDescription)\ntokens: \(tokens)")
         }

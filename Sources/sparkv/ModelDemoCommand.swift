@@ -38,21 +38,28 @@ struct ModelDemoCommand: ParsableCommand {
     @Option(name: .long, help: "Threads (default: OpenMP's).")
     var threads: Int?
 
-    func run() throws {
+    func validate() throws {
+        guard contextTokens >= 0 else { throw ValidationError("--context-tokens must be >= 0") }
+        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be >= 0") }
+        try ModelArguments.validateThreads(threads)
+    }
+
+    func run() throws { try runReportingUsage(execute) }
+
+    private func execute() throws {
         var policies = try self.policies.map { try CompressionPolicy(parsing: $0) }
         if let threads {
-            LlamaModel.threads = threads
+            try LlamaModel.setThreads(threads)
             for i in policies.indices { policies[i].threads = threads }
         }
-        let llama = try LlamaModel(path: try model ?? ModelFiles.locate())
+        let llama = try ModelArguments.openModel(model)
         let tokenizer = try Tokenizer(gguf: llama.file)
-        guard let source = try? String(contentsOfFile: text, encoding: .utf8) else {
-            throw ValidationError("cannot read \(text) as UTF-8")
-        }
+        let source = try ModelArguments.readText(text, flag: "--text")
         let ids = tokenizer.encode(source, addSpecial: false)
         let context = (try? tokenizer.decode(Array(ids.prefix(contextTokens)))) ?? source
         let prompt = tokenizer.chatPrompt(user: context + "\n\n" + question)
         let tokens = tokenizer.encode(prompt, addSpecial: false)
+        try ModelArguments.checkLength(promptTokens: tokens.count, maxTokens: maxTokens, config: llama.config)
 
         let clock = ContinuousClock()
         let t0 = clock.now

@@ -112,10 +112,10 @@ struct GGUFBuilder {
             case .uint64(let x): u64(x)
             case .int64(let x): u64(UInt64(bitPattern: x))
             case .float64(let x): u64(x.bitPattern)
-            case .array(let type, let elements):
-                u32(type.rawValue)
-                u64(UInt64(elements.count))
-                elements.forEach(value)
+            case .array(let a):
+                u32(a.elementType.rawValue)
+                u64(UInt64(a.count))
+                a.forEach(value)
             }
         }
         out.append(contentsOf: magic)

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import SparKVModel
+
+/// Checks of the arguments the model commands share, so that each out-of-range value is a usage
+/// error with a message, never a trap or an unbounded allocation.
+enum ModelArguments {
+    /// Largest text file read as a prompt or a source text: far more than any context holds, small
+    /// enough to read in a moment.
+    static let maxTextBytes = 64 << 20
+
+    /// `--threads` must be in `1...ModelLimits.maxThreads` (omitted: OpenMP's default).
+    static func validateThreads(_ threads: Int?, flag: String = "--threads") throws {
+        guard let threads else { return }
+        guard (1...ModelLimits.maxThreads).contains(threads) else {
+            throw ValidationError("\(flag) \(threads) is out of range (1...\(ModelLimits.maxThreads))")
+        }
+    }
+
+    /// The contents of a regular text file of at most ``maxTextBytes`` as UTF-8. A FIFO, device or
+    /// directory is refused before it is opened: reading one could block forever or never end.
+    static func readText(_ path: String, flag: String) throws -> String {
+        var info = stat()   // follows symbolic links, as reading the file does
+        guard stat(path, &info) == 0 else {
+            throw ValidationError("\(flag) \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw ValidationError("\(flag) \(path): not a regular file")
+        }
+        guard info.st_size <= maxTextBytes else {
+            throw ValidationError("\(flag) \(path): \(info.st_size) bytes, more than the \(maxTextBytes >> 20) MiB read as text")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("\(flag) \(path): cannot be read as UTF-8")
+        }
+        return text
+    }
+
+    /// The model of `--model`, or the one ``ModelFiles/locate(_:environmentValue:)`` finds. A
+    /// `--model` that is missing or not a regular file is a usage error; `SPARKV_MODEL` naming
+    /// nothing is reported as such (a ``ModelError``).
+    static func openModel(_ path: String?) throws -> LlamaModel {
+        guard let path else { return try LlamaModel(path: try ModelFiles.locate()) }
+        do {
+            return try LlamaModel(path: path)
+        } catch let error as GGUFError {
+            switch error {
+            case .fileNotFound, .unreadable: throw ValidationError("--model: \(error)")
+            default: throw error
+            }
+        }
+    }
+
+    /// The prompt must fit the model's context, and `maxTokens` more tokens the positions a
+    /// session decodes to (``LlamaConfig/maxPositions``).
+    static func checkLength(promptTokens: Int, maxTokens: Int, config: LlamaConfig, flag: String = "--max-tokens") throws {
+        guard promptTokens <= config.contextLength else {
+            throw ValidationError(ModelError.promptTooLong(tokens: promptTokens, contextLength: config.contextLength).description)
+        }
+        // Subtraction: prompt + maxTokens could overflow for a huge --max-tokens.
+        let room = config.maxPositions - promptTokens
+        guard maxTokens <= room else {
+            throw ValidationError("\(flag) \(maxTokens): after the \(promptTokens)-token prompt at most \(room) tokens "
+                                  + "can be decoded (4 x the model's context of \(config.contextLength))")
+        }
+    }
+}
+
+extension ParsableCommand {
+    /// Runs `body`; a ``ValidationError`` it throws (an argument found out of range once the model
+    /// is known) is printed with this subcommand's usage, as ArgumentParser does for errors of
+    /// `validate()` (for errors thrown from `run()` it would print the root command's usage).
+    func runReportingUsage(_ body: () throws -> Void) throws {
+        do { try body() } catch let error as ValidationError {
+            let name = Self.configuration.commandName ?? "\(Self.self)"
+            printError("Error: \(error.message)\nUsage: " + SparKVCommand.usageString(for: Self.self)
+                       + "\n  See 'sparkv \(name) --help' for more information.")
+            throw ExitCode.validationFailure
+        }
+    }
+}
