@@ -256,3 +256,16 @@ def test_out_overlapping_q_in_any_way_is_refused(cache, rng):
         cache.attend(0, flat[: N_Q * D].reshape(N_Q, D), out=flat[D : D + N_Q * D].reshape(N_Q, D))
     assert np.array_equal(buf, before)
     cache.attend(0, buf[:N_Q], out=buf[N_Q:])  # adjacent, not overlapping: fine
+
+
+def test_attention_overflow_leaves_out_untouched():
+    """A C failure inside attend (here float32 overflow of the scores, status 17) writes nothing into
+    out."""
+    policy = Policy.dense(key_precision="f32", value_precision="f32")
+    with KVCache(Shape(1, 1, 1, 8, 4), policy) as cache:
+        cache.append(0, np.full((1, 8), 1e20, np.float32), np.ones((1, 8), np.float32))
+        out = np.full((1, 8), 7.0, np.float32)
+        with pytest.raises(sparkv.SparKVError) as info:
+            cache.attend(0, np.full((1, 8), 1e20, np.float32), out=out)
+        assert int(info.value.status) == 17  # SPARKV_ERR_OVERFLOW
+        assert (out == 7.0).all()

@@ -332,3 +332,19 @@ def test_constructor_argument_types():
         KVCache((1, 1, 1, 8, 4), Policy.dense())
     with pytest.raises(TypeError):
         KVCache(Shape(1, 1, 1, 8, 4), {"key_prune_ratio": 0.5})
+
+
+# ---- every C status ------------------------------------------------------------------------------
+
+
+def test_every_c_status_has_its_own_error_class():
+    lib = sparkv._lib.load()
+    generic = lib.sparkv_status_string(999).decode()
+    known = [s for s in range(0, 64) if lib.sparkv_status_string(s).decode() != generic]
+    assert known == list(range(len(known))) and len(known) >= 18
+    assert [int(s) for s in Status] == known
+    for status in known[1:]:
+        err = sparkv.errors.error_for(status, "detail")
+        assert type(err) is not sparkv.SparKVError and isinstance(err, sparkv.SparKVError), Status(status)
+        assert err.status == status and err.message == "detail"
+
