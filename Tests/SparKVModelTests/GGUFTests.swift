@@ -4,11 +4,27 @@ import Testing
 @testable import SparKVModel
 
 /// The real model, opened once for all suites (nil when it has not been fetched).
+///
+/// The tests that need it FAIL, never skip, when it is missing: a suite that quietly skips would
+/// let CI pass without ever running the model (scripts/test.sh fetches it first).
 enum SmolLM2Fixture {
     static let path: String? = ModelFiles.find()
-    static let skipMessage: Comment = "SmolLM2 model not found: run scripts/fetch-model.sh (the README's test command does)"
+    static let missingMessage: Comment = """
+        SmolLM2 model not found (\(ModelFiles.smolLM2FileName)): run scripts/fetch-model.sh (scripts/test.sh does), \
+        or set SPARKV_MODEL to the file
+        """
     static let opened: Result<GGUFFile, any Error>? = path.map { path in Result { try GGUFFile(path: path) } }
     static var file: GGUFFile? { try? opened?.get() }
+
+    /// The model's path; fails the calling test with ``missingMessage`` when it is not fetched.
+    static func requirePath(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        try #require(path, missingMessage, sourceLocation: sourceLocation)
+    }
+
+    /// The opened model file; fails the calling test when it is missing or does not open.
+    static func requireFile(sourceLocation: SourceLocation = #_sourceLocation) throws -> GGUFFile {
+        try #require(opened, missingMessage, sourceLocation: sourceLocation).get()
+    }
 }
 
 /// Runs `body` and returns the GGUFError it throws; records an issue if it throws something else
@@ -476,9 +492,9 @@ struct GGUFSyntheticTests {
 
 // MARK: - The real model
 
-@Suite("GGUF reader: SmolLM2-135M-Instruct", .enabled(if: SmolLM2Fixture.path != nil, SmolLM2Fixture.skipMessage))
+@Suite("GGUF reader: SmolLM2-135M-Instruct")
 struct GGUFSmolLM2Tests {
-    var file: GGUFFile { get throws { try #require(SmolLM2Fixture.opened).get() } }
+    var file: GGUFFile { get throws { try SmolLM2Fixture.requireFile() } }
 
     @Test func headerAndHyperparameters() throws {
         let file = try file
@@ -606,7 +622,7 @@ struct GGUFSmolLM2Tests {
     }
 
     @Test func truncatedCopiesOfTheModelAreRejected() throws {
-        let path = try #require(SmolLM2Fixture.path)
+        let path = try SmolLM2Fixture.requirePath()
         let whole = try Data(contentsOf: URL(fileURLWithPath: path))
         // Inside the token list, the merges, the tensor infos, and the tensor data.
         for length in [1_000, 400_000, 1_200_000, 1_785_000, 1_785_664 + 100, 50_000_000, whole.count - 1] {

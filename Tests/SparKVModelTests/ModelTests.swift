@@ -4,24 +4,31 @@ import Testing
 @testable import SparKVModel
 
 /// Tests that fail if the forward pass is wrong. They need the model (scripts/fetch-model.sh, which
-/// the README's test command runs first); without it they are skipped.
-@Suite("Llama forward pass on SmolLM2-135M", .enabled(if: ModelFiles.find() != nil, "model not fetched (scripts/fetch-model.sh)"))
+/// the README's test command runs first); without it they fail with a message saying so.
+@Suite("Llama forward pass on SmolLM2-135M")
 struct ModelTests {
-    static let shared: (LlamaModel, Tokenizer)? = {
-        guard let path = ModelFiles.find(), let model = try? LlamaModel(path: path),
-              let tokenizer = try? Tokenizer(gguf: model.file) else { return nil }
-        return (model, tokenizer)
-    }()
+    /// The model and its tokenizer, or why they are not there.
+    static let loaded: Result<(LlamaModel, Tokenizer), any Error>? = SmolLM2Fixture.path.map { path in
+        Result {
+            let model = try LlamaModel(path: path)
+            return (model, try Tokenizer(gguf: model.file))
+        }
+    }
+
+    /// The shared model and tokenizer; fails the calling test when the model is not fetched.
+    static var shared: (LlamaModel, Tokenizer) {
+        get throws { try #require(loaded, SmolLM2Fixture.missingMessage).get() }
+    }
 
     static func gplTokens(_ n: Int) throws -> [Int] {
-        let (_, tokenizer) = try #require(shared)
+        let (_, tokenizer) = try shared
         let text = try String(contentsOfFile: "/usr/share/common-licenses/GPL-3", encoding: .utf8)
         return Array(tokenizer.encode(text, addSpecial: true).prefix(n))
     }
 
     @Test("the model's hyper-parameters are SmolLM2-135M's")
     func configIsSmolLM2() throws {
-        let (model, _) = try #require(Self.shared)
+        let (model, _) = try Self.shared
         let c = model.config
         #expect(c.layers == 30 && c.hidden == 576 && c.queryHeads == 9 && c.kvHeads == 3 && c.headDim == 64)
         #expect(c.feedForward == 1536 && c.ropeBase == 100000 && c.vocabularySize == 49152)
@@ -35,7 +42,7 @@ struct ModelTests {
     /// (a uniform guess is log(49152) = 10.8).
     @Test("dense NLL of the first 512 GPL-3 tokens is low")
     func denseNLLOfGPL3IsLow() throws {
-        let (model, _) = try #require(Self.shared)
+        let (model, _) = try Self.shared
         let tokens = try Self.gplTokens(512)
         let state = try model.prefill(tokens: tokens, allLogits: true)
         let vocab = model.config.vocabularySize
@@ -55,7 +62,7 @@ struct ModelTests {
     /// amplified by 8-bit activation rounding (see LlamaModel.exactMatmul).
     @Test("a dense f32 SparKV cache gives the logits of plain dense attention")
     func denseCacheEqualsPlainAttention() throws {
-        let (shared, _) = try #require(Self.shared)
+        let (shared, _) = try Self.shared
         let model = try LlamaModel(file: shared.file)
         model.exactMatmul = true
         let tokens = try Self.gplTokens(240)
@@ -80,7 +87,7 @@ struct ModelTests {
     /// it close to dense, and recovery is better than no recovery at a high ratio.
     @Test("SparK keeps the next-token distribution close to dense, and mean recovery helps")
     func sparkIsCloseToDense() throws {
-        let (model, tokenizer) = try #require(Self.shared)
+        let (model, tokenizer) = try Self.shared
         let text = try String(contentsOfFile: "/usr/share/common-licenses/GPL-3", encoding: .utf8)
         var eval = Evaluation(model: model, tokenizer: tokenizer)
         eval.progress = { _ in }
@@ -102,7 +109,7 @@ struct ModelTests {
     /// what this test pins.
     @Test("the greedy chat answer to 'What is the capital of France?' names Paris")
     func chatAnswerNamesParis() throws {
-        let (shared, tokenizer) = try #require(Self.shared)
+        let (shared, tokenizer) = try Self.shared
         let model = try LlamaModel(file: shared.file)
         model.exactMatmul = true
         let tokens = tokenizer.encode(tokenizer.chatPrompt(user: "What is the capital of France?"))

@@ -177,9 +177,11 @@ struct TokenizerPartsTests {
 
 // MARK: - SmolLM2's tokenizer
 
-@Suite("Tokenizer: SmolLM2-135M-Instruct", .enabled(if: SmolLM2Fixture.path != nil, SmolLM2Fixture.skipMessage))
+@Suite("Tokenizer: SmolLM2-135M-Instruct")
 struct TokenizerSmolLM2Tests {
-    var tokenizer: Tokenizer { get throws { try #require(SmolLM2Fixture.tokenizer).get() } }
+    var tokenizer: Tokenizer {
+        get throws { try #require(SmolLM2Fixture.tokenizer, SmolLM2Fixture.missingMessage).get() }
+    }
 
     @Test func vocabularyAndSpecialIDs() throws {
         let t = try tokenizer
