@@ -47,6 +47,12 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
     case structSize(String)
     /// A head or token index is out of range (status 15).
     case index(String)
+    /// A finite input is beyond what its storage precision holds, e.g. a key of 70000 stored as
+    /// f16, or a recovery statistic would exceed fp16 (status 16).
+    case range(String)
+    /// Attention overflowed float32: a score `scale * q.k` or an output is not finite although
+    /// every input is (status 17). The output was not written.
+    case overflow(String)
     /// A status code this version of the Swift layer does not know (a newer C library).
     case unknown(status: Int32, String)
 
@@ -72,6 +78,8 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .empty: return 13
         case .structSize: return 14
         case .index: return 15
+        case .range: return 16
+        case .overflow: return 17
         case .unknown(let status, _): return status
         }
     }
@@ -86,7 +94,7 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .nullPointer(let d), .invalidShape(let d), .headDim(let d), .gqa(let d), .invalidPolicy(let d),
              .nonFinite(let d), .layer(let d), .capacity(let d), .state(let d), .window(let d),
              .outOfMemory(let d), .unsupported(let d), .empty(let d), .structSize(let d), .index(let d),
-             .unknown(_, let d):
+             .range(let d), .overflow(let d), .unknown(_, let d):
             return d
         }
     }
@@ -129,6 +137,8 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case 13: self = .empty(detail)
         case 14: self = .structSize(detail)
         case 15: self = .index(detail)
+        case 16: self = .range(detail)
+        case 17: self = .overflow(detail)
         default: self = .unknown(status: Int32(bitPattern: status.rawValue), detail)
         }
     }

@@ -1,6 +1,7 @@
 // ErrorTests.swift — every failure returns its status code, sets a detail message and leaves the
 // cache exactly as it was.
 
+@testable import SparKV
 import CSparKV
 import Testing
 
@@ -122,10 +123,14 @@ struct ErrorTests {
         #expect(String(cString: sparkv_version_string()) == "\(SPARKV_VERSION_MAJOR).\(SPARKV_VERSION_MINOR).\(SPARKV_VERSION_PATCH)")
     }
 
-    @Test("every status code 0...15 has a distinct non-empty sentence")
+    @Test("every status code 0...17 has a distinct non-empty sentence, and a Swift case")
     func statusStringsAreDistinct() {
         var seen = Set<String>()
-        for code in UInt32(0)...15 {
+        for code in UInt32(0)...17 {
+            if code > 0, let error = SparKVError(status: sparkv_status(rawValue: code), detail: "") {
+                if case .unknown = error { Issue.record("code \(code) has no SparKVError case") }
+                #expect(error.status == Int32(code))
+            }
             let s = String(cString: sparkv_status_string(sparkv_status(rawValue: code)))
             #expect(!s.isEmpty, "code \(code)")
             #expect(!seen.contains(s), "code \(code) repeats \"\(s)\"")

@@ -54,8 +54,8 @@ private func checkKeys(_ pair: CachePair, rel: Float = 2e-6) throws -> (keptChec
             var scale: Float = 0
             if cfg.prunes && t < ref.promptTokens {
                 let tok = ref.tokens[h][t]
-                for j in 0..<cfg.D where !mask[j] && ref.qn[h][j] > 0 {
-                    let rq = Float((Double(ref.c[h]) / Double(ref.qn[h][j])).squareRoot())
+                for j in 0..<cfg.D where !mask[j] {
+                    let rq = RefMath.recoveryRq(qn: ref.qn[h][j], c: ref.c[h])
                     scale = max(scale, Float(max(tok.a, tok.e)) * rq)
                 }
             }

@@ -31,6 +31,8 @@ class Status(IntEnum):
     EMPTY = 13
     STRUCT_SIZE = 14
     INDEX = 15
+    RANGE = 16
+    OVERFLOW = 17
 
 
 class SparKVError(Exception):
@@ -110,6 +112,16 @@ class IndexOutOfRangeError(SparKVError):
     """A head or token index is out of range."""
 
 
+class RangeError(SparKVError):
+    """A finite input is beyond what its storage precision holds (a key of 7e4 stored as f16), or a
+    recovery statistic would exceed fp16."""
+
+
+class AttentionOverflowError(SparKVError):
+    """attend overflowed float32: a score or an output is not finite although every input is.
+    The output array was not written."""
+
+
 ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.NULL_POINTER: NullPointerError,
     Status.INVALID_SHAPE: InvalidShapeError,
@@ -126,6 +138,8 @@ ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.EMPTY: EmptyLayerError,
     Status.STRUCT_SIZE: StructSizeError,
     Status.INDEX: IndexOutOfRangeError,
+    Status.RANGE: RangeError,
+    Status.OVERFLOW: AttentionOverflowError,
 }
 
 

@@ -209,8 +209,8 @@ def compress_token(
     a = fp16_scalar(math.sqrt(m / c64))
     e = fp16_scalar(math.sqrt(theta / c64))
     b = fp16_scalar(math.sqrt(sd / c64))
-    with np.errstate(divide="ignore"):
-        rq = np.where(qn > 0, np.sqrt(c64 / qn.astype(np.float64)), 0.0).astype(np.float32)
+    # sparkv.h: recovery floors qn_j at c / SPARKV_RECOVERY_QN_FLOOR (16)
+    rq = np.sqrt(c64 / np.maximum(qn.astype(np.float64), c64 / 16.0)).astype(np.float32)
 
     key = store_kept(k, mask, policy.key_precision)  # statistics above come from the float key
     for j in np.nonzero(~mask)[0]:
