@@ -313,12 +313,42 @@ struct QuantPolicyTests {
         }
     }
 
-    @Test func int8AttentionIsCloseToF16() throws {
-        let f16 = try Self.filledCache(.spark(ratio: 0.8), seed: 2)
-        let i8 = try Self.filledCache(CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8, values: .i8), seed: 2)
-        let q = SyntheticKV(shape: Self.shape, seed: 2).queries(layer: 1, positions: 50..<51)
-        let a = try f16.attend(layer: 1, query: q), b = try i8.attend(layer: 1, query: q)
-        let scale = a.map(abs).max()!
-        #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 0.05 * scale + 1e-4 })
+    /// int8 attention of a cache built through the Swift API against the independent double-precision
+    /// reference (Reference.swift's SparK with QuantRef's int8 as sparkv.h documents it: symmetric,
+    /// fp16 scales), not against the library's own f16 cache. The tolerance is float rounding (1e-5
+    /// of the output scale); the same reference in f16 lies far outside it, so a library that stored
+    /// f16 (or another grid) would fail.
+    @Test func int8AttentionMatchesTheReference() throws {
+        let policy = CompressionPolicy.spark(ratio: 0.8).withPrecision(keys: .i8, values: .i8)
+        let cache = try Self.filledCache(policy, seed: 2)
+        let data = SyntheticKV(shape: Self.shape, seed: 2)
+        let s = Self.shape, n = Self.promptTokens, appends = 3
+        func reference(layer: Int, _ format: QFormat, _ q: [Float]) -> [Double] {
+            let tc = QuantCase(keys: .spark, D: s.headDim, group: s.queryHeads / s.kvHeads, nKV: s.kvHeads, r: 0.8,
+                               recovery: .mean, signs: true, kFormat: format, vFormat: format,
+                               quantGroup: policy.quantGroup, n: n, appends: appends)
+            let prompt = TestPrompt(nKV: s.kvHeads, nQ: s.queryHeads, D: s.headDim, n: n, nWindow: Self.windowCount,
+                                    keys: data.keys(layer: layer, tokens: 0..<n),
+                                    values: data.values(layer: layer, tokens: 0..<n),
+                                    qWindow: data.queries(layer: layer, positions: n - Self.windowCount..<n))
+            let appended = (n..<n + appends).map {
+                (keys: data.keys(layer: layer, tokens: $0..<$0 + 1), values: data.values(layer: layer, tokens: $0..<$0 + 1))
+            }
+            return QuantRefLayer(tc, prompt: prompt, appended: appended).attend(q)
+        }
+        for layer in 0..<s.layers {
+            let q = data.queries(layer: layer, positions: 50..<51)
+            let want = reference(layer: layer, .i8, q)
+            let tolerance = 1e-5 * want.map(abs).max()!
+            for kernel in KVCache.Kernel.allCases where kernel != .auto && kernel.isSupported {
+                try cache.setKernel(kernel)
+                let got = try cache.attend(layer: layer, query: q)
+                let err = zip(got, want).map { abs(Double($0) - $1) }.max()!
+                #expect(err <= tolerance, "layer \(layer) \(kernel.name): max |attend - reference| \(err) > \(tolerance)")
+            }
+            let f16 = reference(layer: layer, .f16, q)
+            let gap = zip(f16, want).map { abs($0 - $1) }.max()!
+            #expect(gap > 20 * tolerance, "layer \(layer): the tolerance cannot tell int8 from f16 storage (gap \(gap))")
+        }
     }
 }

@@ -38,11 +38,14 @@ enum QFormat: String, Sendable, CaseIterable, CustomStringConvertible {
 }
 
 enum QuantRef {
-    /// The scale of a run whose largest magnitude is amax: fp16(amax / Q), saturating at 65504.
+    /// The scale of a run whose largest magnitude is amax: fp16(amax / Q). A quotient of 65520 or
+    /// more would round to Inf: sparkv.h makes such inputs SPARKV_ERR_RANGE (see `storable`).
     static func scale(amax: Float, qmax: Float) -> Float {
-        let s = amax / qmax
-        return s >= 65504 ? 65504 : Float(Float16(s))
+        Float(Float16(amax / qmax))
     }
+
+    /// Whether a run with largest magnitude amax can be stored (its scale is finite in fp16).
+    static func storable(amax: Float, qmax: Float) -> Bool { amax / qmax < 65520 }
 
     /// One run sharing one scale: its integers and the scale (as a Float).
     static func quantizeRun(_ x: ArraySlice<Float>, qmax: Float) -> (q: [Int], scale: Float) {
@@ -571,7 +574,7 @@ struct QuantizationTests {
 
     // MARK: scales at the extremes
 
-    @Test("all-zero tokens and |k| ~ 1e4 outliers give finite scales, keys, values and outputs",
+    @Test("all-zero tokens, |k| ~ 1e4 outliers and values at the top of the scale range give finite scales, keys, values and outputs",
           arguments: [QFormat.i8, .i4])
     func zeroAndOutlierTokensStayFinite(_ f: QFormat) throws {
         let shapes: [(QuantCase.Keys, Float)] = [(.dense, 0), (.spark, 0), (.think, 0), (.spark, 0.5), (.dense, 0.5)]
@@ -590,8 +593,8 @@ struct QuantizationTests {
                             } else if t % 9 == 7 {   // a huge-outlier token: one channel ~ 1e4
                                 prompt.keys[base + (t % D)] = t % 2 == 0 ? 1.2e4 : -9.7e3
                                 prompt.values[base + ((t + 3) % D)] = -1.1e4
-                            } else if t == 100 {     // beyond the fp16 range of scales: the scale saturates
-                                prompt.values[base + 1] = 3e7
+                            } else if t == 100 {     // the largest scale: amax / Q just below 65520
+                                prompt.values[base + 1] = f.qmax * 65500
                             }
                         }
                     }
@@ -606,12 +609,40 @@ struct QuantizationTests {
                         #expect(k.allSatisfy { $0.isFinite } && v.allSatisfy { $0.isFinite }, "\(tc) head \(h) token \(t)")
                     }
                 }
-                // the saturated value: Q * 65504
-                let sat = try pair.cache.value(0, 100)
-                #expect(sat[1] == f.qmax * 65504, "\(tc): saturated value \(sat[1])")
+                // the top of the range: scale fp16(65500) = 65504, q = Q
+                #expect(QuantRef.storable(amax: f.qmax * 65500, qmax: f.qmax))
+                let top = try pair.cache.value(0, 100)
+                #expect(top[1] == f.qmax * 65504, "\(tc): value at the top of the range \(top[1])")
                 try expectStoredMatchesReference(pair.cache, pair.ref)
                 // queries scaled down so the 1e4 channels give O(1) logits
                 try expectAttentionMatchesReference(pair.cache, pair.ref, queries: 1, queryScale: 0.01)
+            }
+        }
+    }
+
+    @Test("a value whose scale would round to Inf in fp16 (amax / Q >= 65520) is SPARKV_ERR_RANGE, nothing stored",
+          arguments: [QFormat.i8, .i4])
+    func valuesBeyondTheScaleRangeAreRangeErrors(_ f: QFormat) throws {
+        for (keys, rv) in [(QuantCase.Keys.dense, Float(0)), (.spark, 0), (.dense, 0.5)] {
+            let tc = QuantCase(keys: keys, D: 64, kFormat: f, vFormat: f, quantGroup: 8, n: 40, appends: 0)
+            #expect(!QuantRef.storable(amax: f.qmax * 65520, qmax: f.qmax))
+            for (what, x) in [("key", f.qmax * 65520), ("value", -f.qmax * 70000)] {
+                var prompt = TestData.prompt(config: tc.ref, n: tc.n, nWindow: tc.prunesKeys ? 20 : 0, kind: .random, seed: 5)
+                if what == "key" { prompt.keys[7 * 64 + 3] = x } else { prompt.values[11 * 64 + 9] = x }
+                let cache = try QuantCache(tc)
+                do {
+                    try cache.prefill(prompt)
+                    Issue.record("\(tc): a \(what) of \(x) was stored")
+                } catch let e as CallFailed {
+                    #expect(e.status == SPARKV_ERR_RANGE, "\(tc) \(what): \(e)")
+                }
+                var m = try cache.memory()
+                #expect(m.n_tokens == 0 && m.total_bytes == 0, "\(tc) \(what): the failed prefill stored something")
+                // the layer is still empty: the same prompt within range goes in
+                if what == "key" { prompt.keys[7 * 64 + 3] = f.qmax * 65500 } else { prompt.values[11 * 64 + 9] = -f.qmax * 65500 }
+                try cache.prefill(prompt)
+                m = try cache.memory()
+                #expect(m.n_tokens == UInt64(tc.n))
             }
         }
     }
