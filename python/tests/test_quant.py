@@ -340,7 +340,7 @@ def test_quantized_attention_matches_the_reference(policy):
 
 def test_reference_quantizer_follows_the_header():
     """The reference's own quantizer on hand-checked runs (sparkv.h): scale fp16(amax/Q), ties to
-    even, a zero run, saturation of the scale at 65504."""
+    even, a zero run, the largest scale (65504)."""
     run = np.array([1.27, -0.635, 0.0, 0.005, -1.0], dtype=np.float32)
     s = np.float32(np.float16(np.float32(1.27) / np.float32(127)))
     want = s * np.clip(np.rint(run / s), -127, 127)
@@ -348,8 +348,28 @@ def test_reference_quantizer_follows_the_header():
     assert np.abs(ref.quantize_run(run, 127) - run).max() <= s / 2
     assert np.array_equal(ref.quantize_run(np.array([7.0, 3.5, -0.5, 2.5], np.float32), 7), [7.0, 4.0, -0.0, 2.0])
     assert not ref.quantize_run(np.zeros(8, np.float32), 7).any()
-    big = ref.quantize_run(np.array([1e9, -1e9, 1.0], np.float32), 7)
-    assert np.array_equal(big, [7 * 65504.0, -7 * 65504.0, 0.0])
+    top = ref.quantize_run(np.array([7 * 65500.0, -7 * 65500.0, 1.0], np.float32), 7)  # a / Q just below 65520
+    assert np.array_equal(top, [7 * 65504.0, -7 * 65504.0, 0.0])
     rows = ref.store(np.arange(16, dtype=np.float32).reshape(1, 16), "i8", group=8)
     assert np.array_equal(rows[0, :8], ref.quantize_run(np.arange(8, dtype=np.float32), 127))
     assert np.array_equal(rows[0, 8:], ref.quantize_run(np.arange(8, 16, dtype=np.float32), 127))
+
+
+@pytest.mark.parametrize("precision, qmax", [("i8", 127), ("i4", 7)])
+@pytest.mark.parametrize("what", ["keys", "values"])
+def test_values_beyond_the_scale_range_are_refused(precision, qmax, what):
+    """sparkv.h: a run whose scale fp16(amax / Q) would round to Inf (amax / Q >= 65520) is
+    SPARKV_ERR_RANGE (status 16) and nothing is stored; just below, it reads back as the reference."""
+    rng = np.random.default_rng(3)
+    kv = {"keys": rng.standard_normal((1, 4, 16), dtype=np.float32),
+          "values": rng.standard_normal((1, 4, 16), dtype=np.float32)}
+    with KVCache(Shape(1, 2, 1, 16, 8), Policy.quantized(precision, precision, group=8)) as cache:
+        kv[what][0, 1, 3] = -qmax * 65520.0
+        with pytest.raises(sparkv.SparKVError) as info:
+            cache.prefill(0, kv["keys"], kv["values"])
+        assert int(info.value.status) == 16 and cache.tokens(0) == 0
+        kv[what][0, 1, 3] = -qmax * 65500.0
+        cache.prefill(0, kv["keys"], kv["values"])
+        got = (cache.recovered_key if what == "keys" else cache.value)(0, 0, 1)
+        assert np.array_equal(got, ref.store(kv[what][0, 1], precision, 8))
+        assert got[3] == -qmax * 65504.0
