@@ -233,4 +233,50 @@ check-install: all
 	@rm -rf $(STAGE)
 	@echo "check-install: OK (pkg-config, shared and static link, uninstall)"
 
+# ---- fuzzing and ThreadSanitizer (not part of `check`) ---------------------------------------------
+#   make fuzz-api [FUZZ_SECONDS=60]  libFuzzer target for C API call sequences (Tests/Fuzz/api/fuzz_api.c)
+#                                    with ASan + UBSan: replays Tests/Fuzz/api/corpus (a failure stops
+#                                    here), then fuzzes for FUZZ_SECONDS. New inputs go to
+#                                    $(BUILD)/fuzz/corpus-api, crash reproducers to $(BUILD)/fuzz/.
+#   make test-tsan                   Tests/C/test_threads.c and every csrc file under ThreadSanitizer.
+# Both need a clang with compiler-rt's fuzzer/tsan runtimes (SAN_CC; the Swift toolchain's by default).
+SAN_CC       ?= /opt/swift/usr/bin/clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_OBJS    := $(patsubst csrc/%.c,$(FUZZ_DIR)/obj/%.o,$(SRCS))
+FUZZ_CFLAGS  := -std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all $(FP_FLAGS) -Iinclude
+FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# The library objects get coverage but no libFuzzer main; OpenMP from LLVM 14's libomp, as for CC=clang.
+$(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp -isystem $(OMP_LLVM_INCLUDE) \
+	    -Icsrc -c $< -o $@
+$(FUZZ_DIR)/fuzz_api: Tests/Fuzz/api/fuzz_api.c $(HEADER) $(FUZZ_OBJS)
+	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Wall -Wextra -fuse-ld=lld -o $@ $< $(FUZZ_OBJS) \
+	    -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR) -lm
+fuzz-api: $(FUZZ_DIR)/fuzz_api
+	@mkdir -p $(FUZZ_DIR)/corpus-api
+	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -runs=0 Tests/Fuzz/api/corpus
+	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=2048 -max_len=1024 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-api Tests/Fuzz/api/corpus
+
+# TSan: the library is built without OpenMP (its pragmas are ignored, every call runs on the calling
+# thread): libomp is not TSan-instrumented and its internal synchronisation would be reported as races.
+TSAN_DIR    := $(BUILD)/tsan
+TSAN_OBJS   := $(patsubst csrc/%.c,$(TSAN_DIR)/obj/%.o,$(SRCS))
+TSAN_CFLAGS := -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=thread $(FP_FLAGS) -Iinclude
+# The Swift toolchain's TSan runtime also intercepts libdispatch: link the toolchain's libdispatch.
+TSAN_DISPATCH ?= $(wildcard $(dir $(SAN_CC))../lib/swift/linux/libdispatch.so)
+TSAN_DISPATCH_DIR = $(dir $(TSAN_DISPATCH))
+TSAN_LIBS     = $(if $(TSAN_DISPATCH),-L$(TSAN_DISPATCH_DIR) -Wl$(TSAN_COMMA)-rpath$(TSAN_COMMA)$(TSAN_DISPATCH_DIR) -ldispatch -lBlocksRuntime)
+TSAN_COMMA   := ,
+$(TSAN_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(TSAN_CFLAGS) -Wno-unknown-pragmas -Icsrc -c $< -o $@
+$(TSAN_DIR)/test_threads: Tests/C/test_threads.c $(HEADER) $(TSAN_OBJS)
+	$(SAN_CC) $(TSAN_CFLAGS) -Wall -Wextra -pthread -fuse-ld=lld -o $@ $< $(TSAN_OBJS) -lm $(TSAN_LIBS)
+test-tsan: $(TSAN_DIR)/test_threads
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 $(TSAN_DIR)/test_threads
+.PHONY: fuzz-api test-tsan
+
 FORCE:
