@@ -23,7 +23,20 @@ from . import _lib
 from ._lib import LibraryNotFoundError, library_path
 from ._version import __version__
 from .cache import MEMORY_FIELDS, KVCache
-from .config import Eviction, Kernel, KeyPruning, Policy, Precision, Recovery, Selection, Shape, to_enum
+from .config import (
+    U32,
+    U64,
+    Eviction,
+    Kernel,
+    KeyPruning,
+    Policy,
+    Precision,
+    Recovery,
+    Selection,
+    Shape,
+    c_integer,
+    to_enum,
+)
 from .errors import (
     CapacityError,
     EmptyLayerError,
@@ -61,13 +74,15 @@ def version_info() -> Tuple[int, int, int]:
 
 
 def status_string(status: Union[Status, int]) -> str:
-    """The C library's stable sentence for a status code."""
-    return _lib.load().sparkv_status_string(int(status)).decode()
+    """The C library's stable sentence for a status code (a generic one for unknown codes)."""
+    code = c_integer("status", status, -(2**31), 2**31 - 1)
+    return _lib.load().sparkv_status_string(code).decode()
 
 
 def topk_keep(key_prune_ratio: float, head_dim: int) -> int:
     """Key channels TOPK keeps per token: head_dim - floor(r * head_dim), as the library computes it."""
-    return int(_lib.load().sparkv_topk_keep(float(key_prune_ratio), int(head_dim)))
+    d = c_integer("head_dim", head_dim, 0, U32)
+    return int(_lib.load().sparkv_topk_keep(float(key_prune_ratio), d))
 
 
 def kernel_supported(kernel: Union[Kernel, str, int]) -> bool:
@@ -77,8 +92,15 @@ def kernel_supported(kernel: Union[Kernel, str, int]) -> bool:
 
 def draw_uniforms(seed: int, layer: int, kv_head: int, token: int, channel: int) -> Tuple[float, float]:
     """The two uniforms in (0, 1) of the GAUSSIAN/EXPONENTIAL recovery draw (see sparkv.h)."""
+    args = (
+        c_integer("seed", seed, 0, U64),
+        c_integer("layer", layer, 0, U32),
+        c_integer("kv_head", kv_head, 0, U32),
+        c_integer("token", token, 0, U64),
+        c_integer("channel", channel, 0, U32),
+    )
     u1, u2 = ctypes.c_double(), ctypes.c_double()
-    _lib.load().sparkv_draw_uniforms(seed, layer, kv_head, token, channel, ctypes.byref(u1), ctypes.byref(u2))
+    _lib.load().sparkv_draw_uniforms(*args, ctypes.byref(u1), ctypes.byref(u2))
     return u1.value, u2.value
 
 

@@ -118,17 +118,22 @@ def to_enum(cls: Type[E], value: Any, field: str) -> E:
     raise ValueError(f"{field} must be one of {names} (or a {cls.__name__}), got {value!r}")
 
 
-def _int_field(obj: Any, field: str, lo: int, hi: int) -> int:
-    value = getattr(obj, field)
+def c_integer(name: str, value: Any, lo: int, hi: int, what: str = "parameter") -> int:
+    """`value` as a Python int after checking it is an integer (not a bool) in [lo, hi]: ctypes
+    would silently mask a wider int to the C type's width (-1 becoming 2**32 - 1)."""
     if isinstance(value, bool):
-        raise TypeError(f"{field} must be an integer, got bool")
+        raise TypeError(f"{name} must be an integer, got bool")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{field} must be an integer, got {type(value).__name__}") from None
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
     if not lo <= value <= hi:
-        raise ValueError(f"{field} = {value} does not fit the C field (range [{lo}, {hi}])")
+        raise ValueError(f"{name} = {value} does not fit the C {what} (range [{lo}, {hi}])")
     return value
+
+
+def _int_field(obj: Any, field: str, lo: int, hi: int) -> int:
+    return c_integer(field, getattr(obj, field), lo, hi, "field")
 
 
 def _float_field(obj: Any, field: str) -> float:

@@ -348,3 +348,45 @@ def test_every_c_status_has_its_own_error_class():
         assert type(err) is not sparkv.SparKVError and isinstance(err, sparkv.SparKVError), Status(status)
         assert err.status == status and err.message == "detail"
 
+
+
+# ---- integers the C parameters cannot hold ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: sparkv.topk_keep(0.5, -8),  # was 2147483644: -8 wrapped to 2**32 - 8
+        lambda: sparkv.topk_keep(0.5, 2**32 + 8),  # was 4: wrapped to 8
+        lambda: sparkv.draw_uniforms(-1, 0, 0, 0, 0),  # was the draw of seed 2**64 - 1
+        lambda: sparkv.draw_uniforms(2**64, 0, 0, 0, 0),
+        lambda: sparkv.draw_uniforms(0, 2**32, 0, 0, 0),  # was layer 0's draw
+        lambda: sparkv.draw_uniforms(0, 0, -1, 0, 0),
+        lambda: sparkv.draw_uniforms(0, 0, 0, 2**64, 0),
+        lambda: sparkv.draw_uniforms(0, 0, 0, 0, 2**32),
+        lambda: sparkv.status_string(2**32),  # was "success": wrapped to 0
+        lambda: sparkv.status_string(-(2**31) - 1),
+    ],
+)
+def test_integers_beyond_the_c_parameter_are_value_errors(call):
+    """ctypes masks a Python int to the C parameter's width: an out-of-range argument silently became
+    another (valid) one."""
+    with pytest.raises(ValueError, match="does not fit"):
+        call()
+
+
+def test_non_integers_are_type_errors():
+    with pytest.raises(TypeError):
+        sparkv.topk_keep(0.5, 8.0)
+    with pytest.raises(TypeError):
+        sparkv.draw_uniforms(0, 0, 0, "1", 0)
+    with pytest.raises(TypeError):
+        sparkv.status_string(True)
+
+
+def test_edge_integers_still_work():
+    assert sparkv.topk_keep(0.5, 2**32 - 1) == 2**31  # 2**32 - 1 - floor(0.5 * (2**32 - 1))
+    assert sparkv.topk_keep(0.5, 0) == 0
+    u = sparkv.draw_uniforms(2**64 - 1, 2**32 - 1, 2**32 - 1, 2**64 - 1, 2**32 - 1)
+    assert all(0.0 < x < 1.0 for x in u)
+    assert sparkv.status_string(2**31 - 1) == sparkv.status_string(999)  # unknown code: the generic sentence
