@@ -37,14 +37,16 @@ QUANT_MAX = {"i8": 127, "i4": 7}
 
 def quantize_run(x: np.ndarray, qmax: int) -> np.ndarray:
     """Values sharing one fp16 scale, as read back (sparkv.h, sparkv_precision): a = max|x|,
-    scale = fp16(a / Q) from the float quotient (65504 when the quotient reaches it), s = scale as a
-    float, q = 0 if s == 0 else clamp(rint(x / s), -Q, Q) with float division and ties to even;
-    read back as the float product s * q."""
+    scale = fp16(a / Q) from the float quotient, s = scale as a float, q = 0 if s == 0 else
+    clamp(rint(x / s), -Q, Q) with float division and ties to even; read back as the float product
+    s * q. A quotient that would round to Inf (>= 65520) is the library's SPARKV_ERR_RANGE: ValueError."""
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         return x.copy()
     quotient = np.float32(np.max(np.abs(x))) / np.float32(qmax)
-    s = np.float32(65504.0) if quotient >= 65504 else np.float32(np.float16(quotient))
+    if quotient >= 65520:
+        raise ValueError(f"max |x| / Q = {quotient} has no fp16 scale (SPARKV_ERR_RANGE)")
+    s = np.float32(np.float16(quotient))
     if s == 0:
         return np.zeros_like(x)
     q = np.clip(np.rint(x / s), -qmax, qmax).astype(np.float32)

@@ -350,6 +350,8 @@ def test_reference_quantizer_follows_the_header():
     assert not ref.quantize_run(np.zeros(8, np.float32), 7).any()
     top = ref.quantize_run(np.array([7 * 65500.0, -7 * 65500.0, 1.0], np.float32), 7)  # a / Q just below 65520
     assert np.array_equal(top, [7 * 65504.0, -7 * 65504.0, 0.0])
+    with pytest.raises(ValueError, match="RANGE"):
+        ref.quantize_run(np.array([127 * 65520.0], np.float32), 127)
     rows = ref.store(np.arange(16, dtype=np.float32).reshape(1, 16), "i8", group=8)
     assert np.array_equal(rows[0, :8], ref.quantize_run(np.arange(8, dtype=np.float32), 127))
     assert np.array_equal(rows[0, 8:], ref.quantize_run(np.arange(8, 16, dtype=np.float32), 127))
