@@ -56,9 +56,11 @@ class Precision(IntEnum):
 
     I8 and I4 are symmetric int8 / 4-bit with fp16 scales: a run of values sharing one scale stores
     ``q = clip(rint(x / s), -Q, Q)`` with ``s = fp16(max|x| / Q)`` (Q = 127 or 7) and reads back as
-    ``s * q`` (within ``s / 2`` of the input). Rows stored whole (dense or appended keys, values
-    without value pruning) use one scale per ``Policy.quant_group`` channels; the kept key values of
-    a pruned token and the kept values of a value-pruned token share one scale.
+    ``s * q`` (within ``s / 2`` of the input); a run whose ``max|x| / Q`` reaches 65520 has no fp16
+    scale and is refused (status RANGE), as is an f16 value of 65520 or more. Rows stored whole
+    (dense or appended keys, values without value pruning) use one scale per ``Policy.quant_group``
+    channels; the kept key values of a pruned token and the kept values of a value-pruned token
+    share one scale.
     """
 
     F32 = 0
