@@ -105,6 +105,13 @@ enum RefMath {
     }
 
     /// A statistic as stored: fp16(Float(sqrt(stat / c))), read back as a double.
+    /// sqrt(c / qn_j) as recovery uses it: sparkv.h floors qn_j at c / SPARKV_RECOVERY_QN_FLOOR (16),
+    /// so a recovered entry is at most 4 sqrt(x / c) and continuous at qn_j = 0.
+    static func recoveryRq(qn: Float, c: Float) -> Float {
+        let floorQn = Double(c) / 16
+        return Float((Double(c) / max(Double(qn), floorQn)).squareRoot())
+    }
+
     static func storedStat(_ stat: Double, c: Float) -> Double {
         Double(Float16(Float((stat / Double(c)).squareRoot())))
     }
@@ -275,7 +282,7 @@ extension RefMath {
                 out[j] = config.keyPrecision.round(k[j])
                 continue
             }
-            let rq: Float = qn[j] == 0 ? 0 : Float((Double(c) / Double(qn[j])).squareRoot())
+            let rq = recoveryRq(qn: qn[j], c: c)
             var mag: Float
             switch config.recovery {
             case .none:
