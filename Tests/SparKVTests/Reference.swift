@@ -104,7 +104,6 @@ enum RefMath {
         return (unit(d1), unit(d2))
     }
 
-    /// A statistic as stored: fp16(Float(sqrt(stat / c))), read back as a double.
     /// sqrt(c / qn_j) as recovery uses it: sparkv.h floors qn_j at c / SPARKV_RECOVERY_QN_FLOOR (16),
     /// so a recovered entry is at most 4 sqrt(x / c) and continuous at qn_j = 0.
     static func recoveryRq(qn: Float, c: Float) -> Float {
@@ -112,6 +111,7 @@ enum RefMath {
         return Float((Double(c) / max(Double(qn), floorQn)).squareRoot())
     }
 
+    /// A statistic as stored: fp16(Float(sqrt(stat / c))), read back as a double.
     static func storedStat(_ stat: Double, c: Float) -> Double {
         Double(Float16(Float((stat / Double(c)).squareRoot())))
     }
