@@ -86,7 +86,7 @@ OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 
 .PHONY: all shared static pc install uninstall clean check check-symbols check-header check-install \
-        test-c example test-python FORCE
+        test-c test-diff example test-python FORCE
 
 all: shared static pc
 shared: $(LIB_SHARED) $(BUILD)/$(SONAME)
@@ -194,11 +194,19 @@ check-header: $(HDR_TU)
 $(BUILD)/san/%.o: csrc/%.c $(BUILD)/compile.stamp
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
-$(BUILD)/test_api: Tests/C/test_api.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
-	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c $(SAN_OBJS) \
-	    $(OMP_LDFLAGS) -lm
-test-c: $(BUILD)/test_api
+$(BUILD)/test_api: Tests/C/test_api.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c Tests/C/reference.c \
+	    $(SAN_OBJS) $(OMP_LDFLAGS) -lm
+# Differential test: random configurations, every kernel against the float64 reference (reference.c).
+# `make test-diff DIFF_ARGS="n_configs seed"` to choose the run.
+$(BUILD)/test_differential: Tests/C/test_differential.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_differential.c \
+	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
+test-diff: $(BUILD)/test_differential
+	$(SAN_ENV) ./$(BUILD)/test_differential $(DIFF_ARGS)
+test-c: $(BUILD)/test_api $(BUILD)/test_differential
 	$(SAN_ENV) ./$(BUILD)/test_api
+	$(SAN_ENV) ./$(BUILD)/test_differential $(DIFF_ARGS)
 
 # The example, linked against the shared library.
 $(BUILD)/examples/decode: examples/c/decode.c $(HEADER) $(LIB_SHARED)
