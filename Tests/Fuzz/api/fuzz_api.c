@@ -20,8 +20,9 @@
  *    layer token counts, kernel, and a sample of inspected keys/values/qnorms);
  *  - policy_validate agrees with create on a valid shape; threads / pool_kernel beyond the
  *    documented maxima are rejected;
- *  - every stored key/value inspected after a successful prefill/append is finite, and appended
- *    (dense) tokens read back within the rounding bound of their precision (no silent saturation);
+ *  - every stored key/value inspected after a successful prefill/append is finite, recovered key
+ *    entries stay within the documented bound (SPARKV_RECOVERY_QN_FLOOR), and dense rows read back
+ *    within the rounding bound of their precision (no silent saturation);
  *  - attend on finite input returns OK (or OVERFLOW / OUT_OF_MEMORY) and, when OK, an all-finite
  *    output that is deterministic, bit-identical with a twin cache run at another thread count,
  *    and close to a float64 softmax over the keys/values inspect reports (when scores are small
@@ -136,11 +137,14 @@ static int gen_tensor(reader *r, float *x, uint32_t n_outer, uint64_t n_rows, ui
     }
     if (query) {
         const uint8_t f = u8(r);
-        if ((f & 1) && group >= 2) /* head 2k+1 = -head 2k within each group */
+        /* head 2k+1 = -head 2k (times 1.0001 with bit 3) within each group, in every channel or (bit 2)
+         * only in channels 3 mod 8: exactly zero or tiny window norms, for all or some channels */
+        if ((f & 1) && group >= 2)
             for (uint32_t h = 0; h + 1 < n_outer; h += 2)
                 if ((h % group) + 1 < group)
                     for (size_t i = 0; i < n_rows * d; i++)
-                        x[(size_t)(h + 1) * n_rows * d + i] = -x[(size_t)h * n_rows * d + i] * ((f & 4) ? 1.0001f : 1.0f);
+                        if (!(f & 4) || i % 8 == 3)
+                            x[(size_t)(h + 1) * n_rows * d + i] = -x[(size_t)h * n_rows * d + i] * ((f & 8) ? 1.0001f : 1.0f);
         if (f & 2) for (size_t i = 5 % d; i < n; i += d) x[i] *= 1000.0f;
     }
     const unsigned np = m >> 5;
@@ -364,17 +368,44 @@ static void check_dense_row(const sparkv_policy *p, const float *in, const float
 static void check_layer_finite(const session *s, uint32_t layer, const char *after) {
     const uint32_t d = s->sh.head_dim;
     const uint64_t n = sparkv_layer_tokens(s->c, layer);
-    float buf[256];
+    float buf[256], qn[256], c = 1.0f;
+    uint8_t mask[32];
     const uint64_t step = n * s->sh.n_kv_heads * d > 200000 ? 7 : 1;
-    for (uint32_t h = 0; h < s->sh.n_kv_heads; h++)
+    const sparkv_precision kp = s->pol.key_precision;
+    const int float_keys = kp == SPARKV_F32 || kp == SPARKV_F16 || kp == SPARKV_BF16;
+    for (uint32_t h = 0; h < s->sh.n_kv_heads; h++) {
+        ENSURE(sparkv_inspect_qnorm(s->c, layer, h, qn, &c) == SPARKV_OK, "inspect_qnorm failed on a valid head");
         for (uint64_t t = 0; t < n; t += step) {
-            ENSURE(sparkv_inspect_key(s->c, layer, h, t, NULL, buf) == SPARKV_OK, "inspect_key failed on a valid token");
+            ENSURE(sparkv_inspect_key(s->c, layer, h, t, mask, buf) == SPARKV_OK, "inspect_key failed on a valid token");
             ENSURE(all_finite(buf, d), "after %s: stored key (layer %u, head %u, token %llu) is not finite", after, layer, h,
                    (unsigned long long)t);
+            /* Recovery bound (sparkv.h, SPARKV_RECOVERY_QN_FLOOR): a recovered entry is at most
+             * sqrt(FLOOR) * sqrt(x / c), and every statistic or draw x is at most theta, the token's
+             * smallest kept saliency k_i^2 * qn_i. Checked where kept values are stored in a float
+             * format (the quantized ones may round a small kept value far from its float). */
+#ifdef SPARKV_RECOVERY_QN_FLOOR
+            if (float_keys && c > 0.0f) {
+                double theta = INFINITY;
+                for (uint32_t j = 0; j < d; j++)
+                    if (mask[j >> 3] >> (j & 7) & 1u) theta = fmin(theta, (double)buf[j] * buf[j] * qn[j]);
+                if (theta < INFINITY) {
+                    const double bound = sqrt((double)SPARKV_RECOVERY_QN_FLOOR) * sqrt(theta / c) * 1.02 + 1e-30;
+                    for (uint32_t j = 0; j < d; j++)
+                        if (!(mask[j >> 3] >> (j & 7) & 1u))
+                            ENSURE(fabs((double)buf[j]) <= bound,
+                                   "after %s: recovered key entry %.9g (layer %u, head %u, token %llu, channel %u, "
+                                   "qn_j %g, c %g) exceeds sqrt(%d * theta / c) = %.9g", after, (double)buf[j], layer, h,
+                                   (unsigned long long)t, j, (double)qn[j], (double)c, SPARKV_RECOVERY_QN_FLOOR, bound);
+                }
+            }
+#else
+            (void)float_keys;
+#endif
             ENSURE(sparkv_inspect_value(s->c, layer, h, t, buf) == SPARKV_OK, "inspect_value failed on a valid token");
             ENSURE(all_finite(buf, d), "after %s: stored value (layer %u, head %u, token %llu) is not finite", after, layer,
                    h, (unsigned long long)t);
         }
+    }
 }
 
 /* Float64 softmax over what inspect reports, compared with attend's output when every score is

@@ -71,13 +71,14 @@ def policy(fixup=True, **fields):
     return bytes(out)
 
 
-def tensor(scale=1.0, pattern=0, seed=1, patches=(), query=False, cancel=False, outlier=False):
+def tensor(scale=1.0, pattern=0, seed=1, patches=(), query=False, cancel=False, outlier=False, near=False,
+           some_channels=False):
     """patches: [(index, special value)]."""
     assert len(patches) < 8
     m = idx(SCALES, scale) | (pattern << 3) | (len(patches) << 5)
     out = bytearray([m]) + struct.pack("<H", seed)
     if query:
-        out.append((1 if cancel else 0) | (2 if outlier else 0))
+        out.append((1 if cancel else 0) | (2 if outlier else 0) | (4 if some_channels else 0) | (8 if near else 0))
     for i, v in patches:
         out += struct.pack("<I", i) + bytes([idx(SPECIALS, v)])
     return bytes(out)
@@ -182,6 +183,11 @@ def main():
     seed("spark-cancel-window", shape(n_kv=1, group=2, head_dim=32, capacity=64), policy(key_prune_ratio=0.5),
          b"\x00", op_prefill(n=64, window=8, q=tensor(seed=6, query=True, cancel=True)), attend_all_kernels(),
          op_inspect("inspect_key"))
+    # Nearly cancelling window queries (head 1 = -1.0001 * head 0 in channels 3 mod 8): tiny qn_j in those
+    # channels, the unbounded recovery of issue 11 (defect 3) without the floor.
+    seed("spark-near-cancel-window", shape(n_kv=1, group=2, head_dim=32, capacity=64), policy(key_prune_ratio=0.5),
+         b"\x00", op_prefill(n=64, window=8, q=tensor(seed=6, query=True, cancel=True, near=True, some_channels=True)),
+         attend_all_kernels(), op_inspect("inspect_key"))
     # Errors: NaN keys, prefill twice, NULL handles, a bad kernel, a policy with NaN.
     seed("errors", shape(n_kv=1, group=1, head_dim=8, capacity=16), policy(), b"\x00",
          op_prefill(n=8, window=8, k=tensor(seed=7, patches=[(3, "nan")])), op_prefill(n=8, window=8),
