@@ -222,6 +222,9 @@ public struct GGUFTensor: @unchecked Sendable, CustomStringConvertible {
     /// let norm = try file.tensor(named: "output_norm.weight").dequantizeRow(0)   // 576 floats
     /// ```
     public func dequantizeRow(_ row: Int) throws -> [Float] {
+        // Row first: a tensor with a zero dimension holds no bytes yet may claim a huge row length,
+        // which must not become an allocation.
+        _ = try rowPointer(row)
         var out = [Float](repeating: 0, count: rowLength)
         try out.withUnsafeMutableBufferPointer { try dequantizeRow(row, into: $0) }
         return out

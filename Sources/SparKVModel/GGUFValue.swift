@@ -284,9 +284,11 @@ public struct GGUFArray: RandomAccessCollection, Hashable, @unchecked Sendable, 
         for element in self { hasher.combine(element) }
     }
 
-    /// "[type x count]" and the first four elements.
+    /// "[type x count]" and the first four elements (nested arrays by type and count only, so that
+    /// the rendering of arrays nested 8 deep stays short).
     public var description: String {
-        let head = prefix(4).map(\.description).joined(separator: ", ")
+        let head = prefix(4).map { $0.array.map { "[\($0.elementType) x \($0.count)]" } ?? $0.description }
+            .joined(separator: ", ")
         return "[\(elementType) x \(count)]" + (isEmpty ? "" : " [\(head)\(count > 4 ? ", ..." : "")]")
     }
 }

@@ -223,6 +223,11 @@ struct GGUFHostileFileTests {
         #expect(file.metadata["t.ints"] == .array(elementType: .int32, elements: [.int32(1), .int32(-2), .int32(3)]))
         #expect(file.metadata["t.ints"]?.hashValue == GGUFValue.array(elementType: .int32, elements: [.int32(1), .int32(-2), .int32(3)]).hashValue)
 
+        // Nested arrays render by type and count: 7 levels of 4 stay one short line.
+        var deep = GGUFValue.array(elementType: .uint8, elements: [.uint8(1)])
+        for _ in 0..<7 { deep = .array(elementType: .array, elements: Array(repeating: deep, count: 4)) }
+        #expect(deep.description == "[array x 4] [[array x 4], [array x 4], [array x 4], [array x 4]]")
+
         // A 64 MB array opens at the cost of its count, not of 64M boxed values.
         let raw = oneKeyGGUF(key: "big", type: .array,
                              payload: le(UInt32(0)) + le(UInt64(64 << 20)) + [UInt8](repeating: 7, count: 64 << 20))
@@ -231,6 +236,44 @@ struct GGUFHostileFileTests {
         #expect(clock.now - start < .seconds(2))
         #expect(file2.metadata["big"]?.array?.count == 64 << 20)
         #expect(file2.metadata["big"]?.array?.last == .uint8(7))
+    }
+
+    /// Found while writing the fuzz target: a tensor with a zero dimension holds no bytes yet may
+    /// claim a huge row length, and `dequantizeRow` allocated the row (4 TiB) before checking the
+    /// row index.
+    @Test func anEmptyTensorWithAHugeRowAllocatesNothing() throws {
+        var b = GGUFBuilder()
+        b.tensors = [.init(name: "empty", dims: [1 << 40, 0], type: 0, data: [])]
+        let t = try b.open().tensor(named: "empty")
+        #expect(t.rowCount == 0 && t.byteCount == 0 && t.rowLength == 1 << 40)
+        #expect(ggufError { _ = try t.dequantizeRow(0) } == .tensorOutOfRange(tensor: "empty", detail: "row 0 is not in 0..<0"))
+    }
+
+    /// The fuzz target's regression inputs (Tests/Fuzz/GGUF/corpus/regress-*, written by
+    /// make_seeds.py) each give their typed error here too, and the seeds load.
+    @Test func theFuzzCorpusGivesTypedErrors() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fuzz/GGUF/corpus").standardizedFileURL.path
+        func load(_ name: String) throws -> LlamaModel { try LlamaModel(path: corpus + "/" + name) }
+        #expect(modelError { _ = try load("regress-output-norm-8.gguf") }
+            == .tensorShape(tensor: "output_norm.weight", shape: [8], expected: [32]))
+        #expect(modelError { _ = try load("regress-attn-norm-4.gguf") }
+            == .tensorShape(tensor: "blk.1.attn_norm.weight", shape: [4], expected: [32]))
+        #expect(modelError { _ = try load("regress-embd-row-16.gguf") }
+            == .tensorShape(tensor: "token_embd.weight", shape: [16, 104], expected: [32, 104]))
+        guard case .invalidConfig("llama.context_length", _) = modelError({ _ = try load("regress-context-2e62.gguf") }) else {
+            Issue.record("context_length 2^62 accepted"); return
+        }
+        let longKey = try GGUFFile(path: corpus + "/regress-long-key-array.gguf")
+        #expect(longKey.metadata.first?.value.array?.count == 512)
+        #expect(ggufError { _ = try load("regress-long-key-array.gguf") } == .missingKey("general.architecture"))
+        let empty = try GGUFFile(path: corpus + "/regress-zero-dim-row.gguf").tensor(named: "empty")
+        #expect(ggufError { _ = try empty.dequantizeRow(0) } != nil)
+        for seed in ["seed-tiny-llama-f32.gguf", "seed-tiny-llama-quant.gguf"] {
+            let model = try load(seed)
+            _ = try Tokenizer(gguf: model.file)
+            #expect(try model.prefill(tokens: [1, 5, 9]).lastLogits.allSatisfy(\.isFinite), "\(seed)")
+        }
     }
 
     @Test func boolArraysAreCheckedWhenOpened() throws {
