@@ -3,6 +3,7 @@
  * configurations.
  *
  *   test_differential [n_configs] [seed]      (make test-diff; part of make test-c)
+ *   SPARKV_DIFF_VERBOSE=1 test_differential   one line per comparison: error, tolerance, its inputs
  *
  * Configuration i of a run is drawn from a generator seeded with seed + i, so any failure is
  * reproduced alone by `test_differential 1 <seed + i>` (the failure line prints that command).
@@ -15,6 +16,9 @@
  * 512..1100 tokens (exact multiples of the 256-token page included), a few appended tokens, and
  * window queries with the awkward cases: a channel of zero norm, a channel of tiny norm, outlier
  * channels up to ~600, and channels whose signed queries average to almost zero over the group.
+ * One seed in 16 is pinned to the family of the audit's ThinK defect (D = 128, ThinK r = 0.8, f16
+ * keys, f32/i8/i4 values, 512 tokens). SnapKV/PyramidKV configurations whose kept set hinges on
+ * float32 rounding of the logits (which the header leaves open) are redrawn (ref_evict: fragile).
  *
  * For each configuration, two caches (policy.threads 1 and 2) are prefilled and appended to, and
  *  1. the stored state (sparkv_inspect_key/value: masks, keys with recovery, values, dequantized
@@ -39,8 +43,11 @@
 #include <string.h>
 #include <time.h>
 
-/* ~3 minutes under ASan + UBSan on a shared 2-core machine (see the closing note in the commit). */
-#define DEFAULT_CONFIGS 300u
+/* Measured under ASan + UBSan on the shared 2-core development machine with OMP_WAIT_POLICY=passive
+ * (as make test-diff / test-c run it): 1000 configurations in 100 s wall (reference 62%, library
+ * prefill/append/inspect 20%, attend 16%), so the default stays under 3 minutes. Without the
+ * passive wait policy, idle OpenMP threads spin and the run takes about 1.7x as long. */
+#define DEFAULT_CONFIGS 1200u
 #define DEFAULT_SEED 20261130u
 
 static const sparkv_kernel KERNELS[] = {SPARKV_KERNEL_PORTABLE, SPARKV_KERNEL_AVX2, SPARKV_KERNEL_AVX512};
@@ -85,7 +92,8 @@ static void config_string(const config *c, char *buf, size_t size) {
                      prec_name(p->value_precision), p->quant_group);
     const int mode = ref_key_mode(p, c->d);
     if (mode == REF_KEYS_DENSE)
-        k += snprintf(buf + k, size - (size_t)k, " keys=dense(r=%.9g)", (double)p->key_prune_ratio);
+        k += snprintf(buf + k, size - (size_t)k, " keys=dense(r=%.9g%s)", (double)p->key_prune_ratio,
+                      p->key_pruning == SPARKV_KEYS_THINK ? " think" : "");
     else if (mode == REF_KEYS_THINK)
         k += snprintf(buf + k, size - (size_t)k, " keys=think(r=%.9g)", (double)p->key_prune_ratio);
     else if (p->selection == SPARKV_SELECT_TOPK)
@@ -165,8 +173,9 @@ static config make_config(uint64_t seed) {
     p.sign_bits = p.recovery != SPARKV_RECOVER_NONE && chance(&r, 0.6);
     if (ks < 0.15) { /* dense */
         p.key_prune_ratio = 0.0f;
-    } else if (ks < 0.20) { /* a ratio too small to prune a channel: stored dense */
+    } else if (ks < 0.20) { /* a ratio too small to prune a channel (SparK or ThinK): stored dense */
         p.key_prune_ratio = rnd_float(&r, 0.0, 0.99 / c.d);
+        if (chance(&r, 0.5)) p.key_pruning = SPARKV_KEYS_THINK;
     } else if (ks < 0.50) { /* SparK top-k */
         p.key_prune_ratio = chance(&r, 0.3) ? 0.8f : rnd_float(&r, 0.02, 0.97);
     } else if (ks < 0.65) { /* SparK cumulative */
@@ -180,8 +189,8 @@ static config make_config(uint64_t seed) {
         p.recovery = SPARKV_RECOVER_NONE;
         p.sign_bits = 0;
     }
-    if (ref_key_mode(&p, c.d) == REF_KEYS_DENSE) { /* recovery fields unused */
-        p.recovery = chance(&r, 0.5) ? SPARKV_RECOVER_MEAN : SPARKV_RECOVER_NONE;
+    if (ref_key_mode(&p, c.d) == REF_KEYS_DENSE) { /* recovery fields unused (ThinK: must be off) */
+        p.recovery = p.key_pruning == SPARKV_KEYS_SPARK && chance(&r, 0.5) ? SPARKV_RECOVER_MEAN : SPARKV_RECOVER_NONE;
         p.sign_bits = p.recovery != SPARKV_RECOVER_NONE;
     }
     if (chance(&r, 0.35)) p.value_prune_ratio = chance(&r, 0.2) ? 0.5f : rnd_float(&r, 0.02, 0.95);
@@ -210,6 +219,23 @@ static config make_config(uint64_t seed) {
         p.evict_budget = pick_budget(&r, c.n_prompt, u);
         p.pool_kernel = 2 * rnd_range(&r, 0, 4) + 1;
         p.pyramid_ratio = chance(&r, 0.3) ? 1.0f : rnd_float(&r, 1.0, 8.0);
+    }
+    /* One seed in 16: the family of the audit's ThinK defect (issue 11: SIMD loads past a ThinK row
+     * of T values into the page's next array), D = 128, ThinK r = 0.8, f16 keys, f32/i8/i4 values,
+     * a 512-token prompt (two full pages, no alignment gap), no eviction. */
+    if (seed % 16 == 0) {
+        c.d = 128;
+        c.n_prompt = 512;
+        p.quant_group = pick_group(&r, c.d);
+        p.selection = SPARKV_SELECT_TOPK;
+        p.key_pruning = SPARKV_KEYS_THINK;
+        p.key_prune_ratio = 0.8f;
+        p.recovery = SPARKV_RECOVER_NONE;
+        p.sign_bits = 0;
+        p.key_precision = SPARKV_F16;
+        static const sparkv_precision vps[] = {SPARKV_F32, SPARKV_I8, SPARKV_I4};
+        p.value_precision = vps[rnd_below(&r, 3)];
+        p.eviction = SPARKV_EVICT_NONE;
     }
     c.policy = p;
     /* Awkward window queries and data. */
@@ -475,6 +501,7 @@ static void run_config(const config *c0) {
         g_stats.cpu_library += cpu_now() - t;
         t = cpu_now();
         const size_t nout = (size_t)c.n_q * d;
+        double cfg_worst = 0.0;
         float *o1 = falloc(nout), *o2 = falloc(nout);
         double *want = dalloc(nout);
         for (int qi = 0; qi < 2 && n == ref.n; qi++) {
@@ -522,9 +549,8 @@ static void run_config(const config *c0) {
                     fail_line("%s query %d: max |out - ref| = %.3g = %.3g of max|ref| (tolerance %.3g) at head %zu "
                               "channel %zu: got %.9g want %.9g", kn, qi, worst_err, worst_err / r_max, tol, worst / d,
                               worst % d, (double)o1[worst], want[worst]);
-                } else if (worst_err / tol > g_stats.worst_ratio) {
-                    g_stats.worst_ratio = worst_err / tol;
-                    g_stats.worst_seed = c.seed;
+                } else if (worst_err / tol > cfg_worst) {
+                    cfg_worst = worst_err / tol;
                 }
                 if (memcmp(o1, o2, nout * sizeof(float)) != 0) {
                     size_t i = 0;
@@ -535,6 +561,10 @@ static void run_config(const config *c0) {
             }
         }
         g_stats.cpu_attend += cpu_now() - t;
+        if (!g_cfg_failed && cfg_worst > g_stats.worst_ratio) {
+            g_stats.worst_ratio = cfg_worst;
+            g_stats.worst_seed = c.seed;
+        }
         free(o1); free(o2); free(want);
     }
     sparkv_cache_free(c1);
@@ -585,7 +615,7 @@ int main(int argc, char **argv) {
     printf("test_differential: %lu attend comparisons (", g_stats.comparisons);
     for (size_t k = 0; k < N_KERNELS; k++)
         printf("%s%s %lu", k ? ", " : "", sparkv_kernel_name(KERNELS[k]), g_stats.kernels_run[k]);
-    printf("), %lu SnapKV near-tie redraws, largest passing error/tolerance %.3g (seed %llu)\n", g_stats.redrawn,
+    printf("), %lu SnapKV near-tie redraws, largest error/tolerance of a passing configuration %.3g (seed %llu)\n", g_stats.redrawn,
            g_stats.worst_ratio, (unsigned long long)g_stats.worst_seed);
     printf("test_differential: %.1f s wall, %.1f s cpu (reference %.1f, library prefill/append/inspect %.1f, attend %.1f)\n",
            wall, (double)(clock() - t0) / CLOCKS_PER_SEC, g_stats.cpu_reference, g_stats.cpu_library, g_stats.cpu_attend);
