@@ -18,6 +18,7 @@
  *  - every failed call returns non-OK, leaves a non-empty sparkv_last_error (of the handle, or of
  *    NULL for handle-less calls), writes no output, and leaves the cache unchanged (memory report,
  *    layer token counts, kernel, and a sample of inspected keys/values/qnorms);
+ *  - memory_report matches the byte formulas of sparkv.h after every prefill/append;
  *  - policy_validate agrees with create on a valid shape; threads / pool_kernel beyond the
  *    documented maxima are rejected;
  *  - every stored key/value inspected after a successful prefill/append is finite, recovered key
@@ -95,6 +96,13 @@ static float pick_f32(reader *r, const float *t, size_t n) {
 }
 
 /* ---- data ------------------------------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 static uint64_t g_rng;
 static uint64_t rnd(void) {
@@ -250,7 +258,7 @@ typedef struct session {
     sparkv_policy pol;
     sparkv_cache *c, *twin;
     fprint fp;
-    uint64_t appended_from[16]; /* first appended token per layer (layers < 16), UINT64_MAX if none */
+    uint64_t *prompt, *seen;    /* per layer: stored prompt tokens, tokens given (prompt + appended) */
 } session;
 
 static void decode_shape(reader *r, sparkv_shape *s) {
@@ -408,6 +416,80 @@ static void check_layer_finite(const session *s, uint32_t layer, const char *aft
     }
 }
 
+/* The memory report against the byte formulas of sparkv.h (sparkv_memory), recomputed from the
+ * policy, the token counts the harness tracked and the kept-channel masks inspect reports. */
+static uint64_t rb(sparkv_precision p, uint64_t n) {
+    switch (p) {
+    case SPARKV_F32: return 4 * n;
+    case SPARKV_I8: return n;
+    case SPARKV_I4: return (n + 1) / 2;
+    default: return 2 * n;
+    }
+}
+static uint64_t sc(sparkv_precision p, uint64_t k) { return p == SPARKV_I8 || p == SPARKV_I4 ? 2 * k : 0; }
+
+static void check_memory_formula(const session *s) {
+    const uint32_t d = s->sh.head_dim, nkv = s->sh.n_kv_heads, qg = s->pol.quant_group;
+    const sparkv_precision kp = s->pol.key_precision, vp = s->pol.value_precision;
+    const uint32_t keep = sparkv_topk_keep(s->pol.key_prune_ratio, d), keep_v = sparkv_topk_keep(s->pol.value_prune_ratio, d);
+    const int prunes = s->pol.selection == SPARKV_SELECT_CUMULATIVE || keep < d;
+    const int think = prunes && s->pol.key_pruning == SPARKV_KEYS_THINK, spark = prunes && !think;
+    const uint64_t n_stats = s->pol.recovery == SPARKV_RECOVER_MEAN ? 1 : s->pol.recovery == SPARKV_RECOVER_EXPONENTIAL ? 2
+                             : s->pol.recovery == SPARKV_RECOVER_GAUSSIAN ? 3 : 0;
+    const uint64_t kgroups = (kp == SPARKV_I8 || kp == SPARKV_I4) ? d / qg : 0;
+    const uint64_t vgroups = (vp == SPARKV_I8 || vp == SPARKV_I4) ? d / qg : 0;
+    sparkv_memory want = SPARKV_MEMORY_INIT;
+    uint8_t mask[32];
+    for (uint32_t l = 0; l < s->sh.n_layers; l++) {
+        const uint64_t n = sparkv_layer_tokens(s->c, l), np = s->prompt[l];
+        if (n == 0) continue;
+        if (n * nkv > 100000) return; /* too large to recount cheaply */
+        want.n_tokens += n;
+        want.dense_bytes += s->seen[l] * nkv * d * 4;
+        for (uint32_t h = 0; h < nkv; h++) {
+            if (np && spark) want.key_meta_bytes += (uint64_t)d * 4 + 4;
+            if (np && think) want.key_meta_bytes += d / 8;
+            for (uint64_t t = 0; t < n; t++) {
+                const int prompt = t < np;
+                if (prompt && spark) {
+                    ENSURE(sparkv_inspect_key(s->c, l, h, t, mask, NULL) == SPARKV_OK, "inspect_key (mask) failed");
+                    uint64_t kept = 0;
+                    for (uint32_t b = 0; b < d / 8; b++) kept += (uint64_t)__builtin_popcount(mask[b]);
+                    want.key_bytes += rb(kp, kept);
+                    want.key_meta_bytes += d / 8 + (s->pol.sign_bits ? d / 8 : 0) + 2 * n_stats + sc(kp, 1);
+                } else if (prompt && think) {
+                    want.key_bytes += rb(kp, keep);
+                    want.key_meta_bytes += sc(kp, 1);
+                } else {
+                    want.key_bytes += rb(kp, d);
+                    want.key_meta_bytes += sc(kp, kgroups);
+                }
+                if (prompt && keep_v < d) {
+                    want.value_bytes += rb(vp, keep_v);
+                    want.value_meta_bytes += d / 8 + 2 + sc(vp, 1);
+                } else {
+                    want.value_bytes += rb(vp, d);
+                    want.value_meta_bytes += sc(vp, vgroups);
+                }
+            }
+        }
+    }
+    sparkv_memory got = SPARKV_MEMORY_INIT;
+    ENSURE(sparkv_memory_report(s->c, SPARKV_ALL_LAYERS, &got) == SPARKV_OK, "memory_report failed");
+    want.total_bytes = want.key_bytes + want.key_meta_bytes + want.value_bytes + want.value_meta_bytes;
+    ENSURE(got.n_tokens == want.n_tokens && got.key_bytes == want.key_bytes && got.key_meta_bytes == want.key_meta_bytes &&
+               got.value_bytes == want.value_bytes && got.value_meta_bytes == want.value_meta_bytes &&
+               got.total_bytes == want.total_bytes && got.dense_bytes == want.dense_bytes,
+           "memory_report differs from the sparkv.h formulas: tokens %llu/%llu key %llu/%llu key_meta %llu/%llu value "
+           "%llu/%llu value_meta %llu/%llu dense %llu/%llu (got/want)",
+           (unsigned long long)got.n_tokens, (unsigned long long)want.n_tokens, (unsigned long long)got.key_bytes,
+           (unsigned long long)want.key_bytes, (unsigned long long)got.key_meta_bytes,
+           (unsigned long long)want.key_meta_bytes, (unsigned long long)got.value_bytes,
+           (unsigned long long)want.value_bytes, (unsigned long long)got.value_meta_bytes,
+           (unsigned long long)want.value_meta_bytes, (unsigned long long)got.dense_bytes,
+           (unsigned long long)want.dense_bytes);
+}
+
 /* Float64 softmax over what inspect reports, compared with attend's output when every score is
  * small (|scale * q| . |k| <= 30 per token, so float32 rounding of scores is far below the
  * tolerance). Returns silently when the layer is too large to check cheaply. */
@@ -552,7 +634,10 @@ static void op_prefill(reader *r, session *s) {
         sparkv_memory_report(s->c, SPARKV_ALL_LAYERS, &ma);
         ENSURE(ma.dense_bytes == mb.dense_bytes + n * nkv * d * 4, "prefill: dense_bytes grew by %llu, expected %llu",
                (unsigned long long)(ma.dense_bytes - mb.dense_bytes), (unsigned long long)(n * nkv * d * 4));
+        s->prompt[layer] = got;
+        s->seen[layer] = n;
         check_layer_finite(s, layer, "prefill");
+        check_memory_formula(s);
         /* Dense prompt rows (no eviction, no key pruning) read back within their rounding bound. */
         if (s->pol.eviction == SPARKV_EVICT_NONE && n * nkv * d <= 200000) {
             uint8_t mask[32];
@@ -594,6 +679,8 @@ static void op_append(reader *r, session *s) {
         if (s->twin) ENSURE(sparkv_append(s->twin, layer, kp, vp) == st, "append status differs between thread counts");
         if (st != SPARKV_OK) { after_failure(s, st, "append"); break; }
         ENSURE(sparkv_layer_tokens(s->c, layer) == before + 1, "append did not add exactly one token");
+        s->seen[layer]++;
+        if (rep + 1 == reps) check_memory_formula(s);
         float buf[256];
         for (uint32_t h = 0; h < nkv; h++) {
             ENSURE(sparkv_inspect_key(s->c, layer, h, before, NULL, buf) == SPARKV_OK, "inspect_key of appended token");
@@ -760,6 +847,14 @@ static void op_queries(reader *r, session *s) {
     if (s->pol.threads > 0) ENSURE(sparkv_cache_threads(s->c) == s->pol.threads, "cache_threads != policy.threads");
     ENSURE(sparkv_layer_tokens(s->c, s->sh.n_layers) == 0, "layer_tokens of a layer out of range is not 0");
     ENSURE(sparkv_kernel_name(sparkv_cache_kernel(s->c)) != NULL, "kernel_name is NULL");
+    /* The published draw hash (sparkv_draw_uniforms) at fuzzed coordinates. */
+    const uint64_t seed = u64(r), token = u64(r);
+    const uint32_t layer = u32(r), head = u32(r), ch = u32(r);
+    double u1, u2;
+    sparkv_draw_uniforms(seed, layer, head, token, ch, &u1, &u2);
+    const uint64_t hh = mix64(mix64(mix64(mix64(seed) ^ layer) ^ head) ^ token), d1 = mix64(hh ^ ch), d2 = mix64(d1);
+    ENSURE(u1 == ((double)(d1 >> 11) + 0.5) * 0x1p-53 && u2 == ((double)(d2 >> 11) + 0.5) * 0x1p-53 && u1 > 0 && u1 < 1,
+           "sparkv_draw_uniforms differs from the hash published in sparkv.h");
 }
 
 /* Calls given a NULL handle: NULL_POINTER and a thread detail. */
@@ -847,7 +942,14 @@ static void run_session(reader *r) {
     }
     ENSURE(s.c != NULL && s.c != dummy, "create succeeded without a handle");
     ENSURE(plausible && vst == SPARKV_OK, "create accepted a shape/policy that validation rejects (validate %d)", (int)vst);
-    if ((uint64_t)s.sh.n_q_heads * s.sh.head_dim > 65536) { sparkv_cache_free(s.c); return; } /* harness limit */
+    s.prompt = (uint64_t *)calloc(s.sh.n_layers, sizeof(uint64_t));
+    s.seen = (uint64_t *)calloc(s.sh.n_layers, sizeof(uint64_t));
+    if ((uint64_t)s.sh.n_q_heads * s.sh.head_dim > 65536 || !s.prompt || !s.seen) { /* harness limit */
+        sparkv_cache_free(s.c);
+        free(s.prompt);
+        free(s.seen);
+        return;
+    }
     if (twin & 1) {
         sparkv_policy p2 = s.pol;
         p2.threads = s.pol.threads == 1 ? 2 : 1;
@@ -875,6 +977,8 @@ static void run_session(reader *r) {
 done:
     sparkv_cache_free(s.c);
     sparkv_cache_free(s.twin);
+    free(s.prompt);
+    free(s.seen);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
