@@ -90,6 +90,14 @@ struct CLIArgumentTests {
         try expectUsageError(["demo", "--threads", "5000"], "--threads 5000 is out of range", usage: "demo")
     }
 
+    /// `9999999999999999k` overflowed in `* 1024`; bench threads are bounded like the others.
+    @Test func benchRejectsOverflowingContextsAndThreads() throws {
+        try expectUsageError(["bench", "decode", "--contexts", "9999999999999999k"],
+                             "--contexts: '9999999999999999k' is not valid", usage: "bench decode")
+        try expectUsageError(["bench", "prefill", "--threads", "1,5000"], "--threads: '5000' is not valid",
+                             usage: "bench prefill")
+    }
+
     /// The defect: `--model` on a FIFO blocked forever.
     @Test func aFIFOAsModelOrPromptIsRefusedAtOnce() throws {
         let fifo = NSTemporaryDirectory() + "sparkv-cli-fifo-\(UUID().uuidString)"
