@@ -18,7 +18,8 @@
  *  - every failed call returns non-OK, leaves a non-empty sparkv_last_error (of the handle, or of
  *    NULL for handle-less calls), writes no output, and leaves the cache unchanged (memory report,
  *    layer token counts, kernel, and a sample of inspected keys/values/qnorms);
- *  - memory_report matches the byte formulas of sparkv.h after every prefill/append;
+ *  - memory_report matches the byte formulas of sparkv.h after every prefill/append; eviction keeps
+ *    the documented token counts, in prompt order, with the window (or sinks and recent tokens);
  *  - policy_validate agrees with create on a valid shape; threads / pool_kernel beyond the
  *    documented maxima are rejected;
  *  - every stored key/value inspected after a successful prefill/append is finite, recovered key
@@ -630,6 +631,51 @@ static void op_prefill(reader *r, session *s) {
         if (s->pol.eviction == SPARKV_EVICT_NONE)
             ENSURE(got == n, "prefill without eviction kept %llu of %llu tokens", (unsigned long long)got,
                    (unsigned long long)n);
+        /* Token counts of eviction (sparkv.h, sparkv_prefill), u = min(window, n_window) */
+        const uint64_t u = qp ? use : 0;
+        if (s->pol.eviction == SPARKV_EVICT_SNAPKV)
+            ENSURE(got == s->pol.evict_budget + u, "SnapKV kept %llu tokens, budget %u + window %llu",
+                   (unsigned long long)got, s->pol.evict_budget, (unsigned long long)u);
+        if (s->pol.eviction == SPARKV_EVICT_PYRAMIDKV)
+            ENSURE(got > u && got <= n, "PyramidKV kept %llu tokens of %llu (window %llu)", (unsigned long long)got,
+                   (unsigned long long)n, (unsigned long long)u);
+        if (s->pol.eviction == SPARKV_EVICT_STREAMING) {
+            const uint64_t sr = (uint64_t)s->pol.sink_tokens + s->pol.recent_tokens;
+            ENSURE(got == (sr < n ? sr : n), "StreamingLLM kept %llu tokens of %llu (sink %u + recent %u)",
+                   (unsigned long long)got, (unsigned long long)n, s->pol.sink_tokens, s->pol.recent_tokens);
+        }
+        /* Survivors are stored in prompt order, the window (scored eviction) or the sinks and recent
+         * tokens (StreamingLLM) among them: matched through f32 values stored whole (exact). */
+        if (s->pol.value_precision == SPARKV_F32 && sparkv_topk_keep(s->pol.value_prune_ratio, d) == d &&
+            got * nkv * d <= 200000) {
+            float row[256];
+            for (uint32_t h = 0; h < nkv; h++) {
+                uint64_t next = 0; /* first input row the next survivor may match */
+                for (uint64_t t = 0; t < got; t++) {
+                    sparkv_inspect_value(s->c, layer, h, t, row);
+                    uint64_t r0 = next;
+                    while (r0 < n && memcmp(row, vals + (h * n + r0) * d, sizeof(float) * d) != 0) r0++;
+                    ENSURE(r0 < n, "prefill: stored token %llu of head %u matches no later prompt row (after row %llu)",
+                           (unsigned long long)t, h, (unsigned long long)next);
+                    const int window = (s->pol.eviction == SPARKV_EVICT_SNAPKV || s->pol.eviction == SPARKV_EVICT_PYRAMIDKV) &&
+                                       t + u >= got;
+                    const int stream = s->pol.eviction == SPARKV_EVICT_STREAMING && got < n;
+                    if (window || (stream && t + s->pol.recent_tokens >= got)) {
+                        const uint64_t want = n - (got - t);
+                        ENSURE(memcmp(row, vals + (h * n + want) * d, sizeof(float) * d) == 0,
+                               "prefill: stored token %llu of head %u is not prompt row %llu (window / recent tokens)",
+                               (unsigned long long)t, h, (unsigned long long)want);
+                        r0 = want;
+                    } else if (stream && t < s->pol.sink_tokens) {
+                        ENSURE(memcmp(row, vals + (h * n + t) * d, sizeof(float) * d) == 0,
+                               "prefill: stored token %llu of head %u is not sink row %llu", (unsigned long long)t, h,
+                               (unsigned long long)t);
+                        r0 = t;
+                    }
+                    next = r0 + 1;
+                }
+            }
+        }
         sparkv_memory ma = SPARKV_MEMORY_INIT;
         sparkv_memory_report(s->c, SPARKV_ALL_LAYERS, &ma);
         ENSURE(ma.dense_bytes == mb.dense_bytes + n * nkv * d * 4, "prefill: dense_bytes grew by %llu, expected %llu",

@@ -174,6 +174,13 @@ def main():
     seed("streaming", shape(n_kv=1, group=1, head_dim=16, capacity=600),
          policy(eviction=STREAMING, sink_tokens=4, recent_tokens=32), b"\x01", op_prefill(n=256), op_append(),
          attend_all_kernels())
+    # The same with f32 values, so the harness can match every survivor to its prompt row.
+    seed("snapkv-f32-values", shape(n_kv=2, group=2, head_dim=32, capacity=600),
+         policy(key_prune_ratio=0.5, eviction=SNAPKV, evict_budget=32, value_precision=F32), b"\x00",
+         op_prefill(n=300, window=16), attend_all_kernels())
+    seed("streaming-f32-values", shape(n_kv=2, group=1, head_dim=16, capacity=600),
+         policy(eviction=STREAMING, sink_tokens=16, recent_tokens=200, value_precision=F32), b"\x00",
+         op_prefill(n=256), op_append(), attend_all_kernels())
     # Finite values beyond f16 (7e4 in a dense f16 cache), a q.k overflow (1e20), tiny GQA window norms.
     seed("f16-overflow-7e4", shape(n_kv=1, group=1, head_dim=16, capacity=64), policy(), b"\x00",
          op_prefill(n=16, window=8, k=tensor(seed=3, patches=[(5, 7e4)])), attend_all_kernels())
