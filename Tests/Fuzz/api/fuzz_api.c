@@ -398,12 +398,13 @@ static void check_layer_finite(const session *s, uint32_t layer, const char *aft
                 for (uint32_t j = 0; j < d; j++)
                     if (mask[j >> 3] >> (j & 7) & 1u) theta = fmin(theta, (double)buf[j] * buf[j] * qn[j]);
                 if (theta < INFINITY) {
-                    const double bound = sqrt((double)SPARKV_RECOVERY_QN_FLOOR) * sqrt(theta / c) * 1.02 + 1e-30;
+                    /* the statistic is stored as fp16(sqrt(x / c)): relative 2^-11, absolute 2^-25 (subnormal) */
+                    const double bound = sqrt((double)SPARKV_RECOVERY_QN_FLOOR) * (sqrt(theta / c) * 1.02 + 0x1p-25);
                     for (uint32_t j = 0; j < d; j++)
                         if (!(mask[j >> 3] >> (j & 7) & 1u))
                             ENSURE(fabs((double)buf[j]) <= bound,
                                    "after %s: recovered key entry %.9g (layer %u, head %u, token %llu, channel %u, "
-                                   "qn_j %g, c %g) exceeds sqrt(%d * theta / c) = %.9g", after, (double)buf[j], layer, h,
+                                   "qn_j %g, c %g) exceeds sqrt(%d) * fp16(sqrt(theta / c)) <= %.9g", after, (double)buf[j], layer, h,
                                    (unsigned long long)t, j, (double)qn[j], (double)c, SPARKV_RECOVERY_QN_FLOOR, bound);
                 }
             }
@@ -515,13 +516,13 @@ static void check_attend_reference(const session *s, uint32_t layer, const float
             for (uint64_t t = 0; t < n; t++) {
                 double dot = 0, mag = 0;
                 for (uint32_t j = 0; j < d; j++) {
-                    const double qs = (double)(qi[j] * scale);
+                    const double qs = (double)qi[j] * (double)scale; /* exact: no float overflow of q * scale */
                     dot += qs * (double)K[t * d + j];
                     mag += fabs(qs * (double)K[t * d + j]);
                 }
                 w[t] = dot;
                 mx = fmax(mx, dot);
-                bound = fmax(bound, mag);
+                bound = isnan(mag) ? INFINITY : fmax(bound, mag);
             }
             if (!(bound <= 30.0) || !(vmax < 1e30)) continue;
             double total = 0;
@@ -873,6 +874,11 @@ static void op_validate(reader *r, session *s) {
     if (st != SPARKV_OK) check_error_text(NULL, st, "policy_validate");
 #ifdef SPARKV_MAX_THREADS
     if (st == SPARKV_OK) ENSURE(p.threads >= 0 && p.threads <= SPARKV_MAX_THREADS, "validate accepted threads %d", (int)p.threads);
+#endif
+#ifdef SPARKV_MAX_POOL_KERNEL
+    if (st == SPARKV_OK && (p.eviction == SPARKV_EVICT_SNAPKV || p.eviction == SPARKV_EVICT_PYRAMIDKV))
+        ENSURE(p.pool_kernel >= 1 && p.pool_kernel <= SPARKV_MAX_POOL_KERNEL && p.pool_kernel % 2 == 1,
+               "validate accepted pool_kernel %u", p.pool_kernel);
 #endif
     (void)s;
 }
