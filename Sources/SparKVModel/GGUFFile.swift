@@ -129,7 +129,7 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(mapping: GGUFMapping(copying: bytes), path: "(memory)")
     }
 
-    /// Parses a GGUF file held in memory (see ``init(bytes:)-(UnsafeRawBufferPointer)``).
+    /// Parses a GGUF file held in memory (copied, like the `UnsafeRawBufferPointer` variant).
     public convenience init(bytes: [UInt8]) throws {
         let mapping = bytes.withUnsafeBytes { GGUFMapping(copying: $0) }
         try self.init(mapping: mapping, path: "(memory)")
