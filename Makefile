@@ -205,10 +205,10 @@ $(BUILD)/test_differential: Tests/C/test_differential.c Tests/C/reference.c $(wi
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_differential.c \
 	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
 test-diff: $(BUILD)/test_differential
-	$(DIFF_ENV) ./$(BUILD)/test_differential $(DIFF_ARGS)
+	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
 test-c: $(BUILD)/test_api $(BUILD)/test_differential
 	$(SAN_ENV) ./$(BUILD)/test_api
-	$(DIFF_ENV) ./$(BUILD)/test_differential $(DIFF_ARGS)
+	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
 
 # The example, linked against the shared library.
 $(BUILD)/examples/decode: examples/c/decode.c $(HEADER) $(LIB_SHARED)

@@ -400,14 +400,19 @@ uint64_t ref_evict(const sparkv_policy *p, uint32_t layer, uint32_t n_layers, co
         *boundary_gap = order[b - 1].s > 0.0 ? (order[b - 1].s - order[b].s) / order[b - 1].s : 0.0;
     if (fragile && b < np) {
         /* The kept set is robust if every kept score minus its error estimate stays above every
-         * evicted score plus its error estimate. */
-        double lowest_kept = INFINITY, highest_evicted = -INFINITY;
-        for (uint64_t i = 0; i < np; i++) {
-            const uint64_t t = order[i].i;
-            if (i < b) lowest_kept = fmin(lowest_kept, pooled[t] - err[t]);
-            else highest_evicted = fmax(highest_evicted, pooled[t] + err[t]);
+         * evicted score plus its error estimate, except for exact ties of scores without error
+         * (weights that underflowed to 0 in both precisions): those go to the lower index in any
+         * implementation. */
+        for (uint64_t i = 0; i < b && !*fragile; i++) {
+            const uint64_t ti = order[i].i;
+            for (uint64_t k = b; k < np; k++) {
+                const uint64_t tk = order[k].i;
+                if (pooled[ti] - err[ti] > pooled[tk] + err[tk]) continue;
+                if (err[ti] == 0.0 && err[tk] == 0.0 && pooled[ti] == pooled[tk]) continue;
+                *fragile = 1;
+                break;
+            }
         }
-        *fragile = !(lowest_kept > highest_evicted);
     }
     uint8_t *keep = (uint8_t *)ref_alloc(n);
     memset(keep, 0, n);
