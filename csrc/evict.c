@@ -47,7 +47,9 @@ static float dot8(const float *a, const float *b, uint32_t d) {
 
 /* SnapKV's observation: softmax attention of each window query (causal: the query at prompt
  * position p sees tokens 0..p) averaged over the window and the GQA group, then average-pooled
- * over the prefix tokens with zero padding. Returns 0, or -1 when out of memory. */
+ * over the prefix tokens with zero padding. Returns 0, -1 when out of memory, or -2 when a logit
+ * scale * q.k is not finite in float32 (as attend does, reported rather than turned into NaN
+ * scores, which would leave the selection short of `budget` tokens). */
 static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys, uint64_t n, const float *q_window,
                          uint64_t n_window, uint32_t n_use, uint64_t budget, uint64_t *keep) {
     const uint32_t d = c->shape.head_dim, g = c->group;
@@ -64,10 +66,13 @@ static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys
         for (uint32_t i = 0; i < g; i++) {
             const float *q = q_window + (((uint64_t)head * g + i) * n_window + (n_window - n_use + w)) * d;
             double mx = -INFINITY;
+            int finite = 1;
             for (uint64_t t = 0; t <= pos; t++) {
                 logit[t] = (double)(scale * dot8(q, kh + t * d, d));
+                finite &= isfinite(logit[t]) != 0;
                 if (logit[t] > mx) mx = logit[t];
             }
+            if (!finite) { free(score); free(pooled); free(logit); return -2; }
             double sum = 0.0;
             for (uint64_t t = 0; t <= pos; t++) { logit[t] = exp(logit[t] - mx); sum += logit[t]; }
             for (uint64_t t = 0; t < prefix; t++) score[t] += logit[t] / sum;

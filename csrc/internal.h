@@ -137,7 +137,8 @@ SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_tota
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
 SPARKV_HIDDEN void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s);
 
-/* select.c: indices (ascending) of the `keep` largest of s[0..n), ties toward the lower index. */
+/* select.c: indices (ascending) of the `keep` largest of s[0..n), ties toward the lower index.
+ * s must hold no NaN (NaN compares false with everything: fewer than `keep` would be written). */
 SPARKV_HIDDEN double sv_kth_largest(double *a, uint64_t n, uint64_t k);
 SPARKV_HIDDEN void sv_select_top(const double *s, uint64_t n, uint64_t keep, double *scratch, uint64_t *out);
 /* select.c: fills the kept mask (d/8 bytes) of one token; returns the number kept. */
@@ -154,7 +155,7 @@ SPARKV_HIDDEN void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint3
 /* evict.c: the prompt tokens a head keeps, ascending, into keep[]; returns how many. */
 SPARKV_HIDDEN uint64_t sv_evict_count(const sparkv_cache *cache, uint32_t layer, uint64_t n_tokens, uint32_t n_use);
 SPARKV_HIDDEN uint32_t sv_pyramid_budget(uint32_t mean_budget, float ratio, uint32_t layer, uint32_t n_layers);
-/* 0 on success, -1 when out of memory. */
+/* 0 on success, -1 when out of memory, -2 when a SnapKV logit overflows float32. */
 SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uint32_t head, const float *keys,
                                   uint64_t n_tokens, const float *q_window, uint64_t n_window, uint32_t n_use,
                                   uint64_t n_keep, uint64_t *keep);

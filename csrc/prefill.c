@@ -189,12 +189,14 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
         /* schedule(static): clang 21's dynamic schedules need a newer libomp than Debian's. */
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
         for (int64_t h = 0; h < (int64_t)nkv; h++) {
-            if (sv_evict_select(cache, layer, (uint32_t)h, keys, n_tokens, q_window, n_window, n_use, n_keep,
-                                rows + (uint64_t)h * n_keep) != 0) {
+            const int rc = sv_evict_select(cache, layer, (uint32_t)h, keys, n_tokens, q_window, n_window, n_use,
+                                           n_keep, rows + (uint64_t)h * n_keep);
+            if (rc != 0) {
 #pragma omp atomic write
-                failed = 1;
+                failed = rc == -2 ? 2 : 1; /* either value stops the build; 2 names the overflow */
             }
-            if (cache->prompt_keys == SV_KEYS_THINK)
+            /* rows of a failed head are not filled: never read them */
+            else if (cache->prompt_keys == SV_KEYS_THINK)
                 sv_think_select(cache, keys + (uint64_t)h * n_tokens * d, rows + (uint64_t)h * n_keep, n_keep,
                                 qn + (size_t)h * d, n_use, think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8));
         }
@@ -233,6 +235,10 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             if (norms) free(norms[h]);
         }
         free(tables); free(norms); free(pages); free(rows); free(qn); free(qc); free(think);
+        if (failed == 2)
+            return sv_fail(cache, SPARKV_ERR_OVERFLOW,
+                           "prefill: layer %u: a SnapKV window logit scale * q.k overflows float32 (|q.k| beyond "
+                           "3.4e38)", layer);
         if (overflow)
             return sv_fail(cache, SPARKV_ERR_RANGE,
                            "prefill: layer %u, KV head %llu, stored token %llu: a recovery statistic or value-pruning "

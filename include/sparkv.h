@@ -323,7 +323,8 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  *    group; the weights of the n-u prefix tokens are averaged over window queries and group
  *    heads, then average-pooled along tokens (width pool_kernel, zero padding, always divided by
  *    pool_kernel). The evict_budget best prefix tokens (ties: lower index) and the u window tokens
- *    are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY.
+ *    are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY; a logit scale * q.k that is not
+ *    finite in float32 is SPARKV_ERR_OVERFLOW (as in attend).
  *  - PYRAMIDKV: as SNAPKV with budget b_l = round(first + (last - first) * l / (L-1)), where
  *    last = 2*evict_budget/(1+pyramid_ratio), first = pyramid_ratio*last (b = evict_budget when
  *    L = 1), at least 1 and at most n-u.

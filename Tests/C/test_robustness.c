@@ -277,6 +277,39 @@ static void test_overflow_is_an_error(void) {
     }
 }
 
+/* 4. SnapKV's window logits overflow the same way: SPARKV_ERR_OVERFLOW, not NaN pooled scores that
+ * left the selection short and the unfilled row indices read (found by fuzz_api). */
+static void test_snapkv_overflow_is_an_error(void) {
+    g_section = "SnapKV logit overflow";
+    const uint32_t d = 64;
+    const uint64_t n = 256;
+    for (int mode = 0; mode < 3; mode++) { /* dense, SparK, ThinK storage of the survivors */
+        sparkv_policy p = sparkv_default_policy();
+        p.eviction = SPARKV_EVICT_SNAPKV;
+        p.evict_budget = 8;
+        p.key_precision = p.value_precision = SPARKV_F32;
+        if (mode) p.key_prune_ratio = 0.5f;
+        if (mode == 2) { p.key_pruning = SPARKV_KEYS_THINK; p.recovery = SPARKV_RECOVER_NONE; p.sign_bits = 0; }
+        sparkv_shape s = shape_of(1, 1, d, n);
+        sparkv_cache *c = NULL;
+        CHECK_OK(sparkv_cache_create(&s, &p, &c));
+        if (!c) return;
+        rng r = {77};
+        float *k = falloc(n * d), *v = falloc(n * d), q[64];
+        for (uint64_t i = 0; i < n * d; i++) k[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
+        fill_normal(&r, v, n * d, 1.0f);
+        k[5 * d + 3] = 3.4e38f;
+        k[9 * d + 3] = -3.4e38f;
+        for (uint32_t j = 0; j < d; j++) q[j] = 1.0f;
+        q[3] = 100.0f;
+        sparkv_status st = sparkv_prefill(c, 0, k, v, n, q, 1);
+        CHECKF(st == SPARKV_ERR_OVERFLOW, "mode %d: prefill returned %d (%s)", mode, (int)st, sparkv_last_error(c));
+        CHECK(sparkv_layer_tokens(c, 0) == 0);
+        free(k); free(v);
+        sparkv_cache_free(c);
+    }
+}
+
 /* 8. Error details are per thread and per handle; const calls write nothing into the handle. */
 typedef struct { sparkv_cache *c; int ok; } thread_arg;
 static void *fail_on_other_thread(void *arg) {
@@ -339,6 +372,7 @@ int main(void) {
     test_statistic_range();
     test_recovery_bound();
     test_overflow_is_an_error();
+    test_snapkv_overflow_is_an_error();
     test_error_details();
     test_policy_bounds();
     printf("test_robustness: %d passed, %d failed\n", g_passed, g_failed);
