@@ -202,8 +202,9 @@ public enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
 /// ``GGUFValue`` per element. The file was validated when it was opened, so access cannot fail.
 ///
 /// ```swift
-/// let tokens = try file.value("tokenizer.ggml.tokens").array!   // 49152 strings, none decoded yet
-/// print(tokens.elementType, tokens.count, tokens[905])          // string 49152 "Ġworld"
+/// if let tokens = try file.value("tokenizer.ggml.tokens").array {   // 49152 strings, none decoded yet
+///     print(tokens.elementType, tokens.count, tokens[905])            // string 49152 "Ġworld"
+/// }
 /// ```
 public struct GGUFArray: RandomAccessCollection, Hashable, @unchecked Sendable, CustomStringConvertible {
     /// The type of every element (also of an empty array).
