@@ -206,8 +206,13 @@ $(BUILD)/test_differential: Tests/C/test_differential.c Tests/C/reference.c $(wi
 	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
 test-diff: $(BUILD)/test_differential
 	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
-test-c: $(BUILD)/test_api $(BUILD)/test_differential
-	$(SAN_ENV) ./$(BUILD)/test_api
+# Regression tests of the audit's defects (issue 11): each failed before its fix.
+$(BUILD)/test_robustness: Tests/C/test_robustness.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_robustness.c \
+	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
+test-c: $(BUILD)/test_api $(BUILD)/test_robustness $(BUILD)/test_differential
+	$(SAN_ENV) $(BUILD)/test_api
+	$(SAN_ENV) $(BUILD)/test_robustness
 	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
 
 # The example, linked against the shared library.
@@ -216,7 +221,7 @@ $(BUILD)/examples/decode: examples/c/decode.c $(HEADER) $(LIB_SHARED)
 	$(CC) -std=c11 -O2 -Wall -Wextra -pedantic -Werror -Iinclude -o $@ $< -L$(BUILD) -lsparkv \
 	    -Wl,-rpath,$(abspath $(BUILD)) -lm
 example: $(BUILD)/examples/decode
-	./$(BUILD)/examples/decode
+	$(BUILD)/examples/decode
 
 test-python: $(LIB_SHARED)
 	SPARKV_LIBRARY=$(abspath $(LIB_SHARED)) PYTHONPATH=$(abspath python)$${PYTHONPATH:+:$$PYTHONPATH} \
@@ -232,12 +237,12 @@ check-install: all
 	test -L $(STAGE)$(LIBDIR)/libsparkv.so && test -L $(STAGE)$(LIBDIR)/$(SONAME) && test -f $(STAGE)$(LIBDIR)/$(LIB_REAL)
 	test "$$($(STAGE_PC) --modversion sparkv)" = "$(VERSION)"
 	$(CC) -std=c11 -O2 -o $(BUILD)/stage-decode-shared examples/c/decode.c $$($(STAGE_PC) --cflags --libs sparkv) -lm
-	LD_LIBRARY_PATH=$(STAGE)$(LIBDIR) ./$(BUILD)/stage-decode-shared > /dev/null
+	LD_LIBRARY_PATH=$(STAGE)$(LIBDIR) $(BUILD)/stage-decode-shared > /dev/null
 	$(CC) -std=c11 -O2 -o $(BUILD)/stage-decode-static examples/c/decode.c $$($(STAGE_PC) --cflags sparkv) \
 	    $$($(STAGE_PC) --libs-only-L sparkv) -Wl,-Bstatic -lsparkv -Wl,-Bdynamic \
 	    $$($(STAGE_PC) --static --libs-only-l sparkv | sed 's/-lsparkv//') $(OMP_LDFLAGS)
 	! ldd $(BUILD)/stage-decode-static | grep -q libsparkv
-	./$(BUILD)/stage-decode-static > /dev/null
+	$(BUILD)/stage-decode-static > /dev/null
 	$(MAKE) --no-print-directory uninstall DESTDIR=$(STAGE)
 	test ! -e $(STAGE)$(LIBDIR)/libsparkv.so && test ! -e $(STAGE)$(INCLUDEDIR)/sparkv.h
 	@rm -rf $(STAGE)
