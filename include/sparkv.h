@@ -169,8 +169,10 @@ typedef enum sparkv_key_pruning {
  *  I8 stores q_i as a signed byte. I4 stores q_i + 8 (1..15) as a 4-bit nibble, two per byte, low
  *  nibble first; every token's row starts on a byte (an odd row ends with a 0x8 nibble).
  *  Which values share a scale:
- *   - rows stored whole (dense prompt keys, appended keys, values without value pruning): each run
- *     of policy.quant_group consecutive channels of a token;
+ *   - rows stored whole (appended keys; prompt keys when the policy prunes none, i.e. TOPK with
+ *     floor(r*D) = 0 and no CUMULATIVE selection; values without value pruning): each run of
+ *     policy.quant_group consecutive channels of a token (a CUMULATIVE token that happens to keep
+ *     all D channels is still a SparK token with one scale);
  *   - kept key values of a SparK or ThinK token, kept values of a value-pruned token: all the
  *     token's kept values share one scale. Kept values are the large ones, so the grid fits them;
  *     recovery statistics, sign bits, masks and value-pruning fills are unchanged (fp16). */
@@ -322,8 +324,10 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  *    causal softmax (scale as in attend) over tokens 0..position, computed per query head of the
  *    group; the weights of the n-u prefix tokens are averaged over window queries and group
  *    heads, then average-pooled along tokens (width pool_kernel, zero padding, always divided by
- *    pool_kernel). The evict_budget best prefix tokens (ties: lower index) and the u window tokens
- *    are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY; a logit scale * q.k that is not
+ *    pool_kernel). Each logit scale * q.k is a float32 dot product (8 partial sums over channels
+ *    j = l mod 8, added as ((s0+s4)+(s1+s5))+((s2+s6)+(s3+s7))) times the float scale; the
+ *    softmax, averages and pooling are in double. The evict_budget best prefix tokens (ties:
+ *    lower index) and the u window tokens are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY; a logit scale * q.k that is not
  *    finite in float32 is SPARKV_ERR_OVERFLOW (as in attend).
  *  - PYRAMIDKV: as SNAPKV with budget b_l = round(first + (last - first) * l / (L-1)), where
  *    last = 2*evict_budget/(1+pyramid_ratio), first = pyramid_ratio*last (b = evict_budget when
@@ -433,7 +437,10 @@ SPARKV_API sparkv_status sparkv_inspect_qnorm(const sparkv_cache *cache, uint32_
  *    h = mix(mix(mix(mix(seed) ^ layer) ^ kv_head) ^ token);  d1 = mix(h ^ channel);  d2 = mix(d1)
  *    u = ((d >> 11) + 0.5) * 2^-53
  *  GAUSSIAN: x = m + sd * sqrt(-2 ln u1) * cos(2 pi u2); EXPONENTIAL: x = -m ln u1; both then
- *  clipped to [0, theta], all in double. */
+ *  clipped to [0, theta], all in double, where m, sd and theta are the squares (in double) of the
+ *  stored fp16 statistics a, b, e (so x is in units of c). Bit for bit, a recovered entry is
+ *  sgn * (float(sqrt(x)) * rq_j) for a draw and sgn * (float(a) * rq_j) for MEAN, with
+ *  rq_j = float(sqrt(c / max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR))) computed in double. */
 SPARKV_API void sparkv_draw_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token,
                                      uint32_t channel, double *u1, double *u2);
 
