@@ -327,8 +327,9 @@ SPARKV_API uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t laye
  *    pool_kernel). Each logit scale * q.k is a float32 dot product (8 partial sums over channels
  *    j = l mod 8, added as ((s0+s4)+(s1+s5))+((s2+s6)+(s3+s7))) times the float scale; the
  *    softmax, averages and pooling are in double. The evict_budget best prefix tokens (ties:
- *    lower index) and the u window tokens are kept. evict_budget > n-u is SPARKV_ERR_INVALID_POLICY; a logit scale * q.k that is not
- *    finite in float32 is SPARKV_ERR_OVERFLOW (as in attend).
+ *    lower index) and the u window tokens are kept. evict_budget > n-u is
+ *    SPARKV_ERR_INVALID_POLICY; a logit that is not finite in float32 is SPARKV_ERR_OVERFLOW (as in
+ *    attend).
  *  - PYRAMIDKV: as SNAPKV with budget b_l = round(first + (last - first) * l / (L-1)), where
  *    last = 2*evict_budget/(1+pyramid_ratio), first = pyramid_ratio*last (b = evict_budget when
  *    L = 1), at least 1 and at most n-u.
