@@ -2,8 +2,12 @@
 # The README's test command: every test of the project.
 #   1. swift test           — the Swift suite (kernels against the naive reference, Swift API, policies,
 #                              and the real model: GGUF reader, tokenizer, forward pass)
-#   2. make check           — C library, symbol check, header check, C API test under ASan/UBSan,
-#                              the C example, and the Python binding's pytest suite
+#   2. make check           — C library, symbol check, header check, the C tests under ASan/UBSan
+#                              (API test, defect regressions, differential test of every kernel against
+#                              the float64 reference), the C example, and the Python binding's pytest suite
+#   3. make test-tsan        — concurrent API calls under ThreadSanitizer
+#   4. make fuzz-api         — the C API libFuzzer target: corpus replay, then FUZZ_SECONDS (60) of fuzzing
+#   5. scripts/fuzz-gguf.sh  — the GGUF reader's libFuzzer target: corpus replay, then 60 s of fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh
@@ -25,4 +29,13 @@ if [ "$status" -ne 0 ]; then echo "swift test FAILED (exit $status)" >&2; exit "
 
 echo "== make check"
 make check
+
+echo "== make test-tsan"
+make test-tsan
+
+echo "== make fuzz-api"
+make fuzz-api FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+
+echo "== scripts/fuzz-gguf.sh"
+scripts/fuzz-gguf.sh "${FUZZ_SECONDS:-60}"
 echo "== all SparKV tests passed"
