@@ -60,3 +60,20 @@ def make_prompt(
 def bits(a: np.ndarray) -> np.ndarray:
     """float32 bit patterns, for exact comparisons that also tell -0.0 from 0.0."""
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def observable_state(cache: sparkv.KVCache, n_prompt: int):
+    """Everything a test can observe of a cache whose layer 0 holds a pruned n_prompt-token prompt
+    and one appended token: failed calls must leave it unchanged."""
+    shape = cache.shape
+    q = np.linspace(-1, 1, shape.n_q_heads * shape.head_dim, dtype=np.float32).reshape(
+        shape.n_q_heads, shape.head_dim)
+    return (
+        cache.memory_report(),
+        [cache.memory_report(layer) for layer in range(shape.n_layers)],
+        [cache.tokens(layer) for layer in range(shape.n_layers)],
+        cache.attend(0, q).tobytes(),
+        cache.recovered_key(0, 1, n_prompt).tobytes(),
+        cache.recovered_key(0, 0, 3).tobytes(),
+        cache.value(0, 0, 3).tobytes(),
+    )

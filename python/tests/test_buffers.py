@@ -18,6 +18,7 @@ import pytest
 from numpy.lib.stride_tricks import as_strided
 
 import sparkv
+from helpers import observable_state
 from sparkv import KVCache, Policy, Shape
 
 N_Q, N_KV, D, N, W = 4, 2, 64, 40, 8
@@ -40,14 +41,8 @@ def cache(rng):
 
 
 def state(cache):
-    q = np.linspace(-1, 1, N_Q * D, dtype=np.float32).reshape(N_Q, D)
-    return (
-        cache.memory_report(),
-        [cache.tokens(layer) for layer in range(SHAPE.n_layers)],
-        cache.attend(0, q).tobytes(),
-        cache.recovered_key(0, 1, N).tobytes(),
-        cache.value(0, 0, 3).tobytes(),
-    )
+    """Everything observable, to check that failures change nothing."""
+    return observable_state(cache, N)
 
 
 # ---- attend's out must be writable --------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import sparkv
+from helpers import observable_state
 from sparkv import KVCache, Policy, Shape, Status
 
 N_Q, N_KV, D, N = 4, 2, 64, 40
@@ -29,15 +30,7 @@ def cache(rng):
 
 def state(cache):
     """Everything observable, to check that failures change nothing."""
-    q = np.linspace(-1, 1, N_Q * D, dtype=np.float32).reshape(N_Q, D)
-    return (
-        cache.memory_report(),
-        [cache.memory_report(layer) for layer in range(SHAPE.n_layers)],
-        [cache.tokens(layer) for layer in range(SHAPE.n_layers)],
-        cache.attend(0, q).tobytes(),
-        cache.recovered_key(0, 1, N).tobytes(),
-        cache.recovered_key(0, 0, 3).tobytes(),
-    )
+    return observable_state(cache, N)
 
 
 # ---- Python-side validation ---------------------------------------------------------------------
