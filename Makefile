@@ -7,8 +7,8 @@
 #   make uninstall PREFIX=/opt/x
 #   make clean
 #
-# Compilers: CC=cc (default), CC=gcc (OpenMP from libgomp) or CC=clang (OpenMP from Debian's LLVM 14
-# libomp; override OMP_LLVM_LIBDIR / OMP_LLVM_INCLUDE for another LLVM). Changing CC or the flags
+# Compilers: CC=cc (default), CC=gcc (OpenMP from libgomp) or CC=clang (OpenMP from the newest
+# /usr/lib/llvm-N that has omp.h; override OMP_LLVM_INCLUDE / OMP_LLVM_LIBDIR for another place). Changing CC or the flags
 # rebuilds everything. Every csrc/*.c is compiled: new kernel files need no change here.
 
 .DEFAULT_GOAL := all
@@ -49,6 +49,7 @@ LIB_REAL   := libsparkv.so.$(VERSION)
 LIB_SHARED := $(BUILD)/libsparkv.so
 LIB_STATIC := $(BUILD)/libsparkv.a
 PC_FILE    := $(BUILD)/sparkv.pc
+PC_UNINSTALLED := $(BUILD)/sparkv-uninstalled.pc
 
 # ---- compiler and OpenMP ------------------------------------------------------------------------
 CC_IS_CLANG := $(shell $(CC) --version 2>/dev/null | grep -qi clang && echo 1)
@@ -60,8 +61,14 @@ ifeq ($(origin CXX),default)
   endif
 endif
 
-OMP_LLVM_LIBDIR  ?= /usr/lib/llvm-14/lib
-OMP_LLVM_INCLUDE ?= /usr/lib/llvm-14/lib/clang/14.0.6/include
+# The newest LLVM folder holding omp.h (Debian/Ubuntu libomp-dev); its lib/ holds libomp.so.
+ifeq ($(origin OMP_LLVM_INCLUDE),undefined)
+  OMP_LLVM_INCLUDE := $(shell for d in /usr/lib/llvm-*/lib/clang/*/include; do [ -e "$$d/omp.h" ] && echo "$$d"; done \
+                        2>/dev/null | sort -V | tail -n 1)
+endif
+ifeq ($(origin OMP_LLVM_LIBDIR),undefined)
+  OMP_LLVM_LIBDIR := $(abspath $(OMP_LLVM_INCLUDE)/../../..)
+endif
 ifeq ($(CC_IS_CLANG),1)
   OMP_CFLAGS  := -fopenmp -isystem $(OMP_LLVM_INCLUDE)
   OMP_LDFLAGS := -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR)
@@ -91,7 +98,7 @@ SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 all: shared static pc
 shared: $(LIB_SHARED) $(BUILD)/$(SONAME)
 static: $(LIB_STATIC)
-pc: $(PC_FILE)
+pc: $(PC_FILE) $(PC_UNINSTALLED)
 
 # Rebuild when the compiler or flags change, and rewrite sparkv.pc when the install paths change:
 # each stamp file is rewritten only when its content differs.
@@ -134,6 +141,11 @@ PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
 $(PC_FILE): sparkv.pc.in $(BUILD)/paths.stamp
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(OMP_PC_LIBS) -lm|g' $< > $@
+# The same for the build folder, used before `make install`: pkg-config prefers NAME-uninstalled.pc,
+# so `PKG_CONFIG_PATH=$(BUILD) pkg-config --cflags --libs sparkv` points at this checkout.
+$(PC_UNINSTALLED): sparkv.pc.in $(BUILD)/paths.stamp
+	sed -e 's|@PREFIX@|$(abspath .)|g' -e 's|@LIBDIR@|$(abspath $(BUILD))|g' -e 's|@INCLUDEDIR@|$(abspath include)|g' \
 	    -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(OMP_PC_LIBS) -lm|g' $< > $@
 
 -include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d)
@@ -232,6 +244,10 @@ test-python: $(LIB_SHARED)
 STAGE := $(abspath $(BUILD))/stage
 STAGE_PC := PKG_CONFIG_PATH=$(STAGE)$(PKGCONFIGDIR) PKG_CONFIG_SYSROOT_DIR=$(STAGE) $(PKG_CONFIG)
 check-install: all
+	test "$$(PKG_CONFIG_PATH=$(abspath $(BUILD)) $(PKG_CONFIG) --variable=includedir sparkv)" = "$(abspath include)"
+	$(CC) -std=c11 -O2 -o $(BUILD)/uninstalled-decode examples/c/decode.c \
+	    $$(PKG_CONFIG_PATH=$(abspath $(BUILD)) $(PKG_CONFIG) --cflags --libs sparkv) -lm
+	LD_LIBRARY_PATH=$(abspath $(BUILD)) $(BUILD)/uninstalled-decode > /dev/null
 	@rm -rf $(STAGE)
 	$(MAKE) --no-print-directory install DESTDIR=$(STAGE)
 	test -L $(STAGE)$(LIBDIR)/libsparkv.so && test -L $(STAGE)$(LIBDIR)/$(SONAME) && test -f $(STAGE)$(LIBDIR)/$(LIB_REAL)

@@ -10,9 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "omp_compat.h"
 
 /* At most this many chunks per KV head. */
 #define SV_MAX_CHUNKS 16u
@@ -93,6 +91,7 @@ sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q,
     float *parts = prep + prep_stride * nkv;
     float *merged = parts + part_stride * nkv * n_chunks;
     const int threads = cache->policy.threads;
+    (void)threads; /* read only by the OpenMP pragma */
     const int64_t n_items = (int64_t)nkv * n_chunks;
 
     /* schedule(static): clang 21's dynamic schedules need a newer libomp than Debian's. */

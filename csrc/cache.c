@@ -4,9 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "omp_compat.h"
 
 static void free_head_pages(sv_head *h) {
     for (uint64_t i = 0; i < h->n_pages; i++) sv_page_free(h->pages[i]);

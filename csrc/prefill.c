@@ -6,17 +6,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "omp_compat.h"
 
 static int thread_count(const sparkv_cache *c) {
-#ifdef _OPENMP
     return c->policy.threads > 0 ? c->policy.threads : omp_get_max_threads();
-#else
-    (void)c;
-    return 1;
-#endif
 }
 
 /* What every page build of one head needs. */
@@ -180,6 +173,7 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
         if (cache->prompt_keys == SV_KEYS_SPARK && !(norms[h] = (float *)malloc(sizeof(float) * d))) failed = 1;
     }
     const int threads = thread_count(cache);
+    (void)threads; /* read only by the OpenMP pragmas */
     if (!failed) {
         for (uint32_t h = 0; h < nkv; h++) {
             qc[h] = 1.0f;

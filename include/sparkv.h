@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 (see LICENSE) */
 /*
  * sparkv.h — SparKV: a compact, query-aware channel-pruned KV cache for CPU LLM inference.
  *

@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "sparkv_bench.h"
 
-#include <omp.h>
+#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +81,14 @@ uint64_t sparkv_bench_now_ns(void) {
 }
 
 int sparkv_bench_default_threads(void) { return omp_get_max_threads(); }
+
+int sparkv_bench_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -2,7 +2,7 @@
  * the library may not be the one that built it), thread count, status strings, per-thread scratch. */
 #include "internal.h"
 
-#include <omp.h>
+#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
 #include <stdlib.h>
 #include <string.h>
 

@@ -5,7 +5,7 @@
 #include "internal.h"
 
 #include <math.h>
-#include <omp.h>
+#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
 
 #define EW_CHUNK 16384 /* elements per thread chunk of the element-wise kernels */
 
@@ -18,6 +18,7 @@ static int ew_threads(int64_t n) {
 void svm_rmsnorm(const float *x, const float *weight, int n, int dim, float eps, float *out) {
     if (!x || !out || n <= 0 || dim <= 0) return;
     int nth = (int64_t)n * dim >= 4 * EW_CHUNK ? svm_threads() : 1;
+    (void)nth; /* read only by the OpenMP pragma */
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)dim * i;
@@ -35,6 +36,7 @@ void svm_rmsnorm(const float *x, const float *weight, int n, int dim, float eps,
 void svm_add(const float *a, const float *b, int64_t n, float *out) {
     if (!a || !b || !out || n <= 0) return;
     int nth = ew_threads(n);
+    (void)nth; /* read only by the OpenMP pragma */
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int64_t c = 0; c < n; c += EW_CHUNK) {
         int64_t e = c + EW_CHUNK < n ? c + EW_CHUNK : n;
@@ -70,6 +72,7 @@ void svm_swiglu(const float *gate, const float *up, int64_t n, float *out) {
     else if (isa == SVM_ISA_AVX2) fn = swiglu_avx2;
 #endif
     int nth = ew_threads(n);
+    (void)nth; /* read only by the OpenMP pragma */
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int64_t c = 0; c < n; c += EW_CHUNK) {
         int64_t e = c + EW_CHUNK < n ? c + EW_CHUNK : n;
@@ -103,6 +106,7 @@ svm_status svm_rope_table(const int32_t *positions, int n_tokens, int head_dim, 
         int i1 = i0 + 512 < half ? i0 + 512 : half;
         for (int i = i0; i < i1; i++) theta[i - i0] = pow((double)base, -2.0 * i / head_dim);
         int nth = (int64_t)n_tokens * (i1 - i0) >= 8192 ? svm_threads() : 1;
+        (void)nth; /* read only by the OpenMP pragma */
 #pragma omp parallel for schedule(static) num_threads(nth)
         for (int t = 0; t < n_tokens; t++) {
             float *row = table + (size_t)head_dim * t;
@@ -120,6 +124,7 @@ void svm_rope_apply(float *x, int n_tokens, int n_heads, int head_dim, const flo
     if (!x || !table || n_tokens <= 0 || n_heads <= 0 || head_dim <= 0 || (head_dim & 1)) return;
     const int half = head_dim / 2;
     int nth = (int64_t)n_tokens * n_heads * head_dim >= 4 * EW_CHUNK ? svm_threads() : 1;
+    (void)nth; /* read only by the OpenMP pragma */
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int t = 0; t < n_tokens; t++) {
         const float *cs = table + (size_t)head_dim * t;

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CSparKVBench
 import SparKV
 
 /// `sparkv info`: library version, kernels this CPU supports, defaults.
@@ -17,6 +18,7 @@ struct InfoCommand: ParsableCommand {
         var supportedKernels: [String]
         var defaultKernel: String
         var openMPDefaultThreads: Int
+        var openMP: Bool
         var defaultPolicy: CompressionPolicy
 
         enum CodingKeys: String, CodingKey {
@@ -24,6 +26,7 @@ struct InfoCommand: ParsableCommand {
             case supportedKernels = "supported_kernels"
             case defaultKernel = "default_kernel"
             case openMPDefaultThreads = "openmp_default_threads"
+            case openMP = "openmp"
             case defaultPolicy = "default_policy"
         }
     }
@@ -34,7 +37,7 @@ struct InfoCommand: ParsableCommand {
             version: KVCache.libraryVersion,
             supportedKernels: KVCache.Kernel.allCases.filter { $0 != .auto && $0.isSupported }.map(\.name),
             defaultKernel: probe.kernel.name, openMPDefaultThreads: probe.threadCount,
-            defaultPolicy: CompressionPolicy())
+            openMP: sparkv_bench_openmp() != 0, defaultPolicy: CompressionPolicy())
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -42,7 +45,12 @@ struct InfoCommand: ParsableCommand {
         } else {
             print("SparKV \(info.version)")
             print("kernels supported: \(info.supportedKernels.joined(separator: ", ")) (default for new caches: \(info.defaultKernel))")
-            print("OpenMP default threads: \(info.openMPDefaultThreads)")
+            if info.openMP {
+                print("OpenMP default threads: \(info.openMPDefaultThreads)")
+            } else {
+                print("warning: built without OpenMP: every kernel runs on one thread (install libomp-dev, or set "
+                      + "SPARKV_OMP_INCLUDE to the folder holding omp.h, and rebuild)")
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print("default policy: \(String(decoding: try encoder.encode(info.defaultPolicy), as: UTF8.self))")

@@ -623,7 +623,7 @@ struct QuantizationTests {
     @Test("a value whose scale would round to Inf in fp16 (amax / Q >= 65520) is SPARKV_ERR_RANGE, nothing stored",
           arguments: [QFormat.i8, .i4])
     func valuesBeyondTheScaleRangeAreRangeErrors(_ f: QFormat) throws {
-        for (keys, rv) in [(QuantCase.Keys.dense, Float(0)), (.spark, 0), (.dense, 0.5)] {
+        for keys in [QuantCase.Keys.dense, .spark] {
             let tc = QuantCase(keys: keys, D: 64, kFormat: f, vFormat: f, quantGroup: 8, n: 40, appends: 0)
             #expect(!QuantRef.storable(amax: f.qmax * 65520, qmax: f.qmax))
             for (what, x) in [("key", f.qmax * 65520), ("value", -f.qmax * 70000)] {

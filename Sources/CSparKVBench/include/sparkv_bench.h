@@ -40,8 +40,12 @@ typedef struct sparkv_bench_bandwidth_result {
 int sparkv_bench_bandwidth(uint64_t bytes, int threads, int passes, int prefetch,
                            sparkv_bench_bandwidth_result *out);
 
-/** OpenMP's default thread count (omp_get_max_threads()). */
+/** OpenMP's default thread count (omp_get_max_threads()); 1 in a build without OpenMP. */
 int sparkv_bench_default_threads(void);
+
+/** 1 when the C code was built with OpenMP, 0 when without (Package.swift found no omp.h, or
+ *  SPARKV_OPENMP=off): every kernel then runs single-threaded. */
+int sparkv_bench_openmp(void);
 
 /** A monotonic clock in nanoseconds (CLOCK_MONOTONIC). */
 uint64_t sparkv_bench_now_ns(void);
