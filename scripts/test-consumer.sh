@@ -29,17 +29,22 @@ import SparKV
 // One layer of a small GQA shape: prefill 300 tokens under SparK r = 0.8, append one, attend.
 let shape = ModelShape(layers: 1, queryHeads: 4, kvHeads: 2, headDim: 64, capacity: 512)
 let n = 300, w = 32, d = 64
-var state: UInt64 = 1
-func next() -> Float {
-    state = state &* 6364136223846793005 &+ 1442695040888963407
-    return Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 1000
+struct Numbers {
+    var state: UInt64 = 1
+    /// count values in [-1, 1] from a linear congruential generator.
+    mutating func take(_ count: Int) -> [Float] {
+        (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(state >> 11) % 2001 - 1000) / 1000
+        }
+    }
 }
-let keys = (0..<(2 * n * d)).map { _ in next() }, values = (0..<(2 * n * d)).map { _ in next() }
-let window = (0..<(4 * w * d)).map { _ in next() }
+var numbers = Numbers()
+let keys = numbers.take(2 * n * d), values = numbers.take(2 * n * d), window = numbers.take(4 * w * d)
 let cache = try KVCache(shape: shape, policy: .spark(ratio: 0.8))
 try cache.prefill(layer: 0, keys: keys, values: values, windowQueries: window, tokenCount: n, windowCount: w)
-try cache.append(layer: 0, keys: (0..<(2 * d)).map { _ in next() }, values: (0..<(2 * d)).map { _ in next() })
-let out = try cache.attend(layer: 0, query: (0..<(4 * d)).map { _ in next() })
+try cache.append(layer: 0, keys: numbers.take(2 * d), values: numbers.take(2 * d))
+let out = try cache.attend(layer: 0, query: numbers.take(4 * d))
 guard out.count == 4 * d, out.allSatisfy({ $0.isFinite }) else { fatalError("bad attention output") }
 let ratio = try cache.memoryReport().ratioToDense
 print("consumer: SparKV by version works: \(out.count) outputs, cache at \(ratio) of dense f32")
