@@ -6,7 +6,8 @@
 #                              (API test, defect regressions, differential test of every kernel against
 #                              the float64 reference), the C example, and the Python binding's pytest suite
 #   3. make test-tsan        — concurrent API calls under ThreadSanitizer
-#   4. scripts/test-consumer.sh — a package depending on SparKV by version (a local tag) builds and runs
+#   4. scripts/test-consumer.sh — a package depending on SparKV by version (a local tag) builds and runs;
+#      scripts/test-pip-install.sh — `pip install ./python` in a fresh venv, then the README's Python example
 #   5. make fuzz-api         — the C API libFuzzer target: corpus replay, then FUZZ_SECONDS (60) of fuzzing
 #   6. scripts/fuzz-gguf.sh  — the GGUF reader's libFuzzer target: corpus replay, then 60 s of fuzzing
 set -euo pipefail
@@ -36,6 +37,9 @@ make test-tsan
 
 echo "== scripts/test-consumer.sh"
 scripts/test-consumer.sh
+
+echo "== scripts/test-pip-install.sh"
+scripts/test-pip-install.sh
 
 echo "== make fuzz-api"
 make fuzz-api FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
