@@ -163,7 +163,7 @@ private struct CompactParser {
     init(text: String) { self.text = text }
 
     func fail(_ reason: String) -> SparKVError {
-        .invalidPolicy("cannot read policy \"\(text)\": \(reason) (grammar: see CompressionPolicy.compactGrammar or `sparkv policy --help`)")
+        .invalidPolicy("cannot read policy \"\(text)\": \(reason) (the grammar: `sparkv policy --help`)")
     }
 
     mutating func parse() throws -> CompressionPolicy {

@@ -172,7 +172,7 @@ extension PresetEntry {
 
 /// Every field of a C policy but struct_size, by its C name, as a number (enums by raw value), read
 /// with Mirror so that a field added to the C struct shows up here without a code change.
-private func cFields(_ c: sparkv_policy) -> [String: Double] {
+func cFields(_ c: sparkv_policy) -> [String: Double] {
     var out: [String: Double] = [:]
     for child in Mirror(reflecting: c).children {
         guard let label = child.label, label != "struct_size" else { continue }
@@ -181,7 +181,7 @@ private func cFields(_ c: sparkv_policy) -> [String: Double] {
     return out
 }
 
-private func number(_ value: Any) -> Double {
+func number(_ value: Any) -> Double {
     switch value {
     case let v as Float: return Double(v)
     case let v as Double: return v
@@ -199,11 +199,11 @@ private func number(_ value: Any) -> Double {
     }
 }
 
-private func floatFields() -> Set<String> {
+func floatFields() -> Set<String> {
     Set(Mirror(reflecting: sparkv_default_policy()).children.compactMap { $0.value is Float ? $0.label : nil })
 }
 
-private func cFieldNames() -> [String] {
+func cFieldNames() -> [String] {
     Mirror(reflecting: sparkv_default_policy()).children.compactMap(\.label).filter { $0 != "struct_size" }
 }
 

@@ -452,3 +452,27 @@ class Policy:
     def replace(self, **changes: Any) -> "Policy":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def parse(cls, text: str) -> "Policy":
+        """The policy of a compact string, the grammar of the CLI's ``--policy`` and of Swift's
+        ``CompressionPolicy(parsing:)`` (one table tests all three: Tests/policy-grammar.json)::
+
+            Policy.parse("snapkv(512)+spark(0.8)")        # == Policy.snap_spark(512, 0.8)
+            Policy.parse("think(0.5)+vprune(0.5)+kprec(i8)")
+
+        Only the syntax is checked here (raises InvalidPolicyError naming the term); ranges are
+        checked by :meth:`validate` or when a cache is created."""
+        from .compact import parse_fields
+
+        return cls(**parse_fields(text))
+
+    def compact(self) -> str:
+        """The compact string of this policy (``Policy.parse(p.compact()) == p``), as Swift writes it:
+        ``Policy.snap_spark(512, 0.8).compact() == "snapkv(512)+spark(0.8,mean,signed)"``."""
+        from .compact import format_policy
+
+        return format_policy(self)
+
+    def __str__(self) -> str:
+        return self.compact()
