@@ -35,6 +35,27 @@ struct GrammarCase: CustomStringConvertible, Sendable {
     }
 }
 
+/// One row of the table's "json" or "partial_json" list: a JSON document and its policy's compact form.
+struct JSONCase: CustomStringConvertible, Sendable {
+    let compact: String
+    let json: String
+
+    var description: String { compact }
+
+    static func load(_ list: String) -> [JSONCase] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("policy-grammar.json")
+        guard let data = try? Data(contentsOf: url),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let rows = json[list] as? [[String: Any]] else { return [] }
+        return rows.compactMap { row in
+            guard let compact = row["compact"] as? String, let doc = row["json"],
+                  let text = try? JSONSerialization.data(withJSONObject: doc) else { return nil }
+            return JSONCase(compact: compact, json: String(decoding: text, as: UTF8.self))
+        }
+    }
+}
+
 @Suite("Compact policy grammar (Tests/policy-grammar.json)")
 struct PolicyGrammarTests {
     static let parsed = GrammarCase.load("parse")
@@ -55,6 +76,25 @@ struct PolicyGrammarTests {
         #expect(diff.isEmpty, "\(row): \(diff.joined(separator: "; "))")
         #expect(policy.description == row.compact, "\(row)")
         #expect(try CompressionPolicy(parsing: policy.description) == policy, "\(row): the compact form round-trips")
+    }
+
+    static let documents = JSONCase.load("json")
+    static let partialDocuments = JSONCase.load("partial_json")
+
+    @Test("each policy encodes to the table's JSON and decodes back (the form Python's to_json/from_json use)",
+          arguments: documents)
+    func jsonIsTheTables(_ row: JSONCase) throws {
+        #expect(Self.documents.count >= 5)
+        let policy = try CompressionPolicy(parsing: row.compact)
+        let encoded = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(policy)) as? NSDictionary
+        let table = try JSONSerialization.jsonObject(with: Data(row.json.utf8)) as? NSDictionary
+        #expect(encoded == table, "\(row)")
+        #expect(try JSONDecoder().decode(CompressionPolicy.self, from: Data(row.json.utf8)) == policy)
+    }
+
+    @Test("JSON listing only some keys decodes with the others at their defaults", arguments: partialDocuments)
+    func partialJSONTakesTheDefaults(_ row: JSONCase) throws {
+        #expect(try JSONDecoder().decode(CompressionPolicy.self, from: Data(row.json.utf8)).description == row.compact)
     }
 
     @Test("each rejected text fails with the table's message", arguments: rejected)

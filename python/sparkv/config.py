@@ -13,7 +13,7 @@ import dataclasses
 import operator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Optional, Type, TypeVar, Union
+from typing import Any, Dict, Optional, Type, TypeVar, Union
 
 from . import _lib
 from .errors import Status, error_for
@@ -473,6 +473,22 @@ class Policy:
         from .compact import format_policy
 
         return format_policy(self)
+
+    @classmethod
+    def from_json(cls, document: Union[str, bytes, Dict[str, Any]]) -> "Policy":
+        """The policy of a JSON document (or parsed dict) as Swift's ``CompressionPolicy`` and
+        ``sparkv policy`` write it: C field names as keys, ``null`` for "off"/"default", missing
+        keys at their defaults. Raises InvalidPolicyError for a malformed document."""
+        from .policy_json import from_json_obj
+
+        return cls(**from_json_obj(document))
+
+    def to_json(self) -> Dict[str, Any]:
+        """This policy as a JSON-ready dict, the form :meth:`from_json` and Swift read
+        (``json.dumps(policy.to_json())``)."""
+        from .policy_json import to_json_dict
+
+        return to_json_dict(self)
 
     def __str__(self) -> str:
         return self.compact()

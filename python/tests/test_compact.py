@@ -50,3 +50,24 @@ def test_presets_round_trip_through_the_compact_form():
 def test_parse_refuses_non_strings():
     with pytest.raises(TypeError):
         Policy.parse(b"spark(0.8)")
+
+
+@pytest.mark.parametrize("row", GRAMMAR["json"], ids=lambda r: r["compact"])
+def test_json_is_swifts(row):
+    """Policy.to_json writes exactly what Swift's Codable writes; from_json reads it back."""
+    policy = Policy.parse(row["compact"])
+    assert policy.to_json() == row["json"]
+    assert Policy.from_json(row["json"]) == policy
+    assert Policy.from_json(json.dumps(row["json"])) == policy
+
+
+@pytest.mark.parametrize("row", GRAMMAR["partial_json"], ids=lambda r: r["compact"])
+def test_partial_json_takes_the_defaults(row):
+    assert Policy.from_json(row["json"]).compact() == row["compact"]
+
+
+@pytest.mark.parametrize("doc", ["[1]", "{", '{"eviction": {"mode": "h2o"}}', '{"window": "32"}', '{"windows": 3}',
+                                 '{"sign_bits": 1}', '{"selection": {"mode": "random"}}'])
+def test_malformed_json_is_an_invalid_policy(doc):
+    with pytest.raises(sparkv.InvalidPolicyError, match="policy JSON"):
+        Policy.from_json(doc)
