@@ -3,6 +3,10 @@ import Foundation
 /// An SVG scatter plot of the bytes-vs-fidelity frontier: one point per policy, K+V bytes as a
 /// fraction of dense fp16 on x, mean KL(dense ‖ policy) on a log y axis, plus labelled reference
 /// points (llama.cpp's quantized caches measured on the same model).
+///
+/// Points carry a number; the legend under the plot (two columns, full width, so long policy names
+/// are never clipped) maps numbers to policies. Each number is placed next to its point at the
+/// first of a few positions that overlaps no other number and no point.
 struct FrontierPlot {
     struct Point {
         var label: String
@@ -14,9 +18,18 @@ struct FrontierPlot {
     var title: String
     var points: [Point]
 
+    /// An axis-aligned box, for the label-overlap test.
+    private struct Box {
+        var x0, y0, x1, y1: Double
+        func overlaps(_ o: Box) -> Bool { x0 < o.x1 && o.x0 < x1 && y0 < o.y1 && o.y0 < y1 }
+    }
+
     func svg() -> String {
-        let w = 900.0, h = 560.0, left = 80.0, right = 260.0, top = 50.0, bottom = 60.0
-        let plotW = w - left - right, plotH = h - top - bottom
+        let w = 960.0, left = 80.0, right = 30.0, top = 50.0, plotH = 440.0
+        let plotW = w - left - right
+        let legendTop = top + plotH + 60, lineH = 16.0, columns = 2
+        let rows = (points.count + columns - 1) / columns
+        let h = legendTop + Double(rows) * lineH + 20
         let kls = points.map { max($0.kl, 1e-5) }
         let yMin = pow(10, floor(log10(kls.min() ?? 1e-4))), yMax = pow(10, ceil(log10(kls.max() ?? 1)))
         let xMax = max(1.05, (points.map(\.bytes).max() ?? 1) * 1.05)
@@ -45,13 +58,44 @@ struct FrontierPlot {
             s += "<text x=\"\(left - 8)\" y=\"\(y(v) + 4)\" text-anchor=\"end\">1e\(Int(e))</text>\n"
             e += 1
         }
-        s += "<text x=\"\(left + plotW / 2)\" y=\"\(h - 15)\" text-anchor=\"middle\">K+V bytes / dense fp16</text>\n"
+        s += "<text x=\"\(left + plotW / 2)\" y=\"\(top + plotH + 40)\" text-anchor=\"middle\">K+V bytes / dense fp16</text>\n"
         s += "<text transform=\"translate(20,\(top + plotH / 2)) rotate(-90)\" text-anchor=\"middle\">mean KL(dense || policy), nats</text>\n"
+
+        // Points first (so every label avoids every point), then the numbers.
+        let radius = 5.0
+        var taken = points.map { p in
+            Box(x0: x(p.bytes) - radius, y0: y(p.kl) - radius, x1: x(p.bytes) + radius, y1: y(p.kl) + radius)
+        }
+        for p in points {
+            let color = p.reference ? "#d62728" : "#1f77b4"
+            s += "<circle cx=\"\(x(p.bytes))\" cy=\"\(y(p.kl))\" r=\"\(radius)\" fill=\"\(color)\"/>\n"
+        }
+        let fontSize = 11.0, charW = 6.5
         for (i, p) in points.enumerated() {
             let color = p.reference ? "#d62728" : "#1f77b4"
-            s += "<circle cx=\"\(x(p.bytes))\" cy=\"\(y(p.kl))\" r=\"5\" fill=\"\(color)\"/>"
-            s += "<text x=\"\(x(p.bytes) + 7)\" y=\"\(y(p.kl) - 6)\" font-size=\"9\" fill=\"\(color)\">\(i + 1)</text>\n"
-            s += "<text x=\"\(left + plotW + 15)\" y=\"\(top + 12 * Double(i))\" font-size=\"10\" fill=\"\(color)\">\(i + 1) \(escape(p.label))</text>\n"
+            let text = "\(i + 1)", tw = Double(text.count) * charW
+            let cx = x(p.bytes), cy = y(p.kl)
+            // right, left, above, below, then the diagonals further out: (text x, baseline y, anchor)
+            let candidates: [(Double, Double, String)] = [
+                (cx + 8, cy + 4, "start"), (cx - 8, cy + 4, "end"), (cx, cy - 9, "middle"), (cx, cy + 17, "middle"),
+                (cx + 8, cy - 8, "start"), (cx - 8, cy - 8, "end"), (cx + 8, cy + 16, "start"), (cx - 8, cy + 16, "end"),
+                (cx + 16, cy + 4, "start"), (cx - 16, cy + 4, "end"),
+            ]
+            func box(_ c: (Double, Double, String)) -> Box {
+                let x0 = c.2 == "start" ? c.0 : c.2 == "end" ? c.0 - tw : c.0 - tw / 2
+                return Box(x0: x0, y0: c.1 - fontSize + 2, x1: x0 + tw, y1: c.1 + 2)
+            }
+            let chosen = candidates.first { c in !taken.contains { $0.overlaps(box(c)) } } ?? candidates[0]
+            taken.append(box(chosen))
+            s += "<text x=\"\(chosen.0)\" y=\"\(chosen.1)\" text-anchor=\"\(chosen.2)\" font-size=\"\(Int(fontSize))\" fill=\"\(color)\">\(text)</text>\n"
+        }
+
+        // Legend: column-major, under the axis title.
+        let columnW = (w - left) / Double(columns)
+        for (i, p) in points.enumerated() {
+            let color = p.reference ? "#d62728" : "#1f77b4"
+            let lx = left + Double(i / rows) * columnW, ly = legendTop + Double(i % rows) * lineH
+            s += "<text x=\"\(lx)\" y=\"\(ly)\" font-size=\"11\" fill=\"\(color)\">\(i + 1)  \(escape(p.label))</text>\n"
         }
         return s + "</svg>\n"
     }
