@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SparKV
 import SparKVModel
 
 /// Checks of the arguments the model commands share, so that each out-of-range value is a usage
@@ -32,6 +33,58 @@ enum ModelArguments {
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationError("\(flag) \(path): cannot be read as UTF-8")
+        }
+        return text
+    }
+
+    /// A compact policy, or a usage error naming `flag` and the value. The library's sentence for a
+    /// policy error ("a value out of range or an invalid combination") and its pointer to the Swift
+    /// grammar constant are dropped: a CLI user gets the reason and `sparkv policy --help`.
+    /// With `headDim`, the policy is also checked against the model's head dimension.
+    static func parsePolicy(_ text: String, flag: String = "--policy", headDim: Int? = nil) throws -> CompressionPolicy {
+        do {
+            let policy = try CompressionPolicy(parsing: text)
+            if let headDim { try policy.validate(headDim: headDim) }
+            return policy
+        } catch let error as SparKVError {
+            throw ValidationError("\(flag) \(text): \(policyReason(error.detail)); see 'sparkv policy --help' for the grammar")
+        }
+    }
+
+    /// Checks that `text` parses (the values are checked against the model later).
+    static func validatePolicy(_ text: String, flag: String = "--policy") throws {
+        _ = try parsePolicy(text, flag: flag)
+    }
+
+    /// The reason of a policy error without the parser's `cannot read policy "…": ` and its grammar pointer.
+    static func policyReason(_ detail: String) -> String {
+        var reason = Substring(detail)
+        if reason.hasPrefix("cannot read policy "), let colon = reason.firstRange(of: "\": ") {
+            reason = reason[colon.upperBound...]
+        }
+        for tail in [" (grammar: see CompressionPolicy.compactGrammar or `sparkv policy --help`)",
+                     " (the grammar: `sparkv policy --help`)"] where reason.hasSuffix(tail) {
+            reason = reason.dropLast(tail.count)
+        }
+        return String(reason)
+    }
+
+    /// The prompt text of `--prompt-file`: the file's contents, or all of standard input for `-`
+    /// (at most ``maxTextBytes``).
+    static func readPrompt(_ path: String, flag: String) throws -> String {
+        guard path == "-" else { return try readText(path, flag: flag) }
+        var data = Data()
+        while true {
+            // Chunks, so that an endless stdin stops at the limit instead of filling memory.
+            let chunk = FileHandle.standardInput.readData(ofLength: 1 << 16)
+            if chunk.isEmpty { break }
+            data.append(chunk)
+            guard data.count <= maxTextBytes else {
+                throw ValidationError("\(flag) -: standard input holds more than the \(maxTextBytes >> 20) MiB read as text")
+            }
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("\(flag) -: standard input cannot be read as UTF-8")
         }
         return text
     }

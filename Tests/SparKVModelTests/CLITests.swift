@@ -22,11 +22,13 @@ enum SparKVExecutable {
         var status: Int32
         var stderr: String
         var timedOut: Bool
+        var stdout: String = ""
     }
 
-    /// Runs `sparkv arguments` with `environment` added, killing it after `timeout` seconds.
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 60,
-                    sourceLocation: SourceLocation = #_sourceLocation) throws -> Outcome {
+    /// Runs `sparkv arguments` with `environment` added and `stdin` as its standard input (none:
+    /// an empty one), killing it after `timeout` seconds.
+    static func run(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil,
+                    timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation) throws -> Outcome {
         let path = try #require(Self.path, "the sparkv executable is not built next to the tests (swift build)",
                                 sourceLocation: sourceLocation)
         let process = Process()
@@ -35,14 +37,25 @@ enum SparKVExecutable {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let errPipe = Pipe()
         process.standardError = errPipe
-        process.standardOutput = FileHandle.nullDevice
+        // stdout to a file: a pipe nobody reads while the process runs could fill and block it.
+        let outPath = NSTemporaryDirectory() + "sparkv-cli-out-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: outPath) }
+        let outFile = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardOutput = outFile
+        let inPipe = Pipe()
+        process.standardInput = inPipe
         try process.run()
+        try outFile.close()
+        inPipe.fileHandleForWriting.write(Data((stdin ?? "").utf8))
+        try inPipe.fileHandleForWriting.close()
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         let timedOut = process.isRunning
         if timedOut { process.terminate(); process.waitUntilExit() }
         let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return Outcome(status: process.terminationStatus, stderr: err, timedOut: timedOut)
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        return Outcome(status: process.terminationStatus, stderr: err, timedOut: timedOut, stdout: out)
     }
 }
 
@@ -114,5 +127,133 @@ struct CLIArgumentTests {
         #expect(!r.timedOut)
         #expect(r.status == 1, "exit \(r.status)")
         #expect(r.stderr.contains("SPARKV_MODEL=/nonexistent names no model file"), "stderr: \(r.stderr)")
+    }
+}
+
+/// Usage errors name the subcommand and the flag, print the subcommand's usage and exit 64.
+@Suite("sparkv CLI: usage errors", .serialized)
+struct CLIUsageErrorTests {
+    func expectUsageError(_ arguments: [String], _ message: String, usage: String,
+                          sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try CLIArgumentTests().expectUsageError(arguments, message, usage: usage, sourceLocation: sourceLocation)
+    }
+
+    /// The issue's cases, which used to print the top-level usage or exit 1.
+    @Test func theIssuesCases() throws {
+        try expectUsageError(["generate", "--max-tokens=-5", "--prompt", "hi"], "--max-tokens -5: must be >= 0", usage: "generate")
+        try expectUsageError(["generate"], "missing prompt: give --prompt", usage: "generate")
+        try expectUsageError(["eval", "--prefixes", "abc"], "--prefixes: 'abc' is not a positive integer", usage: "eval")
+        try expectUsageError(["generate", "--prompt", "hi", "--threads", "0"], "--threads 0 is out of range (1...1024)",
+                             usage: "generate")
+        try expectUsageError(["generate", "--prompt", "hi", "--temperature=-1"], "--temperature -1.0: must be", usage: "generate")
+        try expectUsageError(["generate", "--prompt", "hi", "--top-p", "0"], "--top-p 0.0: must be in (0, 1]", usage: "generate")
+        try expectUsageError(["generate", "--prompt", "hi", "--top-k=-3"], "--top-k -3: must be >= 0", usage: "generate")
+        try expectUsageError(["generate", "--prompt", "hi", "--system", "x"], "--system: the system prompt belongs to the chat template",
+                             usage: "generate")
+        try expectUsageError(["generate", "--prompt", "hi", "--prompt-file", "x"], "give --prompt or --prompt-file, not both",
+                             usage: "generate")
+    }
+
+    /// `--policy foo` exited 1 saying "a value out of range or an invalid combination: cannot read
+    /// policy" and pointed at `CompressionPolicy.compactGrammar`.
+    @Test func aBadPolicyNamesTheFlagAndTheCLIGrammar() throws {
+        for (value, reason) in [("foo", "unknown term \"foo\""), ("spark(0.5,foo)", "\"foo\" is not a ratio")] {
+            let r = try SparKVExecutable.run(["generate", "--prompt", "hi", "--policy", value], timeout: 30)
+            #expect(r.status == 64, "exit \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains("Error: --policy \(value): "), "stderr: \(r.stderr)")
+            #expect(r.stderr.contains(reason), "stderr: \(r.stderr)")
+            #expect(r.stderr.contains("sparkv policy --help"))
+            #expect(!r.stderr.contains("CompressionPolicy"), "a Swift API name: \(r.stderr)")
+            #expect(!r.stderr.contains("out of range or an invalid combination"), "stderr: \(r.stderr)")
+            #expect(r.stderr.contains("Usage: sparkv generate"))
+        }
+    }
+
+    /// Errors found once the model is open are usage errors of the subcommand too.
+    @Test func errorsFoundWithTheModel() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        try expectUsageError(["model-demo", "--text", "/nonexistent"], "--text /nonexistent: No such file or directory",
+                             usage: "model-demo")
+        try expectUsageError(["generate", "--prompt", "hi", "--policy", "spark(1.5)"],
+                             "--policy spark(1.5): key_prune_ratio 1.5 is outside [0, 1)", usage: "generate")
+    }
+}
+
+/// `generate`: streaming, sampling, stop strings, system prompt, stdin and the interactive chat.
+@Suite("sparkv CLI: generate", .serialized)
+struct CLIGenerateTests {
+    /// The completion on stdout (the statistics go to stderr).
+    func generate(_ arguments: [String], stdin: String? = nil,
+                  sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        _ = try SmolLM2Fixture.requirePath(sourceLocation: sourceLocation)
+        let r = try SparKVExecutable.run(["generate"] + arguments, stdin: stdin, timeout: 120, sourceLocation: sourceLocation)
+        #expect(!r.timedOut && r.status == 0, "exit \(r.status): \(r.stderr)", sourceLocation: sourceLocation)
+        return r.stdout
+    }
+
+    @Test func greedyByDefaultAndTheSameSeedGivesTheSameText() throws {
+        let counting = ["--prompt", "Once upon a time", "--max-tokens", "24"]
+        let greedy = try generate(counting)
+        #expect(try generate(counting + ["--temperature", "0", "--seed", "9"]) == greedy)
+        let sampled = counting + ["--temperature", "1.0", "--top-k", "40", "--top-p", "0.95"]
+        let a = try generate(sampled + ["--seed", "7"])
+        #expect(try generate(sampled + ["--seed", "7"]) == a)
+        let others = try [1, 2, 3].map { try generate(sampled + ["--seed", "\($0)"]) }
+        #expect(others.contains { $0 != a }, "three other seeds all gave \(a)")
+        #expect(!greedy.contains("policy dense:"), "statistics belong on stderr")
+    }
+
+    /// The stop string ends the generation and is not printed, nor anything after it.
+    @Test func aStopStringEndsTheCompletion() throws {
+        let counting = ["--prompt", "1, 2, 3, 4,", "--max-tokens", "40"]
+        let full = try generate(counting)
+        #expect(full.hasPrefix(" 5, 6, 7, 8, 9,"), "the model no longer counts: \(full)")
+        let stopped = try generate(counting + ["--stop", " 9", "--stop", "never seen"])
+        #expect(stopped == " 5, 6, 7, 8,\n")
+        let json = try generate(counting + ["--stop", "7", "--json"])
+        #expect(json.contains("\"completion\" : \" 5, 6, \""), "json: \(json)")
+        #expect(json.contains("\"stopped\" : true"))
+    }
+
+    /// `--prompt-file -` reads stdin; `--system` changes the chat's system message.
+    @Test func promptFromStdinAndASystemPrompt() throws {
+        let question = "What is the capital of France?"
+        let fromArgument = try generate(["--chat", "--prompt", question, "--max-tokens", "16"])
+        #expect(try generate(["--chat", "--prompt-file", "-", "--max-tokens", "16"], stdin: question) == fromArgument)
+        let french = try generate(["--chat", "--system", "Always answer in French.", "--prompt", question, "--max-tokens", "16"])
+        #expect(french != fromArgument)
+    }
+
+    /// `--chat` without a prompt answers each stdin line on one cache, until end of input.
+    @Test func interactiveChatKeepsTheConversation() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let r = try SparKVExecutable.run(["generate", "--chat", "--max-tokens", "24", "--policy", "spark:0.5"],
+                                         stdin: "My name is Ada.\n\nWhat is my name?\n", timeout: 120)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        let answers = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(answers.count >= 3, "stdout: \(r.stdout)")   // two answers, each ending with a newline
+        #expect(r.stdout.contains("Ada"), "the second turn forgot the first: \(r.stdout)")
+        #expect(r.stderr.contains("conversation: "), "stderr: \(r.stderr)")
+    }
+
+    /// Tokens reach stdout while the model is still decoding, not all at the end.
+    @Test func tokensAreStreamed() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let path = try #require(SparKVExecutable.path)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        // Counting keeps the model going for all 3000 tokens (several seconds).
+        process.arguments = ["generate", "--prompt", "1, 2, 3, 4,", "--max-tokens", "3000"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let first = out.fileHandleForReading.availableData   // blocks until the first write
+        let runningAtFirstText = process.isRunning
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(!first.isEmpty)
+        #expect(runningAtFirstText, "the first text arrived only when the process ended")
+        #expect(String(decoding: first, as: UTF8.self).count < 100, "first chunk: \(first.count) bytes")
     }
 }
