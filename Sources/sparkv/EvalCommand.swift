@@ -84,7 +84,7 @@ struct EvalCommand: ParsableCommand {
 
     private func execute() throws {
         var policies = try (self.policies.isEmpty ? Self.defaultPolicies : self.policies).map {
-            try CompressionPolicy(parsing: $0)
+            try ModelArguments.parsePolicy($0, flag: "--policies")
         }
         if let threads {
             try LlamaModel.setThreads(threads)
@@ -110,12 +110,18 @@ struct EvalCommand: ParsableCommand {
         if let p = prefixList.min(), greedyCount > llama.config.maxPositions - p {
             throw ValidationError("--greedy-tokens \(greedyCount) does not fit after a \(p)-token prefix")
         }
+        for p in policies { _ = try ModelArguments.parsePolicy(p.description, flag: "--policies", headDim: llama.config.headDim) }
         var eval = Evaluation(model: llama, tokenizer: tokenizer)
-        let tty = isatty(2) != 0
-        eval.progress = { message in
-            if tty { FileHandle.standardError.write(Data("\r\u{1B}[K\(message)".utf8)) }
-        }
         let available = tokenizer.encode(text, addSpecial: true).count
+        // Units of progress are Evaluation's progress messages, one at the start of each piece of
+        // work: per continuation prefix a dense prefill and each policy, per greedy run each
+        // policy, per passkey trial one message.
+        let continuationPrefixes = prefixList.filter { $0 + scored <= available }.count
+        let greedyRuns = greedyCount > 0 && (prefixList.min() ?? .max) <= available ? 1 : 0
+        let units = continuationPrefixes * (1 + policies.count) + greedyRuns * policies.count + passkeyList.count * trials
+        let progress = ProgressBox(Progress(task: "eval", total: units))
+        eval.progress = { message in progress.step(message) }
+        defer { progress.finish() }
         var report = EvalReport(model: ModelFiles.smolLM2FileName, text: self.text, textTokens: available)
         let clock = ContinuousClock(), start = clock.now
         for p in prefixList where p + scored <= available {
@@ -129,7 +135,7 @@ struct EvalCommand: ParsableCommand {
             report.passkey += try eval.passkey(length: length, trials: trials, seed: seed, policies: policies)
         }
         report.seconds = seconds(clock.now - start)
-        if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        progress.finish()
 
         let table = report.table(policies: policies.map(\.description), prefixes: prefixList.filter { $0 + scored <= available },
                                  passkeyLengths: passkeyList)

@@ -73,3 +73,26 @@ struct Progress {
         return String(format: "%d h %02d min", s / 3600, s % 3600 / 60)
     }
 }
+
+/// A ``Progress`` shared with a callback that reports the start of each unit of work (such as
+/// ``Evaluation/progress``): each ``step(_:)`` counts the unit before it as done.
+final class ProgressBox {
+    private var progress: Progress
+    private var started = 0
+    private var finished = false
+
+    init(_ progress: Progress) { self.progress = progress }
+
+    /// A new unit of work, described by `detail`, starts.
+    func step(_ detail: String) {
+        progress.report(done: started, detail: detail)
+        started += 1
+    }
+
+    /// Ends the report (once).
+    func finish() {
+        guard !finished else { return }
+        finished = true
+        progress.finish()
+    }
+}

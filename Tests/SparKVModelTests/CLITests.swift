@@ -257,3 +257,58 @@ struct CLIGenerateTests {
         #expect(String(decoding: first, as: UTF8.self).count < 100, "first chunk: \(first.count) bytes")
     }
 }
+
+/// Progress on stderr for the long commands, and `model-demo`'s explanation of its table.
+@Suite("sparkv CLI: progress and model-demo", .serialized)
+struct CLIProgressTests {
+    /// Not a terminal: plain lines with done/total, elapsed and an estimate; stdout is untouched.
+    @Test func modelDemoReportsProgressAndExplainsItsTable() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let r = try SparKVExecutable.run(["model-demo", "--context-tokens", "300", "--max-tokens", "8",
+                                          "--policies", "dense", "snapkv(64)", "snapkv(64)+spark(0.8)"],
+                                         environment: ["SPARKV_PROGRESS_INTERVAL": "0"], timeout: 120)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        #expect(r.stderr.contains("model-demo: 0/4 dense prefill of "), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("model-demo: 2/4 snapkv(64): "), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(" elapsed, ~"), "no estimate: \(r.stderr)")
+        #expect(r.stderr.contains("model-demo: done in "))
+        #expect(!r.stderr.contains("\r"), "a carriage return in a log: \(r.stderr)")
+        #expect(!r.stdout.contains("model-demo: "), "progress on stdout")
+        for column in ["agree (prefix)", "agree (all)", "KL", "top-1"] {
+            #expect(r.stdout.contains(column), "stdout: \(r.stdout)")
+        }
+        #expect(r.stdout.contains("How to read this (each row against the first, dense):"))
+        #expect(r.stdout.contains("Why eviction loses information: SnapKV"))
+    }
+
+    /// With the default interval (5 s) a short run logs its first line only, then nothing more.
+    @Test func plainLinesAreRateLimited() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let r = try SparKVExecutable.run(["model-demo", "--context-tokens", "100", "--max-tokens", "2",
+                                          "--policies", "dense", "spark(0.5)", "spark(0.8)"], timeout: 120)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("model-demo: ") }
+        #expect(lines.first?.hasPrefix("model-demo: 0/4 ") == true, "stderr: \(r.stderr)")
+        #expect(lines.count <= 3, "stderr: \(r.stderr)")
+    }
+
+    @Test func evalReportsProgress() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let r = try SparKVExecutable.run(["eval", "--policies", "dense", "spark(0.5)", "--prefixes", "64", "--scored", "4",
+                                          "--greedy-tokens", "2", "--passkey-lengths", "200", "--trials", "1"],
+                                         environment: ["SPARKV_PROGRESS_INTERVAL": "0"], timeout: 300)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        // 1 prefill + 2 policies (continuation), 2 (greedy), 1 passkey trial
+        #expect(r.stderr.contains("eval: 0/6 continuation: dense prefill of 64 tokens"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("eval: 5/6 passkey 200: trial 1/1"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("eval: done in "))
+    }
+
+    @Test func evalRejectsABadPolicyAsAUsageError() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let r = try SparKVExecutable.run(["eval", "--policies", "dense", "bogus"], timeout: 60)
+        #expect(r.status == 64, "exit \(r.status): \(r.stderr)")
+        #expect(r.stderr.contains("Error: --policies bogus: unknown term \"bogus\""), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("Usage: sparkv eval"))
+    }
+}
