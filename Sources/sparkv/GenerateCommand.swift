@@ -125,6 +125,7 @@ struct GenerateCommand: ParsableCommand {
 
         let clock = ContinuousClock()
         let t0 = clock.now
+        policy = ModelArguments.fitEviction(policy, promptTokens: tokens.count)
         let state = try Self.prefill(llama, tokens: tokens, window: policy.window)
         let session = try LlamaSession(model: llama, policy: policy, capacity: tokens.count + maxTokens + 1)
         let logits = Array(try session.load(state))
@@ -230,6 +231,7 @@ struct GenerateCommand: ParsableCommand {
                 let tokens = tokenizer.encode(tokenizer.chatPrompt(user: line, system: system),
                                               addSpecial: false, parseSpecial: true)
                 try ModelArguments.checkLength(promptTokens: tokens.count, maxTokens: maxTokens, config: llama.config)
+                let policy = ModelArguments.fitEviction(policy, promptTokens: tokens.count)
                 let state = try Self.prefill(llama, tokens: tokens, window: policy.window)
                 let s = try LlamaSession(model: llama, policy: policy, capacity: max(capacity, tokens.count + maxTokens + 1))
                 logits = Array(try s.load(state))

@@ -69,6 +69,26 @@ enum ModelArguments {
         return String(reason)
     }
 
+    /// `policy` for a prompt of `promptTokens` tokens: an eviction budget (SnapKV, PyramidKV) that
+    /// is not below the prompt tokens before the window would keep every token anyway, and the
+    /// library refuses it; the eviction is dropped instead, with a note on stderr, so that a short
+    /// prompt (a chat's first turn, `--prompt hi`) works under any policy.
+    static func fitEviction(_ policy: CompressionPolicy, promptTokens: Int, flag: String = "--policy") -> CompressionPolicy {
+        let budget: Int
+        switch policy.eviction {
+        case .snapKV(let b, _): budget = b
+        case .pyramidKV(let b, _, _): budget = b
+        default: return policy
+        }
+        let beforeWindow = promptTokens - min(policy.window, promptTokens)
+        guard budget > beforeWindow else { return policy }
+        var fitted = policy
+        fitted.eviction = nil
+        printError("note: \(flag) \(policy): the prompt's \(promptTokens) tokens fit the eviction budget of \(budget) "
+                   + "and the \(policy.window)-token window; nothing is evicted (\(fitted) is used)")
+        return fitted
+    }
+
     /// The prompt text of `--prompt-file`: the file's contents, or all of standard input for `-`
     /// (at most ``maxTextBytes``).
     static func readPrompt(_ path: String, flag: String) throws -> String {

@@ -62,6 +62,7 @@ struct ModelDemoCommand: ParsableCommand {
         let prompt = tokenizer.chatPrompt(user: context + "\n\n" + question)
         let tokens = tokenizer.encode(prompt, addSpecial: false)
         try ModelArguments.checkLength(promptTokens: tokens.count, maxTokens: maxTokens, config: llama.config)
+        policies = policies.map { ModelArguments.fitEviction($0, promptTokens: tokens.count, flag: "--policies") }
 
         var progress = Progress(task: "model-demo", total: 1 + policies.count)
         progress.report(done: 0, detail: "dense prefill of \(tokens.count) tokens")
