@@ -194,8 +194,8 @@ struct GenerateCommand: ParsableCommand {
     static func prefill(_ llama: LlamaModel, tokens: [Int], window: Int) throws -> PromptState {
         // The prefill is one call with no progress of its own: report its start and its end.
         guard tokens.count >= 2048 else { return try llama.prefill(tokens: tokens, window: window) }
-        var progress = Progress(task: "dense prefill of \(tokens.count) tokens", total: 1)
-        progress.report(done: 0)
+        var progress = Progress(task: "generate", total: 1)
+        progress.report(done: 0, detail: "dense prefill of \(tokens.count) tokens")
         defer { progress.finish() }
         return try llama.prefill(tokens: tokens, window: window)
     }

@@ -24,8 +24,12 @@ struct TextStream {
     /// True once the text contains a stop string.
     var stopped: Bool { stopOffset != nil }
 
-    /// The output: the decoded text up to the first stop string.
-    var text: String { String(decoding: bytes[..<(stopOffset ?? bytes.count)], as: UTF8.self) }
+    /// The output: the decoded text up to the first stop string, without the bytes of a character
+    /// the token limit cut short (they would decode as U+FFFD).
+    var text: String { String(decoding: bytes[..<finalEnd], as: UTF8.self) }
+
+    /// End of the output in ``bytes``.
+    private var finalEnd: Int { stopOffset ?? (bytes.count - Self.unfinishedCharacterBytes(bytes)) }
 
     /// Adds a generated token; returns the text it made final (possibly empty).
     mutating func push(_ token: Int) -> String {
@@ -41,8 +45,9 @@ struct TextStream {
         return take(upTo: max(end, emitted))
     }
 
-    /// The rest of the text once generation has ended without a stop string (held-back bytes included).
-    mutating func finish() -> String { take(upTo: stopOffset ?? bytes.count) }
+    /// The rest of the text once generation has ended: what was held back for a stop string that
+    /// did not come (an unfinished character is dropped).
+    mutating func finish() -> String { take(upTo: max(finalEnd, emitted)) }
 
     private mutating func take(upTo end: Int) -> String {
         defer { emitted = end }

@@ -215,6 +215,20 @@ struct CLIGenerateTests {
         #expect(json.contains("\"stopped\" : true"))
     }
 
+    /// Streaming holds back the bytes of a character split over tokens: the streamed text is the
+    /// whole completion, with no U+FFFD (the token limit here cuts a Japanese character short).
+    @Test func multiByteCharactersSurviveStreaming() throws {
+        let arguments = ["--chat", "--prompt", "Write the word 'hello' in Japanese, Chinese, Greek and Russian.",
+                         "--max-tokens", "40"]
+        let streamed = try generate(arguments)
+        let json = try generate(arguments + ["--json"])
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let completion = try #require(summary["completion"] as? String)
+        #expect(completion.unicodeScalars.contains { $0.value > 0x3000 }, "no CJK text to test with: \(completion)")
+        #expect(streamed == completion + "\n")
+        #expect(!streamed.contains("\u{FFFD}"), "streamed: \(streamed)")
+    }
+
     /// `--prompt-file -` reads stdin; `--system` changes the chat's system message.
     @Test func promptFromStdinAndASystemPrompt() throws {
         let question = "What is the capital of France?"
