@@ -48,7 +48,11 @@ struct Progress {
         let now = ContinuousClock.now
         let text = line(done: done, detail: detail, elapsed: seconds(now - start))
         if terminal {
-            FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+            // A line wider than the terminal wraps, and `\r` would then rewrite only its last row.
+            var size = winsize()
+            let columns = ioctl(2, UInt(TIOCGWINSZ), &size) == 0 ? Int(size.ws_col) : 0
+            let shown = columns > 1 && text.count >= columns ? String(text.prefix(columns - 2)) + "…" : text
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(shown)".utf8))
             wroteTerminalLine = true
         } else if lastLine.map({ seconds(now - $0) >= logInterval }) ?? true {
             FileHandle.standardError.write(Data("\(text)\n".utf8))

@@ -309,6 +309,30 @@ struct CLIProgressTests {
         #expect(r.stdout.contains("Why eviction loses information: SnapKV"))
     }
 
+    /// On a terminal (a pseudo-terminal from script(1)): one line rewritten with `\r`, cleared at the end.
+    @Test func aTerminalGetsOneRewrittenLine() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let sparkv = try #require(SparKVExecutable.path)
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { return }   // util-linux missing
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        // stdout to /dev/null: what script(1) passes on is then stderr alone
+        process.arguments = ["-qec", "'\(sparkv)' model-demo --context-tokens 200 --max-tokens 4 --policies dense spark:0.5 >/dev/null",
+                             "/dev/null"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let tty = String(decoding: data, as: UTF8.self)
+        #expect(process.terminationStatus == 0, "script: \(tty)")
+        #expect(tty.contains("\r\u{1B}[Kmodel-demo: 0/3 dense prefill"), "terminal: \(tty.debugDescription)")
+        #expect(tty.contains("\r\u{1B}[Kmodel-demo: 2/3 spark(0.5"))
+        #expect(tty.hasSuffix("\r\u{1B}[K"), "the line is not cleared: \(tty.debugDescription)")
+        #expect(!tty.contains("\n"), "plain lines on a terminal: \(tty.debugDescription)")
+    }
+
     /// With the default interval (5 s) a short run logs its first line only, then nothing more.
     @Test func plainLinesAreRateLimited() throws {
         _ = try SmolLM2Fixture.requirePath()
