@@ -144,29 +144,18 @@ func benchWarnIfDebug() {
 /// Nanoseconds of a monotonic clock.
 @inline(__always) func benchNow() -> UInt64 { sparkv_bench_now_ns() }
 
-/// A one-line progress display on stderr (overwritten with \r); silent when stderr is not a TTY.
+/// `bench`'s progress: messages that carry their own counts, shown through ``Progress`` (one
+/// rewritten line on a terminal, occasional plain lines otherwise).
 final class BenchProgress {
-    let enabled = isatty(STDERR_FILENO) != 0
-    private var shown = false
+    private var progress = Progress(task: "bench", total: 1)
 
-    func update(_ message: String) {
-        guard enabled else { return }
-        FileHandle.standardError.write(Data(("\r" + message + "\u{1B}[K").utf8))
-        shown = true
-    }
+    func update(_ message: String) { progress.report(message) }
 
     /// Clears the line (before anything else is printed).
-    func clear() {
-        guard enabled, shown else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
-        shown = false
-    }
+    func clear() { progress.clear() }
 
     /// A message that stays (skips, warnings): clears the progress line first.
-    func note(_ message: String) {
-        clear()
-        printError(message)
-    }
+    func note(_ message: String) { progress.note(message) }
 }
 
 /// The streaming-read bandwidth of one thread count.

@@ -45,8 +45,30 @@ struct Progress {
 
     /// Reports `done` finished units while working on `detail`.
     mutating func report(done: Int, detail: String = "") {
+        show(line(done: done, detail: detail, elapsed: seconds(ContinuousClock.now - start)))
+    }
+
+    /// Reports a message that carries its own counts (`bench`'s), with the time elapsed.
+    mutating func report(_ message: String) {
+        show("\(message), \(Self.clock(seconds(ContinuousClock.now - start))) elapsed")
+    }
+
+    /// A message that stays (a skip, a warning): the progress line is cleared first.
+    mutating func note(_ message: String) {
+        clear()
+        printError(message)
+    }
+
+    /// Clears a terminal's progress line (before other output); nothing otherwise.
+    mutating func clear() {
+        if terminal && wroteTerminalLine {
+            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+            wroteTerminalLine = false
+        }
+    }
+
+    private mutating func show(_ text: String) {
         let now = ContinuousClock.now
-        let text = line(done: done, detail: detail, elapsed: seconds(now - start))
         if terminal {
             // A line wider than the terminal wraps, and `\r` would then rewrite only its last row.
             var size = winsize()
@@ -63,7 +85,7 @@ struct Progress {
     /// Ends the report: clears the terminal line, or logs the total time.
     mutating func finish() {
         if terminal {
-            if wroteTerminalLine { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+            clear()
         } else if lastLine != nil {
             FileHandle.standardError.write(Data("\(task): done in \(Self.clock(seconds(ContinuousClock.now - start)))\n".utf8))
         }
