@@ -222,8 +222,10 @@ struct GenerateCommand: ParsableCommand {
                 feed += tokenizer.encode("\n<|im_start|>user\n" + line + "<|im_end|>\n<|im_start|>assistant\n",
                                          addSpecial: false, parseSpecial: true)
                 guard session.position + feed.count + maxTokens < capacity else {
-                    throw ValidationError("--chat: the conversation no longer fits the model's context of "
-                                          + "\(llama.config.contextLength) tokens")
+                    // Not a usage error: the conversation so far was fine; end it with what it said.
+                    printError("sparkv generate: the conversation fills the model's context of "
+                               + "\(llama.config.contextLength) tokens; it ends here")
+                    break
                 }
                 logits = []
                 for token in feed { logits = try session.step(token: token) }
@@ -240,6 +242,8 @@ struct GenerateCommand: ParsableCommand {
             guard let session else { break }
             let turn = try decode(session: session, logits: logits, tokenizer: tokenizer, sampler: &sampler, echo: true)
             writeOut("\n")
+            // The last sampled token has not been run yet; it opens the next turn's feed. (After a
+            // --stop string, the model's context keeps the stop's tokens: they were generated.)
             pending = Array(turn.tokens.suffix(1))
         }
         if let session {
