@@ -62,8 +62,15 @@ public struct Sampler: Sendable {
     /// The next token for `logits` (indices counted from the start of the collection).
     public mutating func next(_ logits: ArraySlice<Float>) -> Int {
         if isGreedy { return LlamaSession.greedy(logits) }
-        let candidates = Self.distribution(Array(logits), temperature: temperature, topK: topK, topP: topP)
-        return Self.draw(candidates, uniform: rng.nextUniform())
+        let c = Self.candidates(Array(logits), temperature: temperature, topK: topK, topP: topP)
+        // Inverse CDF over the candidates in their order: any fixed order samples the same distribution.
+        let target = rng.nextUniform() * c.total
+        var cumulative = 0.0
+        for i in c.order {
+            cumulative += Double(c.weights[i])
+            if target < cumulative { return i }
+        }
+        return c.order.last ?? 0   // rounding left the sum a hair under the total
     }
 
     /// The next token for `logits`.
@@ -80,39 +87,50 @@ public struct Sampler: Sendable {
                                     topP: Float = 1) -> [(index: Int, probability: Double)] {
         guard !logits.isEmpty else { return [] }
         if temperature == 0 { return [(LlamaSession.greedy(logits), 1)] }
-        let maxLogit = logits.max() ?? 0
-        // Double: exp of (logit - max) / small temperatures underflows in Float long before Double.
-        let t = Double(temperature)
-        var weights = logits.map { $0.isNaN ? 0 : exp((Double($0) - Double(maxLogit)) / t) }
-        var order = Array(weights.indices)
-        // A full sort only when a cut needs the ranking; stable on ties by index.
-        if topK > 0 || topP < 1 {
-            order.sort { weights[$0] != weights[$1] ? weights[$0] > weights[$1] : $0 < $1 }
-            if topK > 0 && topK < order.count { order.removeSubrange(topK...) }
-        }
-        var total = order.reduce(0.0) { $0 + weights[$1] }
-        if topP < 1 {
-            var kept = 0, mass = 0.0
-            for i in order {
-                mass += weights[i]
-                kept += 1
-                if mass >= Double(topP) * total { break }
-            }
-            order.removeSubrange(kept...)
-            total = mass
-        }
-        if total <= 0 || !total.isFinite { return [(LlamaSession.greedy(logits), 1)] }
-        for i in order { weights[i] /= total }
-        return order.map { ($0, weights[$0]) }
+        let c = candidates(logits, temperature: temperature, topK: topK, topP: topP)
+        return c.order.sorted { c.weights[$0] != c.weights[$1] ? c.weights[$0] > c.weights[$1] : $0 < $1 }
+            .map { ($0, Double(c.weights[$0]) / c.total) }
     }
 
-    /// The candidate whose cumulative probability first exceeds `uniform` (in (0, 1)).
-    static func draw(_ candidates: [(index: Int, probability: Double)], uniform: Double) -> Int {
-        var cumulative = 0.0
-        for c in candidates {
-            cumulative += c.probability
-            if uniform < cumulative { return c.index }
+    /// The tokens that may be drawn, their unnormalized weights `exp((logit - max) / temperature)`
+    /// (indexed by token) and the weights' sum over the candidates. The order is by weight only when
+    /// top-k or top-p needed the ranking.
+    static func candidates(_ logits: [Float], temperature: Float, topK: Int,
+                           topP: Float) -> (order: [Int], weights: [Float], total: Double) {
+        let maxLogit = logits.max() ?? 0
+        // A NaN logit gets weight 0; exp underflowing to 0 for hopeless tokens is harmless.
+        let weights = logits.map { $0.isNaN ? 0 : exp(($0 - maxLogit) / temperature) }
+        let total = weights.reduce(0.0) { $0 + Double($1) }
+        guard total > 0, total.isFinite else { return ([LlamaSession.greedy(logits)], [Float](repeating: 1, count: logits.count), 1) }
+        guard topK > 0 || topP < 1 else { return (Array(weights.indices), weights, total) }
+
+        // Only the heavy tokens need sorting. Tokens of weight >= tau suffice when they are at least
+        // top-k of them (the top k are among them) or, without top-k, when they hold the top-p mass
+        // (the nucleus is a prefix of the ranking, so it stops inside them); lower tau until they do.
+        var tau: Float = 1e-3
+        var heavy: [Int] = []
+        while true {
+            heavy = weights.indices.filter { weights[$0] >= tau }
+            let mass = heavy.reduce(0.0) { $0 + Double(weights[$1]) }
+            let enough = topK > 0 ? heavy.count >= topK : mass >= Double(topP) * total
+            if enough || tau == 0 { break }
+            tau = tau < 1e-30 ? 0 : tau * 1e-3
         }
-        return candidates.last?.index ?? 0   // rounding left the sum a hair under 1
+        heavy.sort { weights[$0] != weights[$1] ? weights[$0] > weights[$1] : $0 < $1 }
+        if topK > 0 && topK < heavy.count { heavy.removeSubrange(topK...) }
+        var kept = heavy.reduce(0.0) { $0 + Double(weights[$1]) }
+        if topP < 1 {
+            // The nucleus of what top-k left (of everything without top-k).
+            let goal = Double(topP) * (topK > 0 ? kept : total)
+            var count = 0, mass = 0.0
+            for i in heavy {
+                mass += Double(weights[i])
+                count += 1
+                if mass >= goal { break }
+            }
+            heavy.removeSubrange(count...)
+            kept = mass
+        }
+        return (heavy, weights, kept)
     }
 }
