@@ -45,7 +45,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Maximum tokens to generate (per turn with --chat).")
     var maxTokens: Int = 64
 
-    @Option(name: .long, help: "Sampling temperature; 0 = greedy (the default).")
+    @Option(name: .long, help: "Sampling temperature; 0 = greedy.")
     var temperature: Float = 0
 
     @Option(name: .long, help: "Sample from the K most likely tokens only; 0 = all.")
