@@ -144,7 +144,9 @@ struct ModelDemoCommand: ParsableCommand {
         attended to most and deletes the others for good, so a detail the prefill did not look at (a
         passkey, a name) cannot be recovered when a later token needs it. SparK keeps every token and
         drops only the key channels that matter least to the query, restoring their average
-        contribution, so such a detail is blurred a little rather than gone.
+        contribution, so such a detail is blurred a little rather than gone. A policy with snapkv(...)
+        evicts whatever it adds (snapkv+spark prunes the tokens SnapKV kept); spark(...) alone keeps
+        every token: try --policies dense snapkv(512) spark(0.8).
         """
     }
 }
