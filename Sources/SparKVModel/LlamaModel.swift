@@ -155,7 +155,10 @@ public final class LlamaModel: @unchecked Sendable {
     ///     for SparK/SnapKV), clamped to the prompt length.
     ///   - allLogits: also return the logits of every position (`[n][vocab]`; memory grows as
     ///     n * vocab * 4 bytes), else only the last position's.
-    public func prefill(tokens: [Int], window: Int = 32, allLogits: Bool = false) throws -> PromptState {
+    ///   - layerDone: called after each layer with the number of layers done (for progress reports
+    ///     of long prompts), on the calling thread.
+    public func prefill(tokens: [Int], window: Int = 32, allLogits: Bool = false,
+                        layerDone: (Int) -> Void = { _ in }) throws -> PromptState {
         let n = tokens.count
         guard n > 0 else { throw ModelError.emptyPrompt }
         let c = config
@@ -195,6 +198,7 @@ public final class LlamaModel: @unchecked Sendable {
             values.append(headMajor(v, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
             windows.append(headMajor(q, tokens: n, heads: c.queryHeads, headDim: d, from: n - w))
             try residualAndFFN(block, n: n, x: &x, h: &h, att: att, gate: &gate, up: &up)
+            layerDone(keys.count)
         }
         let rows = allLogits ? n : 1
         var logits = [Float](repeating: 0, count: rows * c.vocabularySize)

@@ -192,12 +192,15 @@ struct GenerateCommand: ParsableCommand {
 
     /// The dense prefill, with a progress line on stderr when the prompt is long enough to take a while.
     static func prefill(_ llama: LlamaModel, tokens: [Int], window: Int) throws -> PromptState {
-        // The prefill is one call with no progress of its own: report its start and its end.
+        // Progress by layer: done/total, elapsed and an estimate from the layers done so far.
         guard tokens.count >= 2048 else { return try llama.prefill(tokens: tokens, window: window) }
-        var progress = Progress(task: "generate", total: 1)
-        progress.report(done: 0, detail: "dense prefill of \(tokens.count) tokens")
+        let layers = llama.config.layers
+        var progress = Progress(task: "generate", total: layers)
+        progress.report(done: 0, detail: "dense prefill of \(tokens.count) tokens, by layer")
         defer { progress.finish() }
-        return try llama.prefill(tokens: tokens, window: window)
+        return try llama.prefill(tokens: tokens, window: window) { done in
+            progress.report(done: done, detail: "dense prefill of \(tokens.count) tokens, by layer")
+        }
     }
 
     /// `--chat` without a prompt: each stdin line is a user turn; the conversation stays in one

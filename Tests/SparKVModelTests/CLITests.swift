@@ -309,6 +309,18 @@ struct CLIProgressTests {
         #expect(r.stdout.contains("Why eviction loses information: SnapKV"))
     }
 
+    /// A long generate prompt reports its dense prefill layer by layer (done/total and an estimate).
+    @Test func generateReportsItsPrefillByLayer() throws {
+        _ = try SmolLM2Fixture.requirePath()
+        let prompt = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 260)
+        let r = try SparKVExecutable.run(["generate", "--prompt", prompt, "--max-tokens", "2"],
+                                         environment: ["SPARKV_PROGRESS_INTERVAL": "0"], timeout: 120)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        #expect(r.stderr.contains("generate: 15/30 dense prefill of "), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains(" elapsed, ~"), "no estimate: \(r.stderr)")
+        #expect(!r.stdout.contains("generate: "), "progress on stdout")
+    }
+
     /// On a terminal (a pseudo-terminal from script(1)): one line rewritten with `\r`, cleared at the end.
     @Test func aTerminalGetsOneRewrittenLine() throws {
         _ = try SmolLM2Fixture.requirePath()
