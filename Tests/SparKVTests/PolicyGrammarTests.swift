@@ -8,6 +8,16 @@ import Foundation
 import SparKV
 import Testing
 
+/// The rows of one list of Tests/policy-grammar.json (none when the file cannot be read: the
+/// tests that count rows then fail).
+private func grammarRows(_ list: String) -> [[String: Any]] {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("policy-grammar.json")
+    guard let data = try? Data(contentsOf: url),
+          let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [] }
+    return json[list] as? [[String: Any]] ?? []
+}
+
 /// One row of the table's "parse" or "reject" list.
 struct GrammarCase: CustomStringConvertible, Sendable {
     let text: String
@@ -21,12 +31,7 @@ struct GrammarCase: CustomStringConvertible, Sendable {
     }
 
     static func load(_ list: String) -> [GrammarCase] {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("policy-grammar.json")
-        guard let data = try? Data(contentsOf: url),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let rows = json[list] as? [[String: Any]] else { return [] }
-        return rows.map { row in
+        grammarRows(list).map { row in
             let fields = row["fields"] as? [String: Any] ?? [:]
             let text = (try? JSONSerialization.data(withJSONObject: fields)).map { String(decoding: $0, as: UTF8.self) }
             return GrammarCase(text: row["text"] as? String ?? "", compact: row["compact"] as? String,
@@ -43,12 +48,7 @@ struct JSONCase: CustomStringConvertible, Sendable {
     var description: String { compact }
 
     static func load(_ list: String) -> [JSONCase] {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("policy-grammar.json")
-        guard let data = try? Data(contentsOf: url),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let rows = json[list] as? [[String: Any]] else { return [] }
-        return rows.compactMap { row in
+        grammarRows(list).compactMap { row in
             guard let compact = row["compact"] as? String, let doc = row["json"],
                   let text = try? JSONSerialization.data(withJSONObject: doc) else { return nil }
             return JSONCase(compact: compact, json: String(decoding: text, as: UTF8.self))
