@@ -265,7 +265,8 @@ check-install: all
 	@echo "check-install: OK (pkg-config, shared and static link, uninstall)"
 
 # ---- fuzzing and ThreadSanitizer (not part of `check`) ---------------------------------------------
-#   make fuzz-api [FUZZ_SECONDS=60]  libFuzzer target for C API call sequences (Tests/Fuzz/api/fuzz_api.c)
+#   make fuzz-api [FUZZ_SECONDS=60] [FUZZ_SEED=0]
+#                                    libFuzzer target for C API call sequences (Tests/Fuzz/api/fuzz_api.c)
 #                                    with ASan + UBSan: replays Tests/Fuzz/api/corpus (a failure stops
 #                                    here), then fuzzes for FUZZ_SECONDS. New inputs go to
 #                                    $(BUILD)/fuzz/corpus-api, crash reproducers to $(BUILD)/fuzz/.
@@ -276,7 +277,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_OBJS    := $(patsubst csrc/%.c,$(FUZZ_DIR)/obj/%.o,$(SRCS))
 FUZZ_CFLAGS  := -std=c11 -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all $(FP_FLAGS) -Iinclude
-FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+FUZZ_SEED    ?= 0
+FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/api/lsan.supp):print_suppressions=0
 # The library objects get coverage but no libFuzzer main; OpenMP from LLVM 14's libomp, as for CC=clang.
 $(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
@@ -288,7 +291,7 @@ $(FUZZ_DIR)/fuzz_api: Tests/Fuzz/api/fuzz_api.c $(HEADER) $(FUZZ_OBJS)
 fuzz-api: $(FUZZ_DIR)/fuzz_api
 	@mkdir -p $(FUZZ_DIR)/corpus-api
 	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -runs=0 Tests/Fuzz/api/corpus
-	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=2048 -max_len=1024 -print_final_stats=1 \
+	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -timeout=30 -rss_limit_mb=2048 -max_len=1024 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-api Tests/Fuzz/api/corpus
 
 # TSan: the library is built without OpenMP (its pragmas are ignored, every call runs on the calling

@@ -49,6 +49,8 @@ fi
 echo "[fuzz-gguf] replay: $(grep -c '^Executed' "$OUT/replay.log") inputs, no crash" >&2
 
 echo "[fuzz-gguf] fuzzing for $SECONDS_TO_RUN s" >&2
-"$OUT/fuzz-gguf" "${LIMITS[@]}" -max_len=65536 -max_total_time="$SECONDS_TO_RUN" -print_final_stats=1 \
+# FUZZ_SEED: libFuzzer's seed (0, the default, picks a random one; the test command fixes it so
+# that a CI run is reproducible).
+"$OUT/fuzz-gguf" "${LIMITS[@]}" -max_len=65536 -max_total_time="$SECONDS_TO_RUN" -seed="${FUZZ_SEED:-0}" -print_final_stats=1 \
     -artifact_prefix="$OUT/" "$OUT/corpus" "$SEEDS"
 echo "[fuzz-gguf] no crash in $SECONDS_TO_RUN s" >&2
