@@ -9,7 +9,7 @@
 # 3. Fuzzes for the given seconds, inputs up to 64 KiB, starting from that corpus; new inputs go
 #    to .build-fuzz/gguf/corpus/ (kept between runs), crashes to .build-fuzz/gguf/crash-*.
 # Exits non-zero on any crash, leak, timeout or out-of-memory. A crashing input belongs in
-# Tests/Fuzz/GGUF/corpus/ as regress-<what>.gguf once fixed.
+# Tests/Fuzz/GGUF/corpus/ as regress-<what>.bin once fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh

@@ -27,18 +27,24 @@ enum SmolLM2Fixture {
     }
 }
 
-/// Runs `body` and returns the GGUFError it throws; records an issue if it throws something else
-/// or nothing.
-func ggufError(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> GGUFError? {
+/// Runs `body` and returns the error of type `E` it throws; records an issue if it throws
+/// something else or nothing.
+func thrownError<E: Error>(_ type: E.Type, _ body: () throws -> Void,
+                           sourceLocation: SourceLocation = #_sourceLocation) -> E? {
     do {
         try body()
-        Issue.record("expected a GGUFError, nothing was thrown", sourceLocation: sourceLocation)
-    } catch let error as GGUFError {
+        Issue.record("expected a \(E.self), nothing was thrown", sourceLocation: sourceLocation)
+    } catch let error as E {
         return error
     } catch {
-        Issue.record("expected a GGUFError, got \(error)", sourceLocation: sourceLocation)
+        Issue.record("expected a \(E.self), got \(error)", sourceLocation: sourceLocation)
     }
     return nil
+}
+
+/// The GGUFError `body` throws (see ``thrownError(_:_:sourceLocation:)``).
+func ggufError(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> GGUFError? {
+    thrownError(GGUFError.self, body, sourceLocation: sourceLocation)
 }
 
 // MARK: - Independent decoding, written for clarity (not speed) from the ggml block layouts

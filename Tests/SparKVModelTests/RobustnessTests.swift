@@ -255,21 +255,21 @@ struct GGUFHostileFileTests {
         let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../Fuzz/GGUF/corpus").standardizedFileURL.path
         func load(_ name: String) throws -> LlamaModel { try LlamaModel(path: corpus + "/" + name) }
-        #expect(modelError { _ = try load("regress-output-norm-8.gguf") }
+        #expect(modelError { _ = try load("regress-output-norm-8.bin") }
             == .tensorShape(tensor: "output_norm.weight", shape: [8], expected: [32]))
-        #expect(modelError { _ = try load("regress-attn-norm-4.gguf") }
+        #expect(modelError { _ = try load("regress-attn-norm-4.bin") }
             == .tensorShape(tensor: "blk.1.attn_norm.weight", shape: [4], expected: [32]))
-        #expect(modelError { _ = try load("regress-embd-row-16.gguf") }
+        #expect(modelError { _ = try load("regress-embd-row-16.bin") }
             == .tensorShape(tensor: "token_embd.weight", shape: [16, 104], expected: [32, 104]))
-        guard case .invalidConfig("llama.context_length", _) = modelError({ _ = try load("regress-context-2e62.gguf") }) else {
+        guard case .invalidConfig("llama.context_length", _) = modelError({ _ = try load("regress-context-2e62.bin") }) else {
             Issue.record("context_length 2^62 accepted"); return
         }
-        let longKey = try GGUFFile(path: corpus + "/regress-long-key-array.gguf")
+        let longKey = try GGUFFile(path: corpus + "/regress-long-key-array.bin")
         #expect(longKey.metadata.first?.value.array?.count == 512)
-        #expect(ggufError { _ = try load("regress-long-key-array.gguf") } == .missingKey("general.architecture"))
-        let empty = try GGUFFile(path: corpus + "/regress-zero-dim-row.gguf").tensor(named: "empty")
+        #expect(ggufError { _ = try load("regress-long-key-array.bin") } == .missingKey("general.architecture"))
+        let empty = try GGUFFile(path: corpus + "/regress-zero-dim-row.bin").tensor(named: "empty")
         #expect(ggufError { _ = try empty.dequantizeRow(0) } != nil)
-        for seed in ["seed-tiny-llama-f32.gguf", "seed-tiny-llama-quant.gguf"] {
+        for seed in ["seed-tiny-llama-f32.bin", "seed-tiny-llama-quant.bin"] {
             let model = try load(seed)
             _ = try Tokenizer(gguf: model.file)
             #expect(try model.prefill(tokens: [1, 5, 9]).lastLogits.allSatisfy(\.isFinite), "\(seed)")

@@ -92,16 +92,7 @@ struct TinyLlama {
     func model() throws -> LlamaModel { try LlamaModel(file: try open()) }
 }
 
-/// Runs `body` and returns the ModelError it throws; records an issue if it throws something else
-/// or nothing.
+/// The ModelError `body` throws (see ``thrownError(_:_:sourceLocation:)`` in GGUFTests.swift).
 func modelError(_ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> ModelError? {
-    do {
-        try body()
-        Issue.record("expected a ModelError, nothing was thrown", sourceLocation: sourceLocation)
-    } catch let error as ModelError {
-        return error
-    } catch {
-        Issue.record("expected a ModelError, got \(error)", sourceLocation: sourceLocation)
-    }
-    return nil
+    thrownError(ModelError.self, body, sourceLocation: sourceLocation)
 }

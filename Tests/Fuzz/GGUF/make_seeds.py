@@ -2,21 +2,21 @@
 """Writes the seed inputs of the GGUF fuzz target into corpus/ (committed; rerun to regenerate).
 
 A GGUF v3 writer of its own (stdlib only), independent of the Swift reader it feeds:
-  seed-tiny-llama-f32.gguf      a valid 1-layer Llama (hidden 8, F32, tied embeddings) with a
+  seed-tiny-llama-f32.bin      a valid 1-layer Llama (hidden 8, F32, tied embeddings) with a
                                 byte-level tokenizer: passes every check of the loader
-  seed-tiny-llama-quant.gguf    a valid 2-layer Llama (hidden 32) in Q4_1/Q8_0/F16 with an untied
+  seed-tiny-llama-quant.bin    a valid 2-layer Llama (hidden 32) in Q4_1/Q8_0/F16 with an untied
                                 output and SmolLM2's metadata layout
-  seed-metadata-types.gguf      every metadata type, nested and empty arrays, one tensor per type
+  seed-metadata-types.bin      every metadata type, nested and empty arrays, one tensor per type
 and the regression inputs of issue 11 (each crashed, trapped or overflowed before its fix):
-  regress-output-norm-8.gguf    output_norm [8] in a hidden-32 model: svm_rmsnorm read 32 floats
-  regress-attn-norm-4.gguf      blk.1.attn_norm [4]: the same through a block's norm
-  regress-embd-row-16.gguf      token_embd rows of 16 values for hidden 32, tied output: the
+  regress-output-norm-8.bin    output_norm [8] in a hidden-32 model: svm_rmsnorm read 32 floats
+  regress-attn-norm-4.bin      blk.1.attn_norm [4]: the same through a block's norm
+  regress-embd-row-16.bin      token_embd rows of 16 values for hidden 32, tied output: the
                                 embedding and output matmul read past each row
-  regress-context-2e62.gguf     llama.context_length = 2^62: `contextLength * 4` trapped
-  regress-long-key-array.gguf   a 60000-byte key on a 512-element string array: a message holding
+  regress-context-2e62.bin     llama.context_length = 2^62: `contextLength * 4` trapped
+  regress-long-key-array.bin   a 60000-byte key on a 512-element string array: a message holding
                                 the key was built for every element
-  regress-zero-dim-row.gguf     a tensor [2^40, 0]: no bytes, but dequantizeRow(0) allocated 4 TiB
-Inputs the fuzzer finds later go to corpus/ as regress-<what>.gguf by hand; this script does not
+  regress-zero-dim-row.bin     a tensor [2^40, 0]: no bytes, but dequantizeRow(0) allocated 4 TiB
+Inputs the fuzzer finds later go to corpus/ as regress-<what>.bin by hand; this script does not
 touch files it does not write.
 
     python3 Tests/Fuzz/GGUF/make_seeds.py
@@ -187,24 +187,24 @@ def quant_model(shape_override=None, extra_meta=(), tied=False):
 
 def regressions():
     out = {
-        "regress-output-norm-8.gguf": quant_model({"output_norm.weight": [8]}),
-        "regress-attn-norm-4.gguf": quant_model({"blk.1.attn_norm.weight": [4]}),
-        "regress-embd-row-16.gguf": llama(32, 2, 1, 64, 1, F32, F32, False, 4,
+        "regress-output-norm-8.bin": quant_model({"output_norm.weight": [8]}),
+        "regress-attn-norm-4.bin": quant_model({"blk.1.attn_norm.weight": [4]}),
+        "regress-embd-row-16.bin": llama(32, 2, 1, 64, 1, F32, F32, False, 4,
                                           shape_override={"token_embd.weight": [16, 104]}),
-        "regress-context-2e62.gguf": quant_model(extra_meta=[("llama.context_length", U64, 1 << 62)]),
+        "regress-context-2e62.bin": quant_model(extra_meta=[("llama.context_length", U64, 1 << 62)]),
     }
     key = "k" * 60000
-    out["regress-long-key-array.gguf"] = gguf([(key, ARR, (STR, [""] * 512))], [])
-    out["regress-zero-dim-row.gguf"] = gguf([("general.architecture", STR, "llama")], [("empty", [1 << 40, 0], F32, b"")])
+    out["regress-long-key-array.bin"] = gguf([(key, ARR, (STR, [""] * 512))], [])
+    out["regress-zero-dim-row.bin"] = gguf([("general.architecture", STR, "llama")], [("empty", [1 << 40, 0], F32, b"")])
     return out
 
 
 def main():
     os.makedirs(CORPUS, exist_ok=True)
     seeds = {
-        "seed-tiny-llama-f32.gguf": llama(8, 2, 1, 16, 1, F32, F32, False, 1),
-        "seed-tiny-llama-quant.gguf": llama(32, 2, 1, 64, 2, Q4_1, F16, True, 2),
-        "seed-metadata-types.gguf": metadata_types(),
+        "seed-tiny-llama-f32.bin": llama(8, 2, 1, 16, 1, F32, F32, False, 1),
+        "seed-tiny-llama-quant.bin": llama(32, 2, 1, 64, 2, Q4_1, F16, True, 2),
+        "seed-metadata-types.bin": metadata_types(),
     }
     seeds.update(regressions())
     for name, data in seeds.items():
