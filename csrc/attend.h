@@ -88,6 +88,12 @@ SPARKV_HIDDEN void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *p
 SPARKV_HIDDEN void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
                                                    uint32_t n, const float *p, float *acc);
 SPARKV_HIDDEN void sv_exp_block_portable(float *x, uint32_t n);
+/* Sampled (GAUSSIAN/EXPONENTIAL) recovery, one per SIMD family (attend_sampled_avx512.c,
+ * attend_sampled_avx2.c); the contract of score_spark. */
+SPARKV_HIDDEN void sv_score_spark_sampled_avx512(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
+                                                 uint32_t n, uint64_t *kept, float *scores);
+SPARKV_HIDDEN void sv_score_spark_sampled_avx2(const sv_head_ctx *h, const sv_page *page, uint32_t t0,
+                                               uint32_t n, uint64_t *kept, float *scores);
 SPARKV_HIDDEN int sv_softmax_portable(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum,
                                       float *acc);
 SPARKV_HIDDEN void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,

@@ -167,8 +167,12 @@ SV_INLINE void score_spark_q(const sv_head_ctx *h, const sv_page *page, uint32_t
 SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                   uint64_t *kept, float *scores) {
     const sparkv_recovery rec = h->cache->policy.recovery;
-    if (h->group > SV_SIMD_MAX_GROUP || (rec != SPARKV_RECOVER_NONE && rec != SPARKV_RECOVER_MEAN)) {
+    if (h->group > SV_SIMD_MAX_GROUP) {
         sv_score_spark_portable(h, page, t0, n, kept, scores);
+        return;
+    }
+    if (rec != SPARKV_RECOVER_NONE && rec != SPARKV_RECOVER_MEAN) {
+        sv_score_spark_sampled_avx2(h, page, t0, n, kept, scores);
         return;
     }
     const sparkv_precision kp = h->cache->policy.key_precision;
