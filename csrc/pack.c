@@ -1,6 +1,7 @@
 /* Packing one selected token: kept values, pruned-channel signs, recovery statistics. */
 #include "internal.h"
 #include "half.h"
+#include "prefill_kernels.h"
 
 #include <math.h>
 
@@ -8,17 +9,11 @@
  * range whenever the keys do, however large qn grows; and sqrt is what recovery multiplies by. */
 static uint16_t stat_half(double stat, float c) { return sv_float_to_half((float)sqrt(stat / (double)c)); }
 
-void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
-                   const float *k, const double *s, float c) {
-    const uint32_t d = cache->shape.head_dim;
-    const uint8_t *mask = page->mask + (size_t)slot * (d / 8);
-    const sparkv_precision kp = cache->policy.key_precision;
-    float kept[SPARKV_MAX_HEAD_DIM];
+uint32_t sv_split_token(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
+                        double *pruned, uint8_t *sign, double *min_kept, double *max_pruned) {
     uint32_t n_kept = 0;
-    double pruned_sum = 0.0, min_kept = INFINITY, max_pruned = 0.0;
-    uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
-    /* Branch-free: the kept pattern is random per token, so branches would mispredict. Adding 0.0
-     * for kept channels leaves the pruned sum (in channel order) bit-identical. */
+    double lo = INFINITY, hi = 0.0;
+    /* Branch-free: the kept pattern is random per token, so branches would mispredict. */
     for (uint32_t b = 0; b < d / 8; b++) {
         uint32_t neg = 0;
         for (uint32_t i = 0; i < 8; i++) {
@@ -26,29 +21,50 @@ void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
             const uint32_t keep = mask[b] >> i & 1u;
             kept[n_kept] = k[j];
             n_kept += keep;
-            pruned_sum += keep ? 0.0 : s[j];
-            const double as_kept = keep ? s[j] : INFINITY, as_pruned = keep ? 0.0 : s[j];
-            min_kept = as_kept < min_kept ? as_kept : min_kept;
-            max_pruned = as_pruned > max_pruned ? as_pruned : max_pruned;
+            pruned[j] = keep ? 0.0 : s[j];
+            const double as_kept = keep ? s[j] : INFINITY;
+            lo = as_kept < lo ? as_kept : lo;
+            hi = pruned[j] > hi ? pruned[j] : hi;
             neg |= (uint32_t)(!keep && k[j] < 0.0f) << i;
         }
         if (sign) sign[b] = (uint8_t)neg;
     }
-    const uint32_t n_pruned = d - n_kept;
-    /* kept values share one scale: they are the token's large ones, so the grid fits them */
-    sv_store_values((uint8_t *)page->k + kept_offset, page->kscale ? page->kscale + slot : NULL, 1, kp, kept, n_kept,
-                    n_kept ? n_kept : 1);
+    *min_kept = lo;
+    *max_pruned = hi;
+    return n_kept;
+}
+
+void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint32_t n_kept, double pruned_sum,
+                   double min_kept, double max_pruned, const double *pruned, float c) {
     if (!cache->n_stats) return;
-    double mean = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
+    const uint32_t d = cache->shape.head_dim, n_pruned = d - n_kept;
+    const double mean = n_pruned ? pruned_sum / (double)n_pruned : 0.0;
     uint16_t *st = page->stats + (size_t)slot * cache->n_stats;
     st[SV_STAT_MEAN] = stat_half(mean, c);
     if (cache->n_stats > SV_STAT_THETA) st[SV_STAT_THETA] = stat_half(n_kept ? min_kept : max_pruned, c);
     if (cache->n_stats > SV_STAT_SD) {
+        const uint8_t *mask = page->mask + (size_t)slot * (d / 8);
         double var = 0.0;
         for (uint32_t j = 0; j < d; j++)
-            if (!(mask[j >> 3] >> (j & 7) & 1u)) var += (s[j] - mean) * (s[j] - mean);
+            if (!(mask[j >> 3] >> (j & 7) & 1u)) var += (pruned[j] - mean) * (pruned[j] - mean);
         st[SV_STAT_SD] = stat_half(n_pruned ? sqrt(var / (double)n_pruned) : 0.0, c);
     }
+}
+
+void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
+                   const float *k, const double *s, float c) {
+    const uint32_t d = cache->shape.head_dim;
+    float kept[SPARKV_MAX_HEAD_DIM];
+    double pruned[SPARKV_MAX_HEAD_DIM], min_kept, max_pruned;
+    uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
+    const uint32_t n_kept = sv_split_token(k, s, page->mask + (size_t)slot * (d / 8), d, kept, pruned, sign,
+                                           &min_kept, &max_pruned);
+    /* kept values share one scale: they are the token's large ones, so the grid fits them */
+    sv_store_values((uint8_t *)page->k + kept_offset, page->kscale ? page->kscale + slot : NULL, 1,
+                    cache->policy.key_precision, kept, n_kept, n_kept ? n_kept : 1);
+    double sum = 0.0; /* in channel order: the reference's summation order */
+    for (uint32_t j = 0; j < d; j++) sum += pruned[j];
+    sv_pack_stats(cache, page, slot, n_kept, sum, min_kept, max_pruned, pruned, c);
 }
 
 /* Value-channel pruning: keep the T_v values of largest magnitude; the others are replaced at

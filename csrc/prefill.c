@@ -3,6 +3,7 @@
  * stored page by page. Nothing is written to the cache until every page of every head has been
  * built, so a failure (bad input, out of memory) leaves the cache exactly as it was. */
 #include "internal.h"
+#include "prefill_kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -43,38 +44,13 @@ static uint32_t first_overflow(const sparkv_cache *c, const sv_page *page) {
 
 /* Build the page holding survivors [i0, i0 + n) of one head. NULL when out of memory. */
 static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n) {
-    const uint32_t d = c->shape.head_dim, nb = d / 8;
+    const uint32_t d = c->shape.head_dim;
     const sparkv_precision vp = c->policy.value_precision, kp = c->policy.key_precision;
     const size_t qg = c->policy.quant_group;
     sv_page *page;
     if (c->prompt_keys == SV_KEYS_SPARK) {
-        uint8_t masks[SPARKV_PAGE_TOKENS * (SPARKV_MAX_HEAD_DIM / 8)];
-        double s[SPARKV_MAX_HEAD_DIM], scratch[SPARKV_MAX_HEAD_DIM];
-        uint64_t kept = 0;
-        const uint32_t maxk = c->policy.cumulative_max_keep ? c->policy.cumulative_max_keep : d;
-        for (uint32_t i = 0; i < n; i++) {
-            sv_token_saliency(in->keys + in->rows[i0 + i] * d, in->qn, d, s);
-            kept += sv_row_bytes(kp, c->policy.selection == SPARKV_SELECT_TOPK
-                                         ? sv_select_topk(s, d, c->keep_topk, masks + (size_t)i * nb, scratch)
-                                         : sv_select_cumulative(s, d, (double)c->policy.cumulative_p,
-                                                                c->policy.cumulative_min_keep, maxk,
-                                                                masks + (size_t)i * nb, scratch));
-        }
-        page = sv_page_new_prompt(c, n, kept);
+        page = sv_spark_page(c, in->keys, in->rows + i0, n, in->qn, in->c);
         if (!page) return NULL;
-        memcpy(page->mask, masks, (size_t)n * nb);
-        uint64_t off = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            /* Saliency is recomputed rather than kept for the whole page: it is cheap, and a page's
-             * worth of doubles would not fit the stack for D = 256. */
-            const float *k = in->keys + in->rows[i0 + i] * d;
-            sv_token_saliency(k, in->qn, d, s);
-            sv_pack_token(c, page, i, off, k, s, in->c);
-            const uint8_t *m = page->mask + (size_t)i * nb;
-            uint32_t nk = 0;
-            for (uint32_t b = 0; b < nb; b++) nk += (uint32_t)__builtin_popcount(m[b]);
-            off += sv_row_bytes(kp, nk);
-        }
     } else if (c->prompt_keys == SV_KEYS_THINK) {
         page = sv_page_new_prompt(c, n, 0);
         if (!page) return NULL;

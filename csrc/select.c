@@ -1,5 +1,6 @@
 /* Per-token channel selection. Ties always break toward the lower channel index. */
 #include "internal.h"
+#include "prefill_kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,10 @@ uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mas
         mask[j >> 3] |= (uint8_t)(1u << (j & 7));
     }
     return keep;
+}
+
+void sv_select_topk_portable(const double *s, uint32_t d, uint32_t keep, uint8_t *mask) {
+    sv_select_topk(s, d, keep, mask, NULL);
 }
 
 typedef struct { double s; uint32_t j; } ranked;
