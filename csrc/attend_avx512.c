@@ -18,6 +18,7 @@
 #include "attend.h"
 #include "half.h"
 
+#include <math.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -31,12 +32,26 @@ SV_INLINE __m512 widen16(__m256i raw, sparkv_precision p) {
                            : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
+/* Keeps the compiler from folding a load into the instruction that uses it (an empty asm that
+ * "changes" the register): compilers fold a load into vexpand, whose memory form is microcoded. */
+/* Full unrolling of the small loops over tokens and query heads of a pass, so their accumulators
+ * live in registers. */
+#define SV_UNROLLED _Pragma("GCC unroll 16")
+
+#define SV_IN_REGISTER(x) __asm__("" : "+v"(x))
+
 /* The next popcount(m) stored values at *ptr placed in the lanes set in m (0 elsewhere). A full
  * load then a register expand: the memory forms of vexpand are microcoded and slow on some cores.
  * The load may run past the packed values into the page's zeroed padding. */
 SV_INLINE __m512 expand16(const uint8_t *ptr, __mmask16 m, sparkv_precision p) {
-    if (p == SPARKV_F32) return _mm512_maskz_expand_ps(m, _mm512_loadu_ps(ptr));
-    return widen16(_mm256_maskz_expand_epi16(m, _mm256_loadu_si256((const __m256i *)ptr)), p);
+    if (p == SPARKV_F32) {
+        __m512 x = _mm512_loadu_ps(ptr);
+        SV_IN_REGISTER(x);
+        return _mm512_maskz_expand_ps(m, x);
+    }
+    __m256i x = _mm256_loadu_si256((const __m256i *)ptr);
+    SV_IN_REGISTER(x);
+    return widen16(_mm256_maskz_expand_epi16(m, x), p);
 }
 
 SV_INLINE __m512 load16(const uint8_t *ptr, sparkv_precision p) {
@@ -129,51 +144,116 @@ SV_INLINE __m512 expand_i8x16(const int8_t *p, __mmask16 m) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_expand_epi8(m, _mm_loadu_si128((const __m128i *)p))));
 }
 
+/* Tokens scored per pass of the unrolled kernels: the G * U <= 16 accumulators (query head g,
+ * token u in lane g * U + u after reduce16x16) stay in registers, and every load of a query block
+ * serves U tokens instead of one. */
+#define SV_UNROLL(G) ((G) >= 16u ? 1u : 16u / (G))
+
+/* Stores lane g * U + u of r (query head g, token i + u; u < cnt) to scores[g * SV_BLOCK + i + u],
+ * times fac[u] when fac is not NULL. One masked store per query head: the base is shifted down by
+ * g * U lanes (still inside scores, U <= 16 < SV_BLOCK), and masked-off lanes are never written. */
+SV_INLINE void store_scores(__m512 r, uint32_t G, uint32_t U, uint32_t cnt, uint32_t i, const float *fac,
+                            float *scores) {
+    if (fac) {
+        float f[16];
+        for (uint32_t g = 0; g < G; g++)
+            for (uint32_t u = 0; u < U; u++) f[g * U + u] = u < cnt ? fac[u] : 0.0f;
+        for (uint32_t k = G * U; k < 16; k++) f[k] = 0.0f;
+        r = _mm512_mul_ps(r, _mm512_loadu_ps(f));
+    }
+    const uint32_t low = (1u << cnt) - 1u;
+    for (uint32_t g = 0; g < G; g++)
+        _mm512_mask_storeu_ps(scores + (size_t)g * SV_BLOCK + i - (size_t)g * U, (__mmask16)(low << (g * U)), r);
+}
+
+/* Reduces the first G * U accumulators (the others must be zero) and stores the scores. */
+SV_INLINE void finish_pass(__m512 *acc, uint32_t G, uint32_t U, uint32_t cnt, uint32_t i, const float *fac,
+                           float *scores) {
+    store_scores(reduce16x16(acc), G, U, cnt, i, fac, scores);
+}
+
 /* kp, mean and G are compile-time constants in every instance (see score_spark), so the inner
  * loop carries no precision or recovery test. */
+SV_INLINE void score_spark_pass(const sv_head_ctx *h, const sv_page *page, uint32_t slot, const uint8_t **kptr,
+                                float *scores, uint32_t i, const sparkv_precision kp, const int mean,
+                                const int signs, const uint32_t G, const uint32_t U, const uint32_t cnt) {
+    const sparkv_cache *cache = h->cache;
+    const uint32_t d = h->d, nc = d / 16, nb = d / 8;
+    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
+    const uint8_t *src[16];
+    const uint16_t *mask[16], *sign[16];
+    __m512 a[16];
+    src[0] = *kptr;
+    SV_UNROLLED
+    for (uint32_t u = 0; u < cnt; u++) {
+        const uint8_t *mb = page->mask + (size_t)(slot + u) * nb;
+        mask[u] = (const uint16_t *)mb;
+        sign[u] = signs ? (const uint16_t *)(page->sign + (size_t)(slot + u) * nb) : NULL;
+        if (u + 1 < cnt) {
+            uint32_t nk = 0;
+            for (uint32_t c = 0; c < nc; c++) nk += (uint32_t)__builtin_popcount(mask[u][c]);
+            src[u + 1] = src[u] + (size_t)nk * kb;
+        }
+        a[u] = mean ? _mm512_cvtph_ps(_mm256_set1_epi16((short)page->stats[(size_t)(slot + u) * cache->n_stats +
+                                                                           SV_STAT_MEAN]))
+                    : _mm512_setzero_ps();
+    }
+    __m512 acc[16];
+    for (uint32_t k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+    for (uint32_t c = 0; c < nc; c++) {
+        __m512 key[16];
+        const __m512 rq = mean ? _mm512_loadu_ps(h->rq + 16 * c) : _mm512_setzero_ps();
+        SV_UNROLLED
+        for (uint32_t u = 0; u < cnt; u++) {
+            const __mmask16 km = mask[u][c];
+            key[u] = expand16(src[u], km, kp);
+            src[u] += (size_t)__builtin_popcount(km) * kb;
+            if (mean) {
+                __m512 fill = _mm512_mul_ps(a[u], rq);
+                if (signs)
+                    fill = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(fill), sign[u][c],
+                                                                     _mm512_castps_si512(fill), signbit));
+                key[u] = _mm512_mask_mov_ps(fill, km, key[u]);
+            }
+        }
+        SV_UNROLLED
+        for (uint32_t g = 0; g < G; g++) {
+            const __m512 qv = _mm512_loadu_ps(h->qs + (size_t)g * d + 16 * c);
+            SV_UNROLLED
+            for (uint32_t u = 0; u < cnt; u++) acc[g * U + u] = _mm512_fmadd_ps(qv, key[u], acc[g * U + u]);
+        }
+    }
+    *kptr = src[cnt - 1];
+    finish_pass(acc, G, U, cnt, i, NULL, scores);
+}
+
+/* kp, mean and G are compile-time constants in every instance (see score_spark); passes of U tokens
+ * (SV_UNROLL) share the query loads, the last pass of a block takes what is left. */
 SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
                              float *scores, const sparkv_precision kp, const int mean, const uint32_t G) {
-    const sparkv_cache *cache = h->cache;
-    const uint32_t d = h->d, nc = d / 16;
-    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    const uint32_t U = SV_UNROLL(G), d = h->d, nb = d / 8;
     const uint8_t *kptr = (const uint8_t *)page->k + *kept;
-    const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
-    const size_t vrow_bytes = (size_t)d * (cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
-    /* the page's mean packed bytes per token, rounded up to a cache line */
-    const size_t kept_bytes = ((size_t)(page->kept_bytes / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
-    __m512 part[SV_SIMD_MAX_GROUP][16];
-    for (uint32_t i = 0; i < n; i++) {
-        const uint32_t slot = t0 + i;
-        const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * (d / 8));
-        /* packed keys: about SV_PREFETCH_TOKENS tokens of kept values ahead; masks, signs and the
-         * statistic of the token that far ahead; this token's values for accumulate_v */
-        prefetch_lines(kptr + SV_PREFETCH_TOKENS * kept_bytes, kept_bytes);
+    const size_t vrow_bytes = (size_t)d * (h->cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
+    /* the page's mean packed bytes per token */
+    const size_t kept_bytes = (size_t)(page->kept_bytes / (page->n ? page->n : 1));
+    for (uint32_t i = 0; i < n; i += U) {
+        const uint32_t slot = t0 + i, cnt = n - i < U ? n - i : U;
+        /* packed keys, masks and signs about SV_PREFETCH_TOKENS tokens ahead; these tokens' values
+         * for accumulate_v */
+        prefetch_lines(kptr + SV_PREFETCH_TOKENS * kept_bytes, cnt * kept_bytes + 63);
         if (slot + SV_PREFETCH_TOKENS < page->n) {
-            _mm_prefetch((const char *)(page->mask + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
-            if (page->sign) _mm_prefetch((const char *)(page->sign + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
+            prefetch_lines(page->mask + (size_t)(slot + SV_PREFETCH_TOKENS) * nb, cnt * nb);
+            if (page->sign) prefetch_lines(page->sign + (size_t)(slot + SV_PREFETCH_TOKENS) * nb, cnt * nb);
         }
-        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, vrow_bytes);
-        const uint16_t *sign = page->sign ? (const uint16_t *)(page->sign + (size_t)slot * (d / 8)) : NULL;
-        __m512 a = _mm512_setzero_ps();
-        if (mean) a = _mm512_cvtph_ps(_mm256_set1_epi16((short)page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]));
-        __m512 acc[SV_SIMD_MAX_GROUP];
-        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
-        for (uint32_t c = 0; c < nc; c++) {
-            const __mmask16 km = mask[c];
-            __m512 key = expand16(kptr, km, kp);
-            kptr += (size_t)__builtin_popcount(km) * kb;
-            if (mean) {
-                __m512 fill = _mm512_mul_ps(a, _mm512_loadu_ps(h->rq + 16 * c));
-                if (sign)
-                    fill = _mm512_castsi512_ps(
-                        _mm512_mask_xor_epi32(_mm512_castps_si512(fill), sign[c], _mm512_castps_si512(fill), signbit));
-                key = _mm512_mask_mov_ps(fill, km, key);
-            }
-            for (uint32_t g = 0; g < G; g++)
-                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * c), key, acc[g]);
+        if (!page->values_pruned)
+            prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, cnt * vrow_bytes);
+        if (cnt == U) {
+            if (page->sign) score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, 1, G, U, U);
+            else score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, 0, G, U, U);
+        } else {
+            score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, page->sign != NULL, G, U, cnt);
         }
-        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
-        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, NULL, scores);
     }
     *kept = (uint64_t)(kptr - (const uint8_t *)page->k);
 }
@@ -297,33 +377,48 @@ SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uin
     }
 }
 
+SV_INLINE void score_rows_pass(const uint8_t *row, size_t row_bytes, const float *q, uint32_t qstride,
+                               uint32_t nc, __mmask16 tail, float *scores, uint32_t i, const sparkv_precision kp,
+                               const uint32_t G, const uint32_t U, const uint32_t cnt) {
+    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    __m512 acc[16];
+    for (uint32_t k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+    for (uint32_t c = 0; c < nc; c++) {
+        /* The last block of a row shorter than a multiple of 16 (ThinK rows, D = 8 mod 16) is
+         * loaded masked: past the row lie the next row or another array, whose bits may be
+         * NaN/Inf as floats, and 0 * NaN would poison the score even though q is 0 there. */
+        __m512 key[16];
+        SV_UNROLLED
+        for (uint32_t u = 0; u < cnt; u++) {
+            const uint8_t *p = row + (size_t)u * row_bytes + (size_t)16 * c * kb;
+            key[u] = c + 1 == nc && tail ? load16_masked(p, tail, kp) : load16(p, kp);
+        }
+        SV_UNROLLED
+        for (uint32_t g = 0; g < G; g++) {
+            const __m512 qv = _mm512_loadu_ps(q + (size_t)g * qstride + 16 * c);
+            SV_UNROLLED
+            for (uint32_t u = 0; u < cnt; u++) acc[g * U + u] = _mm512_fmadd_ps(qv, key[u], acc[g * U + u]);
+        }
+    }
+    finish_pass(acc, G, U, cnt, i, NULL, scores);
+}
+
 SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
-                            uint32_t qstride, uint32_t width, float *scores, const uint32_t G) {
-    const uint32_t nc = (width + 15) / 16;
-    const sparkv_precision kp = h->cache->policy.key_precision;
+                            uint32_t qstride, uint32_t width, float *scores, const sparkv_precision kp,
+                            const uint32_t G) {
+    const uint32_t U = SV_UNROLL(G), nc = (width + 15) / 16;
     const size_t kb = kp == SPARKV_F32 ? 4 : 2;
     const size_t row_bytes = (size_t)width * kb;
     const size_t vrow_bytes = (size_t)h->d * (h->cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
-    const uint32_t last = page->n;
     const __mmask16 tail = width % 16 ? (__mmask16)((1u << (width % 16)) - 1u) : 0;
-    __m512 part[SV_SIMD_MAX_GROUP][16];
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *row = (const uint8_t *)page->k + (size_t)(t0 + i) * row_bytes;
-        if (t0 + i + SV_PREFETCH_TOKENS < last) prefetch_lines(row + SV_PREFETCH_TOKENS * row_bytes, row_bytes);
-        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)(t0 + i) * vrow_bytes, vrow_bytes);
-        __m512 acc[SV_SIMD_MAX_GROUP];
-        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
-        for (uint32_t c = 0; c < nc; c++) {
-            /* The last block of a row shorter than a multiple of 16 (ThinK rows, D = 8 mod 16) is
-             * loaded masked: past the row lie the next row or another array, whose bits may be
-             * NaN/Inf as floats, and 0 * NaN would poison the score even though q is 0 there. */
-            const __m512 key = c + 1 == nc && tail ? load16_masked(row + (size_t)16 * c * kb, tail, kp)
-                                                   : load16(row + (size_t)16 * c * kb, kp);
-            for (uint32_t g = 0; g < G; g++)
-                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)g * qstride + 16 * c), key, acc[g]);
-        }
-        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
-        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, NULL, scores);
+    for (uint32_t i = 0; i < n; i += U) {
+        const uint32_t slot = t0 + i, cnt = n - i < U ? n - i : U;
+        const uint8_t *row = (const uint8_t *)page->k + (size_t)slot * row_bytes;
+        if (slot + SV_PREFETCH_TOKENS + cnt <= page->n) prefetch_lines(row + SV_PREFETCH_TOKENS * row_bytes, cnt * row_bytes);
+        if (!page->values_pruned)
+            prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, cnt * vrow_bytes);
+        if (cnt == U) score_rows_pass(row, row_bytes, q, qstride, nc, tail, scores, i, kp, G, U, U);
+        else score_rows_pass(row, row_bytes, q, qstride, nc, tail, scores, i, kp, G, U, cnt);
     }
 }
 
@@ -400,25 +495,41 @@ SV_TARGET static void score_rows(const sv_head_ctx *h, const sv_page *page, uint
         SV_FLAGS_GROUP_SWITCH(h->group, i4, per_token, score_rows_q, h, page, t0, n, q, qstride, width, scores);
         return;
     }
-    SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores);
+    if (kp == SPARKV_F32) SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores, SPARKV_F32);
+    else if (kp == SPARKV_BF16) SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores, SPARKV_BF16);
+    else SV_GROUP_SWITCH(h->group, score_rows_g, h, page, t0, n, q, qstride, width, scores, SPARKV_F16);
 }
 
-/* Channel-block outer, token inner: the G accumulators of 16 channels stay in registers while
- * the block's values stream through. */
-SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
-                              float *accum, const uint32_t G) {
-    const uint32_t d = h->d, nc = d / 16;
-    const sparkv_precision vp = h->cache->policy.value_precision;
+/* Channel blocks outer, tokens inner: the accumulators of CB blocks of 16 channels for all G query
+ * heads (G * CB <= 16) stay in registers while the block's values stream through, so each weight
+ * is broadcast once per CB blocks. */
+SV_INLINE void accumulate_v_pass(const uint8_t *base, size_t row_bytes, uint32_t d, uint32_t c0, uint32_t n,
+                                 const float *p, float *accum, const sparkv_precision vp, const uint32_t G,
+                                 const uint32_t CB, const uint32_t cb) {
     const size_t vb = vp == SPARKV_F32 ? 4 : 2;
-    const uint8_t *base = (const uint8_t *)page->v + (size_t)t0 * d * vb;
-    for (uint32_t c = 0; c < nc; c++) {
-        __m512 acc[SV_SIMD_MAX_GROUP];
-        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
-        for (uint32_t i = 0; i < n; i++) {
-            __m512 v = load16(base + ((size_t)i * d + 16 * c) * vb, vp);
-            for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(p[g * SV_BLOCK + i]), v, acc[g]);
+    __m512 acc[16];
+    for (uint32_t g = 0; g < G; g++)
+        for (uint32_t k = 0; k < cb; k++) acc[g * CB + k] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * (c0 + k));
+    for (uint32_t i = 0; i < n; i++) {
+        __m512 v[16];
+        for (uint32_t k = 0; k < cb; k++) v[k] = load16(base + (size_t)i * row_bytes + (size_t)16 * (c0 + k) * vb, vp);
+        for (uint32_t g = 0; g < G; g++) {
+            const __m512 w = _mm512_set1_ps(p[g * SV_BLOCK + i]);
+            for (uint32_t k = 0; k < cb; k++) acc[g * CB + k] = _mm512_fmadd_ps(w, v[k], acc[g * CB + k]);
         }
-        for (uint32_t g = 0; g < G; g++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * c, acc[g]);
+    }
+    for (uint32_t g = 0; g < G; g++)
+        for (uint32_t k = 0; k < cb; k++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * (c0 + k), acc[g * CB + k]);
+}
+
+SV_INLINE void accumulate_v_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
+                              float *accum, const sparkv_precision vp, const uint32_t G) {
+    const uint32_t d = h->d, nc = d / 16, CB = G >= 16u ? 1u : 16u / G > 8u ? 8u : 16u / G;
+    const size_t row_bytes = (size_t)d * (vp == SPARKV_F32 ? 4 : 2);
+    const uint8_t *base = (const uint8_t *)page->v + (size_t)t0 * row_bytes;
+    for (uint32_t c0 = 0; c0 < nc; c0 += CB) {
+        if (nc - c0 >= CB) accumulate_v_pass(base, row_bytes, d, c0, n, p, accum, vp, G, CB, CB);
+        else accumulate_v_pass(base, row_bytes, d, c0, n, p, accum, vp, G, CB, nc - c0);
     }
 }
 
@@ -468,7 +579,9 @@ SV_TARGET static void accumulate_v(const sv_head_ctx *h, const sv_page *page, ui
         else SV_GROUP_SWITCH(h->group, accumulate_v_q, h, page, t0, n, p, accum, 0);
         return;
     }
-    SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum);
+    if (vp == SPARKV_F32) SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum, SPARKV_F32);
+    else if (vp == SPARKV_BF16) SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum, SPARKV_BF16);
+    else SV_GROUP_SWITCH(h->group, accumulate_v_g, h, page, t0, n, p, accum, SPARKV_F16);
 }
 
 /* As accumulate_v, with each token's kept values expanded to their channels and its fill value in
@@ -546,50 +659,75 @@ SV_TARGET static void accumulate_v_pruned(const sv_head_ctx *h, const sv_page *p
     else SV_GROUP_SWITCH(h->group, accumulate_v_pruned_g, h, page, t0, n, p, accum);
 }
 
-/* The portable polynomial (attend_portable.c), 16 lanes at a time. */
-SV_TARGET static void exp_block(float *x, uint32_t n) {
+/* The portable polynomial (attend_portable.c), 16 lanes: exp(x) for x <= 0, 0 below -87. */
+SV_INLINE __m512 exp16(__m512 x0) {
     const __m512 lo = _mm512_set1_ps(-87.0f);
+    __m512 v = _mm512_max_ps(x0, lo);
+    __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f));
+    __m512 k = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_sub_ps(t, _mm512_set1_ps(0.5f))));
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_mul_ps(k, _mm512_set1_ps(0.693145751953125f))),
+                             _mm512_mul_ps(k, _mm512_set1_ps(1.428606765330187045e-06f)));
+    __m512 y = _mm512_set1_ps(1.0f / 720.0f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+}
+
+SV_TARGET static void exp_block(float *x, uint32_t n) {
     for (uint32_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
-        __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 v = _mm512_max_ps(x0, lo);
-        __m512 t = _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f));
-        __m512 k = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_sub_ps(t, _mm512_set1_ps(0.5f))));
-        __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_mul_ps(k, _mm512_set1_ps(0.693145751953125f))),
-                                 _mm512_mul_ps(k, _mm512_set1_ps(1.428606765330187045e-06f)));
-        __m512 y = _mm512_set1_ps(1.0f / 720.0f);
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120.0f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24.0f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6.0f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
-        __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
-        y = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
-        y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x0, lo, _CMP_LT_OQ), _mm512_setzero_ps());
-        _mm512_mask_storeu_ps(x + i, m, y);
+        _mm512_mask_storeu_ps(x + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
-#define SV_EXP_BLOCK exp_block
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
-#endif
-#include "softmax_block.h"
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+/* The online-softmax update of softmax_block.h (same contract), in registers: a block of 32 scores
+ * of a query head is two vectors, so the finiteness test, the maximum, exp and the sum run on
+ * them directly instead of in separate passes over memory. */
+SV_TARGET static int online_softmax(float *sc, uint32_t n, uint32_t g, uint32_t d, float *mx, float *sum,
+                                    float *acc) {
+    const __mmask16 m0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    const __mmask16 m1 = n <= 16 ? 0 : n >= 32 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - 16)) - 1u);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    /* a NaN or Inf (all exponent bits set) among the block's scores: nothing is updated */
+    const __m512i expo = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (uint32_t i = 0; i < g; i++) {
+        const __m512i b0 = _mm512_and_si512(_mm512_loadu_si512(sc + (size_t)i * SV_BLOCK), expo);
+        const __m512i b1 = _mm512_and_si512(_mm512_loadu_si512(sc + (size_t)i * SV_BLOCK + 16), expo);
+        bad |= _mm512_mask_cmpeq_epi32_mask(m0, b0, expo) | _mm512_mask_cmpeq_epi32_mask(m1, b1, expo);
+    }
+    if (bad) return 1;
+    for (uint32_t i = 0; i < g; i++) {
+        float *s = sc + (size_t)i * SV_BLOCK;
+        const __m512 s0 = _mm512_mask_loadu_ps(ninf, m0, s), s1 = _mm512_mask_loadu_ps(ninf, m1, s + 16);
+        const float bm = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
+        if (bm > mx[i]) {
+            const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - bm);
+            sum[i] *= corr;
+            float *a = acc + (size_t)i * d;
+            for (uint32_t j = 0; j < d; j++) a[j] *= corr;
+            mx[i] = bm;
+        }
+        const __m512 mv = _mm512_set1_ps(mx[i]);
+        const __m512 e0 = exp16(_mm512_sub_ps(s0, mv)), e1 = exp16(_mm512_sub_ps(s1, mv));
+        _mm512_storeu_ps(s, e0);
+        _mm512_storeu_ps(s + 16, e1);
+        sum[i] += _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+    }
+    return 0;
+}
 
 /* score_spark falls back to the portable kernel (which reads the look-up tables) for these */
 static int uses_lut(uint32_t d, uint32_t group) { return d % 16 != 0 || group > SV_SIMD_MAX_GROUP; }
 
 const sv_kernels sv_kernels_avx512 = {score_spark, score_rows, accumulate_v, accumulate_v_pruned, exp_block,
-                                      sv_online_softmax, uses_lut};
+                                      online_softmax, uses_lut};
 
 #else
 /* Not x86-64: the dispatcher never selects these; keep the symbol for the table. */
