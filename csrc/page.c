@@ -1,8 +1,30 @@
-/* Pages: one allocation holds every array of up to SPARKV_PAGE_TOKENS tokens of one KV head. */
+/* Pages: one allocation holds every array of up to SPARKV_PAGE_TOKENS tokens of one KV head.
+ * The allocation is a heap block, or a slice of a prefill call's arena (prefill_arena.h); a
+ * 64-byte header before page->base says which. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "internal.h"
+#include "prefill_arena.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__)
+#include <sys/mman.h>
+#endif
+
+#define HEADER 64u
+
+struct sv_page_arena {
+    void *map;             /* the mapping: this struct, then the pages */
+    size_t map_bytes, bytes;
+    _Atomic size_t used;   /* bytes handed out after the struct */
+    _Atomic uint64_t refs; /* pages alive + the builder's */
+};
+
+typedef struct {
+    void *block;           /* heap block to free, or NULL */
+    sv_page_arena *arena;  /* arena to release, or NULL */
+} block_header;
 
 static size_t align64(size_t x) { return (x + 63u) & ~(size_t)63u; }
 
@@ -11,26 +33,94 @@ static size_t align64(size_t x) { return (x + 63u) & ~(size_t)63u; }
 typedef struct { size_t off; } layout;
 static size_t take(layout *l, size_t bytes) { size_t at = l->off; l->off += align64(bytes); return at; }
 
-static sv_page *page_alloc(size_t bytes) {
+sv_page_arena *sv_arena_new(size_t bytes) {
+#if defined(__unix__) && defined(MAP_ANONYMOUS)
+    const size_t huge = (size_t)2 << 20;
+    const size_t want = align64(sizeof(sv_page_arena)) + bytes;
+    /* huge pages need 2 MiB-aligned ranges: map one more, then unmap the unaligned ends */
+    const size_t map_bytes = (want + huge - 1) / huge * huge;
+    uint8_t *raw = (uint8_t *)mmap(NULL, map_bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == (uint8_t *)MAP_FAILED) return NULL;
+    uint8_t *map = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (map > raw) munmap(raw, (size_t)(map - raw));
+    if (map + map_bytes < raw + map_bytes + huge) munmap(map + map_bytes, (size_t)(raw + map_bytes + huge - (map + map_bytes)));
+#ifdef MADV_HUGEPAGE
+    madvise(map, map_bytes, MADV_HUGEPAGE); /* advice only: without it, 4 KiB pages */
+#endif
+    sv_page_arena *a = (sv_page_arena *)map;
+    a->map = map;
+    a->map_bytes = map_bytes;
+    a->bytes = map_bytes - align64(sizeof(sv_page_arena));
+    atomic_init(&a->used, 0);
+    atomic_init(&a->refs, 1);
+    return a;
+#else
+    (void)bytes;
+    return NULL;
+#endif
+}
+
+void sv_arena_release(sv_page_arena *a) {
+#if defined(__unix__) && defined(MAP_ANONYMOUS)
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) munmap(a->map, a->map_bytes);
+#else
+    (void)a;
+#endif
+}
+
+/* A block of `bytes` (header excluded) whose memory is zero: from the arena if it has room (a
+ * fresh mapping is zero), else from the heap. */
+static void *block_alloc(size_t bytes, sv_page_arena *arena) {
+    if (arena) {
+        const size_t at = atomic_fetch_add(&arena->used, HEADER + bytes);
+        if (at + HEADER + bytes <= arena->bytes) {
+            uint8_t *mem = (uint8_t *)arena->map + align64(sizeof(sv_page_arena)) + at;
+            atomic_fetch_add(&arena->refs, 1);
+            block_header h = {NULL, arena};
+            memcpy(mem, &h, sizeof h);
+            return mem + HEADER;
+        }
+    }
+    uint8_t *mem = (uint8_t *)aligned_alloc(64, HEADER + bytes); /* a multiple of 64, as aligned_alloc requires */
+    if (!mem) return NULL;
+    memset(mem + HEADER, 0, bytes);
+    block_header h = {mem, NULL};
+    memcpy(mem, &h, sizeof h);
+    return mem + HEADER;
+}
+
+static void block_free(void *base) {
+    if (!base) return;
+    block_header h;
+    memcpy(&h, (uint8_t *)base - HEADER, sizeof h);
+    if (h.arena) sv_arena_release(h.arena);
+    else free(h.block);
+}
+
+static sv_page *page_alloc(size_t bytes, sv_page_arena *arena) {
     sv_page *page = (sv_page *)calloc(1, sizeof(sv_page));
     if (!page) return NULL;
     bytes = align64(bytes + SPARKV_PAD_BYTES);
-    void *mem = aligned_alloc(64, bytes); /* size is a multiple of 64, as aligned_alloc requires */
+    void *mem = block_alloc(bytes, arena);
     if (!mem) { free(page); return NULL; }
-    memset(mem, 0, bytes);
     page->base = mem;
     page->alloc_bytes = bytes;
     return page;
 }
 
-sv_page *sv_page_new_dense(const sparkv_cache *cache) {
+/* A dense page, or (allocate 0) only its size in *bytes. */
+static sv_page *new_dense(const sparkv_cache *cache, sv_page_arena *arena, int allocate, size_t *bytes) {
     const uint32_t d = cache->shape.head_dim, cap = SPARKV_PAGE_TOKENS;
     layout l = {0};
     size_t k = take(&l, (size_t)cap * sv_row_bytes(cache->policy.key_precision, d));
     size_t ks = take(&l, (size_t)cap * cache->kgroups * sizeof(uint16_t));
     size_t v = take(&l, (size_t)cap * sv_row_bytes(cache->policy.value_precision, d));
     size_t vs = take(&l, (size_t)cap * cache->vgroups * sizeof(uint16_t));
-    sv_page *page = page_alloc(l.off);
+    if (!allocate) {
+        *bytes = HEADER + align64(l.off + SPARKV_PAD_BYTES);
+        return NULL;
+    }
+    sv_page *page = page_alloc(l.off, arena);
     if (!page) return NULL;
     uint8_t *b = (uint8_t *)page->base;
     page->cap = cap;
@@ -42,11 +132,31 @@ sv_page *sv_page_new_dense(const sparkv_cache *cache) {
     return page;
 }
 
+sv_page *sv_page_new_dense(const sparkv_cache *cache) { return new_dense(cache, NULL, 1, NULL); }
+
+/* The layout of a prompt page; *bytes receives its size. Dense prompt pages are dense pages
+ * (appends may fill them up). Returns NULL when allocate is 0. */
+static sv_page *new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes, sv_page_arena *arena,
+                           int allocate, size_t *bytes);
+
 sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes) {
-    if (cache->prompt_keys == SV_KEYS_DENSE && cache->keep_values == cache->shape.head_dim) {
-        sv_page *page = sv_page_new_dense(cache);
-        return page;
-    }
+    return new_prompt(cache, n, kept_bytes, NULL, 1, NULL);
+}
+
+sv_page *sv_page_new_prompt_in(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes, sv_page_arena *arena) {
+    return new_prompt(cache, n, kept_bytes, arena, 1, NULL);
+}
+
+size_t sv_page_prompt_bytes(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes) {
+    size_t bytes = 0;
+    new_prompt(cache, n, kept_bytes, NULL, 0, &bytes);
+    return bytes;
+}
+
+static sv_page *new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes, sv_page_arena *arena,
+                           int allocate, size_t *bytes) {
+    if (cache->prompt_keys == SV_KEYS_DENSE && cache->keep_values == cache->shape.head_dim)
+        return new_dense(cache, arena, allocate, bytes);
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
     const int spark = cache->prompt_keys == SV_KEYS_SPARK;
@@ -72,7 +182,11 @@ sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept
         vmask = take(&l, (size_t)n * (d / 8));
         vfill = take(&l, (size_t)n * sizeof(uint16_t));
     }
-    sv_page *page = page_alloc(l.off);
+    if (!allocate) {
+        *bytes = HEADER + align64(l.off + SPARKV_PAD_BYTES);
+        return NULL;
+    }
+    sv_page *page = page_alloc(l.off, arena);
     if (!page) return NULL;
     uint8_t *b = (uint8_t *)page->base;
     page->cap = n;
@@ -97,7 +211,7 @@ sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept
 
 void sv_page_free(sv_page *page) {
     if (!page) return;
-    free(page->base);
+    block_free(page->base);
     free(page);
 }
 

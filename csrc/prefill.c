@@ -3,6 +3,7 @@
  * stored page by page. Nothing is written to the cache until every page of every head has been
  * built, so a failure (bad input, out of memory) leaves the cache exactly as it was. */
 #include "internal.h"
+#include "prefill_arena.h"
 #include "prefill_kernels.h"
 
 #include <stdlib.h>
@@ -43,16 +44,17 @@ static uint32_t first_overflow(const sparkv_cache *c, const sv_page *page) {
 }
 
 /* Build the page holding survivors [i0, i0 + n) of one head. NULL when out of memory. */
-static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n) {
+static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n,
+                           sv_page_arena *arena) {
     const uint32_t d = c->shape.head_dim;
     const sparkv_precision vp = c->policy.value_precision, kp = c->policy.key_precision;
     const size_t qg = c->policy.quant_group;
     sv_page *page;
     if (c->prompt_keys == SV_KEYS_SPARK) {
-        page = sv_spark_page(c, in->keys, in->rows + i0, n, in->qn, in->c);
+        page = sv_spark_page(c, in->keys, in->rows + i0, n, in->qn, in->c, arena);
         if (!page) return NULL;
     } else if (c->prompt_keys == SV_KEYS_THINK) {
-        page = sv_page_new_prompt(c, n, 0);
+        page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
         const uint32_t t = c->keep_topk;
         float row[SPARKV_MAX_HEAD_DIM];
@@ -65,7 +67,7 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
                             1, kp, row, t, t);
         }
     } else {
-        page = sv_page_new_prompt(c, n, 0);
+        page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
         for (uint32_t i = 0; i < n; i++)
             sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, d),
@@ -171,6 +173,21 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
                                 qn + (size_t)h * d, n_use, think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8));
         }
     }
+    /* One mapping for every page of the layer when their sizes are known before they are built
+     * (cumulative selection sizes a page only when it builds it). */
+    sv_page_arena *arena = NULL;
+    if (!failed && !(cache->prompt_keys == SV_KEYS_SPARK && cache->policy.selection != SPARKV_SELECT_TOPK)) {
+        size_t bytes = 0;
+        for (int64_t item = 0; item < n_items; item++) {
+            const uint64_t i0 = ((uint64_t)item % n_pages) * SPARKV_PAGE_TOKENS;
+            const uint32_t n = (uint32_t)(n_keep - i0 < SPARKV_PAGE_TOKENS ? n_keep - i0 : SPARKV_PAGE_TOKENS);
+            const uint32_t t = cache->keep_topk < d ? cache->keep_topk : d;
+            bytes += sv_page_prompt_bytes(cache, n, cache->prompt_keys == SV_KEYS_SPARK
+                                                        ? (uint64_t)n * sv_row_bytes(cache->policy.key_precision, t)
+                                                        : 0);
+        }
+        arena = sv_arena_new(bytes);
+    }
     if (!failed) {
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
         for (int64_t item = 0; item < n_items; item++) {
@@ -180,13 +197,14 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             const head_input in = {keys + (uint64_t)h * n_tokens * d, values + (uint64_t)h * n_tokens * d,
                                    rows + (uint64_t)h * n_keep, qn + (size_t)h * d, qc[h],
                                    think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8)};
-            pages[item] = build_page(cache, &in, i0, n);
+            pages[item] = build_page(cache, &in, i0, n, arena);
             if (!pages[item]) {
 #pragma omp atomic write
                 failed = 1;
             }
         }
     }
+    sv_arena_release(arena); /* the pages hold it now */
     /* In item order, so the message names the same token on any thread count. */
     uint64_t bad_item = 0, bad_token = 0;
     int overflow = 0;

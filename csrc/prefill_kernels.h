@@ -7,12 +7,17 @@
 
 #include "internal.h"
 
+/* Most tokens one select_topk call takes. */
+#define SV_SELECT_BLOCK 8u
+
 typedef struct sv_prefill_kernels {
     /* s[j] = k[j]^2 * qn[j] in double (qn given as doubles: the same products as from floats) */
     void (*saliency)(const float *k, const double *qn, uint32_t d, double *s);
-    /* the kept mask (d/8 bytes) of the `keep` largest s[j], ties toward the lower index; every
-     * s[j] must be +0 or positive and not NaN (saliencies of finite keys always are) */
-    void (*select_topk)(const double *s, uint32_t d, uint32_t keep, uint8_t *mask);
+    /* for each of n <= SV_SELECT_BLOCK tokens (s: [n][d], mask: [n][d/8]), the kept mask of its
+     * `keep` largest s[j], ties toward the lower index; every s[j] must be +0 or positive and not
+     * NaN (saliencies of finite keys always are). Several tokens per call, so that the SIMD
+     * versions can interleave their tokens' dependent steps. */
+    void (*select_topk)(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
     /* See sv_split_token. */
     uint32_t (*split)(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
                       double *pruned, uint8_t *sign, double *min_kept, double *max_pruned);
@@ -24,7 +29,7 @@ SPARKV_HIDDEN const sv_prefill_kernels *sv_prefill_kernels_for(sparkv_kernel ker
 
 /* Portable specification (saliency.c, select.c, pack.c). */
 SPARKV_HIDDEN void sv_saliency_portable(const float *k, const double *qn, uint32_t d, double *s);
-SPARKV_HIDDEN void sv_select_topk_portable(const double *s, uint32_t d, uint32_t keep, uint8_t *mask);
+SPARKV_HIDDEN void sv_select_topk_portable(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
 /* One selected token, split: its kept values in channel order into kept[] (returns how many);
  * the sign bits of its pruned channels into sign[0..d/8) (skipped when sign is NULL); its pruned
  * saliencies into pruned[] with 0.0 at kept channels, so that summing pruned[] in channel order
@@ -38,10 +43,11 @@ SPARKV_HIDDEN void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint3
                                  float c);
 
 /* The keys, masks, sign bits and statistics of a SparK prompt page of n tokens (rows[0..n) of
- * keys, [*][d]) with the head's window query norms qn and their mean cq; the caller stores the
- * values. NULL when out of memory (prefill_spark.c). */
+ * keys, [*][d]) with the head's window query norms qn and their mean cq, in the arena if not
+ * NULL; the caller stores the values. NULL when out of memory (prefill_spark.c). */
+struct sv_page_arena;
 SPARKV_HIDDEN sv_page *sv_spark_page(const sparkv_cache *cache, const float *keys, const uint64_t *rows, uint32_t n,
-                                     const float *qn, float cq);
+                                     const float *qn, float cq, struct sv_page_arena *arena);
 
 /* The `need` largest of n candidates given as the order-preserving bits of non-negative doubles,
  * with their channel indices ascending; ties toward the lower index. Sets their mask bits
@@ -52,12 +58,12 @@ SPARKV_HIDDEN void sv_select_candidates(const uint64_t *bits, const uint32_t *in
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SV_HAVE_X86_PREFILL 1
 SPARKV_HIDDEN void sv_saliency_avx2(const float *k, const double *qn, uint32_t d, double *s);
-SPARKV_HIDDEN void sv_select_topk_avx2(const double *s, uint32_t d, uint32_t keep, uint8_t *mask);
+SPARKV_HIDDEN void sv_select_topk_avx2(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
 SPARKV_HIDDEN uint32_t sv_split_token_avx2(const float *k, const double *s, const uint8_t *mask, uint32_t d,
                                            float *kept, double *pruned, uint8_t *sign, double *min_kept,
                                            double *max_pruned);
 SPARKV_HIDDEN void sv_saliency_avx512(const float *k, const double *qn, uint32_t d, double *s);
-SPARKV_HIDDEN void sv_select_topk_avx512(const double *s, uint32_t d, uint32_t keep, uint8_t *mask);
+SPARKV_HIDDEN void sv_select_topk_avx512(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
 SPARKV_HIDDEN uint32_t sv_split_token_avx512(const float *k, const double *s, const uint8_t *mask, uint32_t d,
                                              float *kept, double *pruned, uint8_t *sign, double *min_kept,
                                              double *max_pruned);

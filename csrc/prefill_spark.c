@@ -2,6 +2,7 @@
  * into kept values, sign bits and statistics, each token's saliency computed once and used while
  * it is in registers and L1. Top-k keeps the same count for every token, so the page is sized
  * before any token is seen; cumulative selection first selects every token of the page to size it. */
+#include "prefill_arena.h"
 #include "prefill_kernels.h"
 
 #include <string.h>
@@ -9,15 +10,15 @@
 /* Tokens whose pruned sums are accumulated side by side: each sum is a chain of d dependent
  * additions in channel order (the reference's order, so it cannot be reassociated), and
  * interleaving independent chains hides the adder's latency. */
-#define BLOCK 8u
+#define BLOCK SV_SELECT_BLOCK
 
 sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t *rows, uint32_t n, const float *qn,
-                       float cq) {
+                       float cq, sv_page_arena *arena) {
     const sv_prefill_kernels *kern = sv_prefill_kernels_for(c->kernel);
     const uint32_t d = c->shape.head_dim, nb = d / 8, keep = c->keep_topk;
     const sparkv_precision kp = c->policy.key_precision;
     const int topk = c->policy.selection == SPARKV_SELECT_TOPK;
-    double qnd[SPARKV_MAX_HEAD_DIM], s[SPARKV_MAX_HEAD_DIM];
+    double qnd[SPARKV_MAX_HEAD_DIM];
     for (uint32_t j = 0; j < d; j++) qnd[j] = (double)qn[j];
 
     uint8_t masks[SPARKV_PAGE_TOKENS * (SPARKV_MAX_HEAD_DIM / 8)];
@@ -27,30 +28,29 @@ sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t 
     } else {
         const uint32_t max_keep = c->policy.cumulative_max_keep ? c->policy.cumulative_max_keep : d;
         for (uint32_t i = 0; i < n; i++) {
+            double s[SPARKV_MAX_HEAD_DIM];
             kern->saliency(keys + rows[i] * d, qnd, d, s);
             kept_bytes += sv_row_bytes(kp, sv_select_cumulative(s, d, (double)c->policy.cumulative_p,
                                                                 c->policy.cumulative_min_keep, max_keep,
                                                                 masks + (size_t)i * nb, NULL));
         }
     }
-    sv_page *page = sv_page_new_prompt(c, n, kept_bytes);
+    sv_page *page = sv_page_new_prompt_in(c, n, kept_bytes, arena);
     if (!page) return NULL;
     if (!topk) memcpy(page->mask, masks, (size_t)n * nb);
 
-    double pruned[BLOCK][SPARKV_MAX_HEAD_DIM], min_kept[BLOCK], max_pruned[BLOCK];
+    double sal[BLOCK * SPARKV_MAX_HEAD_DIM], pruned[BLOCK][SPARKV_MAX_HEAD_DIM], min_kept[BLOCK], max_pruned[BLOCK];
     float kept[SPARKV_MAX_HEAD_DIM + 16]; /* SIMD splits store whole vectors past the last kept value */
     uint32_t n_kept[BLOCK];
     uint64_t off = 0;
     for (uint32_t i0 = 0; i0 < n; i0 += BLOCK) {
         const uint32_t nt = n - i0 < BLOCK ? n - i0 : BLOCK;
+        for (uint32_t t = 0; t < nt; t++) kern->saliency(keys + rows[i0 + t] * d, qnd, d, sal + (size_t)t * d);
+        if (topk) kern->select_topk(sal, nt, d, keep, page->mask + (size_t)i0 * nb);
         for (uint32_t t = 0; t < nt; t++) {
             const uint32_t i = i0 + t;
-            const float *k = keys + rows[i] * d;
-            uint8_t *mask = page->mask + (size_t)i * nb;
-            kern->saliency(k, qnd, d, s);
-            if (topk) kern->select_topk(s, d, keep, mask);
-            n_kept[t] = kern->split(k, s, mask, d, kept, pruned[t], page->sign ? page->sign + (size_t)i * nb : NULL,
-                                    &min_kept[t], &max_pruned[t]);
+            n_kept[t] = kern->split(keys + rows[i] * d, sal + (size_t)t * d, page->mask + (size_t)i * nb, d, kept, pruned[t],
+                                    page->sign ? page->sign + (size_t)i * nb : NULL, &min_kept[t], &max_pruned[t]);
             /* kept values share one scale: they are the token's large ones, so the grid fits them */
             sv_store_values((uint8_t *)page->k + off, page->kscale ? page->kscale + i : NULL, 1, kp, kept, n_kept[t],
                             n_kept[t] ? n_kept[t] : 1);

@@ -119,8 +119,8 @@ uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep, uint8_t *mas
     return keep;
 }
 
-void sv_select_topk_portable(const double *s, uint32_t d, uint32_t keep, uint8_t *mask) {
-    sv_select_topk(s, d, keep, mask, NULL);
+void sv_select_topk_portable(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask) {
+    for (uint32_t t = 0; t < n; t++) sv_select_topk(s + (size_t)t * d, d, keep, mask + (size_t)t * (d / 8), NULL);
 }
 
 typedef struct { double s; uint32_t j; } ranked;

@@ -9,13 +9,10 @@
 
 #define VECS (SPARKV_MAX_HEAD_DIM / 16)
 
-__attribute__((target("avx2,bmi2,popcnt"))) void sv_select_topk_avx2(const double *s, uint32_t d, uint32_t keep,
-                                                                      uint8_t *mask) {
-    const uint32_t nb = d / 8, nv = (d + 15) / 16;
-    if (keep >= d || keep == 0) {
-        memset(mask, keep ? 0xff : 0, nb);
-        return;
-    }
+#define TARGET __attribute__((target("avx2,bmi2,popcnt")))
+
+/* Keys of one token, biased, padded with biased zeros (never >= t >= 1). */
+TARGET static void load_keys(const double *s, uint32_t d, __m256i *kv) {
     uint16_t key[SPARKV_MAX_HEAD_DIM + 16];
     uint32_t j = 0;
     for (; j + 16 <= d; j += 16) {
@@ -35,20 +32,35 @@ __attribute__((target("avx2,bmi2,popcnt"))) void sv_select_topk_avx2(const doubl
         memcpy(&u, s + j, sizeof u);
         key[j] = (uint16_t)(u >> 48);
     }
-    for (; j < 16 * nv; j++) key[j] = 0; /* padding: never >= t >= 1 */
+    const uint32_t nv = (d + 15) / 16;
+    for (; j < 16 * nv; j++) key[j] = 0;
     const __m256i bias = _mm256_set1_epi16((short)0x8000);
-    __m256i kv[VECS];
     for (uint32_t i = 0; i < nv; i++) kv[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(key + 16 * i)), bias);
-    /* the largest v with at least `keep` keys >= v; x >= t is x > t - 1; each key gives 2 mask bits */
-    uint32_t v = 0;
-    for (int b = 15; b >= 0; b--) {
-        const uint32_t t = v | 1u << b;
-        const __m256i tv = _mm256_set1_epi16((short)((t - 1) ^ 0x8000u));
-        uint32_t count = 0;
-        for (uint32_t i = 0; i < nv; i++)
-            count += (uint32_t)_mm_popcnt_u32((uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(kv[i], tv)));
-        if (count >= 2 * keep) v = t;
-    }
+}
+
+/* Keys >= t, as x > t - 1; each 16-bit compare result gives 2 bits of the byte mask. */
+__attribute__((always_inline)) TARGET static inline uint32_t count_at_least(const __m256i *kv, uint32_t nv, uint32_t t) {
+    const __m256i tv = _mm256_set1_epi16((short)((t - 1) ^ 0x8000u));
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < nv; i++)
+        count += (uint32_t)_mm_popcnt_u32((uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(kv[i], tv)));
+    return count / 2;
+}
+
+/* Each token's v: the largest key value with at least `keep` keys >= v, bit by bit. The tokens
+ * sit in the inner loop: their searches are independent, so they overlap in the pipeline. */
+__attribute__((always_inline)) TARGET static inline void search(__m256i kv[][VECS], uint32_t n, uint32_t nv,
+                                                                uint32_t keep, uint32_t *v) {
+    for (int b = 15; b >= 0; b--)
+        for (uint32_t t = 0; t < n; t++) {
+            const uint32_t c = v[t] | 1u << b;
+            v[t] = count_at_least(kv[t], nv, c) >= keep ? c : v[t];
+        }
+}
+
+/* The mask of one token whose threshold key v is known: keys above v, then the bucket. */
+TARGET static void finish(const __m256i *kv, const double *s, uint32_t d, uint32_t keep, uint32_t v, uint8_t *mask) {
+    const uint32_t nb = d / 8, nv = (d + 15) / 16;
     const __m256i tv = _mm256_set1_epi16((short)(v ^ 0x8000u));
     uint32_t gt[VECS], eq[VECS], above = 0, n_eq = 0;
     for (uint32_t i = 0; i < nv; i++) {
@@ -75,5 +87,19 @@ __attribute__((target("avx2,bmi2,popcnt"))) void sv_select_topk_avx2(const doubl
             index[n++] = c;
         }
     sv_select_candidates(bits, index, n, need, mask);
+}
+
+TARGET void sv_select_topk_avx2(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask) {
+    const uint32_t nb = d / 8, nv = (d + 15) / 16;
+    if (keep >= d || keep == 0) {
+        memset(mask, keep ? 0xff : 0, (size_t)n * nb);
+        return;
+    }
+    __m256i kv[SV_SELECT_BLOCK][VECS];
+    for (uint32_t t = 0; t < n; t++) load_keys(s + (size_t)t * d, d, kv[t]);
+    uint32_t v[SV_SELECT_BLOCK] = {0};
+    if (nv == 8) search(kv, n, 8, keep, v); /* D = 128: the count loop unrolled */
+    else search(kv, n, nv, keep, v);
+    for (uint32_t t = 0; t < n; t++) finish(kv[t], s + (size_t)t * d, d, keep, v[t], mask + (size_t)t * nb);
 }
 #endif
