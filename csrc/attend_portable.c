@@ -3,6 +3,7 @@
  * its factorization sqrt(m_t/c) * sum_{j pruned} sgn_j q_j sqrt(c/qn_j): a few byte look-ups per
  * token instead of a loop over the pruned channels. */
 #include "attend.h"
+#include "draw.h"
 #include "half.h"
 
 #include <string.h>
@@ -48,11 +49,11 @@ void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t
                 s[k] += a * r;
             }
         } else if (rec != SPARKV_RECOVER_NONE) {
-            /* Sampled recovery: one draw per pruned channel, recomputed from the hash each time. */
-            const uint64_t th = sv_token_hash(cache->policy.seed, h->layer, h->head, page->first + slot);
+            /* Sampled recovery: one table draw per pruned channel (draw.c), recomputed each time. */
+            const uint32_t key = sv_draw_key(sv_token_hash(cache->policy.seed, h->layer, h->head, page->first + slot));
             for (uint32_t j = 0; j < d; j++) {
                 if (mask[j >> 3] >> (j & 7) & 1u) continue;
-                float e = (float)sv_draw_scaled(rec, st, th, j) * h->rq[j];
+                float e = sv_draw_magnitude(rec, st, key, j) * h->rq[j];
                 if (sign && (sign[j >> 3] >> (j & 7) & 1u)) e = -e;
                 for (uint32_t k = 0; k < g; k++) s[k] += h->qs[k * d + j] * e;
             }

@@ -164,11 +164,13 @@ SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uin
 SPARKV_HIDDEN void sv_think_select(const sparkv_cache *cache, const float *keys, const uint64_t *rows, uint64_t n,
                                    const float *qn, uint32_t n_use, uint8_t *mask);
 
-/* recover.c */
+/* draw.c: the token hash, and sqrt(x / c) of one pruned channel under GAUSSIAN or EXPONENTIAL
+ * (draw_key = sv_draw_key(token hash), draw.h) */
 SPARKV_HIDDEN uint64_t sv_mix64(uint64_t z);
 SPARKV_HIDDEN uint64_t sv_token_hash(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token);
-SPARKV_HIDDEN void sv_channel_uniforms(uint64_t token_hash, uint32_t channel, double *u1, double *u2);
-SPARKV_HIDDEN double sv_draw_scaled(sparkv_recovery rec, const uint16_t *stats, uint64_t token_hash, uint32_t channel);
+SPARKV_HIDDEN float sv_draw_magnitude(sparkv_recovery rec, const uint16_t *stats, uint32_t draw_key, uint32_t channel);
+
+/* recover.c */
 SPARKV_HIDDEN void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq);
 SPARKV_HIDDEN void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,
                                   const float *rq, uint64_t token_hash, const uint8_t *think_mask, float *key);

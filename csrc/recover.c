@@ -1,55 +1,12 @@
 /* Recovery of pruned key entries: sgn * sqrt(x / qn_j) with x the mean pruned saliency or a
  * deterministic draw. Statistics are stored as sqrt(stat / c) (see pack.c), so the entry is
- * sgn * sqrt(x / c) * rq_j with rq_j = sqrt(c / qn_j), qn_j floored (sv_recip_sqrt_qn). */
+ * sgn * sqrt(x / c) * rq_j with rq_j = sqrt(c / qn_j), qn_j floored (sv_recip_sqrt_qn). The draws
+ * themselves are in draw.c. */
 #include "internal.h"
+#include "draw.h"
 #include "half.h"
 
 #include <math.h>
-
-uint64_t sv_mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-uint64_t sv_token_hash(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token) {
-    return sv_mix64(sv_mix64(sv_mix64(sv_mix64(seed) ^ layer) ^ kv_head) ^ token);
-}
-
-static double to_unit(uint64_t d) { return ((double)(d >> 11) + 0.5) * 0x1.0p-53; }
-
-void sv_channel_uniforms(uint64_t token_hash, uint32_t channel, double *u1, double *u2) {
-    uint64_t d1 = sv_mix64(token_hash ^ channel);
-    *u1 = to_unit(d1);
-    *u2 = to_unit(sv_mix64(d1));
-}
-
-void sparkv_draw_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel,
-                          double *u1, double *u2) {
-    double a, b;
-    sv_channel_uniforms(sv_token_hash(seed, layer, kv_head, token), channel, &a, &b);
-    if (u1) *u1 = a;
-    if (u2) *u2 = b;
-}
-
-/* sqrt(x / c) for one pruned channel under GAUSSIAN or EXPONENTIAL. */
-double sv_draw_scaled(sparkv_recovery rec, const uint16_t *stats, uint64_t token_hash, uint32_t channel) {
-    double a = (double)sv_half_to_float(stats[SV_STAT_MEAN]);
-    double e = (double)sv_half_to_float(stats[SV_STAT_THETA]);
-    double m = a * a, theta = e * e;
-    double u1, u2, x;
-    sv_channel_uniforms(token_hash, channel, &u1, &u2);
-    if (rec == SPARKV_RECOVER_GAUSSIAN) {
-        double b = (double)sv_half_to_float(stats[SV_STAT_SD]);
-        x = m + b * b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925 * u2);
-    } else {
-        x = -m * log(u1);
-    }
-    if (x < 0.0) x = 0.0;
-    if (x > theta) x = theta;
-    return sqrt(x);
-}
 
 /* rq_j = sqrt(c / max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR)). Without the floor a recovered entry
  * sqrt(m / qn_j) grows without bound as qn_j -> 0+ (signed window queries averaged over a GQA
@@ -86,6 +43,7 @@ void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slo
     const uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
     const uint16_t *st = page->stats ? page->stats + (size_t)slot * cache->n_stats : NULL;
     const sparkv_recovery rec = cache->policy.recovery;
+    const uint32_t draw_key = sv_draw_key(token_hash);
     uint32_t nk = 0;
     for (uint32_t b = 0; b < d / 8; b++) nk += (uint32_t)__builtin_popcount(mask[b]);
     sv_load_values(kept, (const uint8_t *)page->k + kept_offset, ks, 1, kp, nk, nk ? nk : 1);
@@ -97,7 +55,7 @@ void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slo
         }
         float mag = 0.0f;
         if (rec == SPARKV_RECOVER_MEAN) mag = sv_half_to_float(st[SV_STAT_MEAN]) * rq[j];
-        else if (rec != SPARKV_RECOVER_NONE) mag = (float)sv_draw_scaled(rec, st, token_hash, j) * rq[j];
+        else if (rec != SPARKV_RECOVER_NONE) mag = sv_draw_magnitude(rec, st, draw_key, j) * rq[j];
         key[j] = (sign && (sign[j >> 3] >> (j & 7) & 1u)) ? -mag : mag;
     }
 }

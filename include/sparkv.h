@@ -131,8 +131,10 @@ typedef enum sparkv_selection {
 typedef enum sparkv_recovery {
     SPARKV_RECOVER_NONE = 0,        /**< pruned entry is 0 */
     SPARKV_RECOVER_MEAN = 1,        /**< sgn * sqrt(m_t / qn_j), m_t = mean pruned saliency */
-    SPARKV_RECOVER_GAUSSIAN = 2,    /**< sgn * sqrt(x / qn_j), x ~ N(m_t, sd_t) clipped to [0, theta_t] */
-    SPARKV_RECOVER_EXPONENTIAL = 3  /**< sgn * sqrt(x / qn_j), x ~ Exp(rate 1/m_t) clipped to [0, theta_t] */
+    SPARKV_RECOVER_GAUSSIAN = 2,    /**< sgn * sqrt(x / qn_j), x = m_t + sd_t * z clipped to [0, theta_t], z a
+                                         64-point standard-normal draw (sparkv_draw_standard) */
+    SPARKV_RECOVER_EXPONENTIAL = 3  /**< sgn * sqrt(x / qn_j), x = m_t * E clipped to [0, theta_t], E a
+                                         64-point unit-exponential draw (sparkv_draw_standard) */
 } sparkv_recovery;
 
 /** Token eviction applied at prefill, before channel pruning (per layer and KV head). */
@@ -361,7 +363,7 @@ SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
  * Inf) the same way: the call fails with SPARKV_ERR_OVERFLOW naming the KV head, and `out` is left
  * untouched; so does an output that overflows. No token is ever silently dropped.
  * Pruned key entries are recovered per the policy; draws of GAUSSIAN/EXPONENTIAL come from a
- * counter-based hash of (seed, layer, kv_head, token index, channel) — see sparkv_draw_uniform —
+ * counter-based hash of (seed, layer, kv_head, token index, channel) — see sparkv_draw_standard —
  * so the same call always gives the same result. Each KV head's data is read once for all query
  * heads of its group. I8/I4 keys and values are read in their quantized form and dequantized in
  * registers: the result is attention over the dequantized values (s * q), up to float rounding
@@ -432,19 +434,41 @@ SPARKV_API sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_
 SPARKV_API sparkv_status sparkv_inspect_qnorm(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head,
                                               float *qn, float *scale_c);
 
-/** The uniform in (0, 1) of the recovery draw for (seed, layer, kv_head, token, channel), and the
- *  second uniform a Gaussian draw uses. Published so other implementations can reproduce draws:
+/** The standardized recovery draw of (seed, layer, kv_head, token, channel): for
+ *  SPARKV_RECOVER_GAUSSIAN the standard-normal point Z[i], for SPARKV_RECOVER_EXPONENTIAL the
+ *  square root S[i] of the unit-exponential point (the factor recovery multiplies by); 0 for other
+ *  recovery modes. Published so other implementations can reproduce draws bit for bit:
  *    mix(z): z += 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9;
- *            z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31
- *    h = mix(mix(mix(mix(seed) ^ layer) ^ kv_head) ^ token);  d1 = mix(h ^ channel);  d2 = mix(d1)
- *    u = ((d >> 11) + 0.5) * 2^-53
- *  GAUSSIAN: x = m + sd * sqrt(-2 ln u1) * cos(2 pi u2); EXPONENTIAL: x = -m ln u1; both then
- *  clipped to [0, theta], all in double, where m, sd and theta are the squares (in double) of the
- *  stored fp16 statistics a, b, e (so x is in units of c). Bit for bit, a recovered entry is
- *  sgn * (float(sqrt(x)) * rq_j) for a draw and sgn * (float(a) * rq_j) for MEAN, with
- *  rq_j = float(sqrt(c / max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR))) computed in double. */
-SPARKV_API void sparkv_draw_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token,
-                                     uint32_t channel, double *u1, double *u2);
+ *            z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31          (64-bit, wrapping)
+ *    h = mix(mix(mix(mix(seed) ^ layer) ^ kv_head) ^ token)                     (once per token)
+ *    key = low32(h) ^ high32(h)
+ *    lane = channel % 16;  block = channel / 16;  counter = 16 * (block / 5) + lane
+ *    x = key + counter * 0x9E3779B9; x ^= x>>16; x *= 0x85EBCA6B; x ^= x>>13; x *= 0xC2B2AE35;
+ *    x ^= x>>16                                                    (32-bit, wrapping: murmur3 fmix32)
+ *    i = (x >> (26 - 6 * (block % 5))) & 63                        (one of 64 bins)
+ *  so one 32-bit hash serves five 16-channel blocks through its 6-bit fields at bits 26, 20, 14,
+ *  8 and 2 (fmix32 is a bijection: over a uniform key the five fields are exactly uniform and
+ *  independent), and a 16-lane kernel hashes once per 80 channels.
+ *  The tables: split the distribution into 64 bins of probability 1/64 each, bin i = [F^-1(i/64),
+ *  F^-1((i+1)/64)); Z[i] = E[Z | Z in bin i] = 64 * (phi(lo) - phi(hi)) for the standard normal
+ *  (phi its density, phi(+-inf) = 0), E[i] = E[X | X in bin i] = (a_i + 1)(64 - i) - (a_{i+1} + 1)(63 - i)
+ *  for the unit exponential with a_i = -ln(1 - i/64) (the last term 0 for i = 63), and
+ *  S[i] = sqrt(E[i]); each computed in double and rounded once to float32. Every bin has
+ *  probability 1/64 and holds its conditional mean, so the draws' mean is the distribution's
+ *  (0 and 1, up to float32 rounding). The discretization keeps variance 0.9961 of the normal's 1
+ *  (|Z| <= 2.510) and 0.9831 of the exponential's 1 (E <= 5.159): the tails beyond the outermost
+ *  bins' means are not drawn (the clip to [0, theta] below bounds every draw anyway).
+ *  A recovered entry, in float32 arithmetic with every operation rounded to nearest (no fused
+ *  multiply-add), from the token's stored fp16 statistics a (mean), b (spread), e (clip bound),
+ *  which are sqrt(stat / c):
+ *    EXPONENTIAL: r = min(a * S[i], e)                        (x = m * E clipped to theta, as sqrt)
+ *    GAUSSIAN:    x = a*a + (b*b) * Z[i];  x = min(max(x, 0), e*e);  r = sqrt(x)   (IEEE sqrt)
+ *    MEAN:        r = a
+ *  and the entry is sgn * (r * rq_j) with rq_j = float(sqrt(c / max(qn_j, c / SPARKV_RECOVERY_QN_FLOOR)))
+ *  computed in double. (Earlier builds drew Box-Muller / -ln(u) in double from two 64-bit hashes
+ *  per entry, published as sparkv_draw_uniforms; that draw did not vectorize and is gone.) */
+SPARKV_API float sparkv_draw_standard(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token,
+                                      uint32_t channel, sparkv_recovery recovery);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Kernels (SIMD dispatch)                                                                      */

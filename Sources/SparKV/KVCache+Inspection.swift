@@ -73,18 +73,17 @@ extension KVCache {
         return WindowQueryNorms(norms: norms, scale: scale)
     }
 
-    /// The two uniforms in (0, 1) of the Gaussian/exponential recovery draw for one pruned entry,
-    /// from the library's published counter-based hash (see `sparkv_draw_uniforms` in sparkv.h).
-    /// The exponential draw uses only the first.
+    /// The standardized Gaussian/exponential recovery draw of one pruned entry, from the library's
+    /// published counter hash and 64-point inverse-CDF tables (see `sparkv_draw_standard` in
+    /// sparkv.h): the standard-normal point for `.gaussian`, the square root of the unit-exponential
+    /// point for `.exponential`, 0 for `.mean` and `.none`. Identical on every ISA and thread count.
     ///
     /// ```swift
-    /// let (u1, u2) = KVCache.recoveryUniforms(seed: 0, layer: 0, kvHead: 1, token: 17, channel: 5)
+    /// let z = KVCache.recoveryDraw(seed: 0, layer: 0, kvHead: 1, token: 17, channel: 5, recovery: .gaussian)
     /// ```
-    public static func recoveryUniforms(seed: UInt64, layer: UInt32, kvHead: UInt32, token: UInt64,
-                                        channel: UInt32) -> (Double, Double) {
-        var u1 = 0.0, u2 = 0.0
-        sparkv_draw_uniforms(seed, layer, kvHead, token, channel, &u1, &u2)
-        return (u1, u2)
+    public static func recoveryDraw(seed: UInt64, layer: UInt32, kvHead: UInt32, token: UInt64, channel: UInt32,
+                                    recovery: CompressionPolicy.Recovery) -> Float {
+        sparkv_draw_standard(seed, layer, kvHead, token, channel, recovery.cValue)
     }
 
     private func tokenAddress(_ layer: Int, _ kvHead: Int, _ token: Int, _ operation: String)

@@ -41,7 +41,7 @@ public struct SplitMix64: RandomNumberGenerator, Hashable, Sendable {
     }
 
     /// The SplitMix64 output function on its own: a good 64-bit hash of `z + golden ratio`.
-    /// `mix(mix(a) ^ b)` chains inputs into one seed, as `sparkv_draw_uniforms` does.
+    /// `mix(mix(a) ^ b)` chains inputs into one seed, as the token hash of `sparkv_draw_standard` does.
     ///
     /// ```swift
     /// let streamSeed = SplitMix64.mix(SplitMix64.mix(seed) ^ UInt64(layer))

@@ -103,12 +103,65 @@ uint64_t ref_mix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-void ref_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel, double *u1,
-                  double *u2) {
-    uint64_t h = ref_mix(ref_mix(ref_mix(ref_mix(seed) ^ layer) ^ kv_head) ^ token);
-    uint64_t d1 = ref_mix(h ^ channel), d2 = ref_mix(d1);
-    *u1 = ((double)(d1 >> 11) + 0.5) * 0x1.0p-53;
-    *u2 = ((double)(d2 >> 11) + 0.5) * 0x1.0p-53;
+/* The 64-point tables, computed here in double from the formulas in sparkv.h and rounded once
+ * to float: the normal's inverse CDF by bisection on erfc (slow and plain, but independent of the
+ * library's generated table). */
+static double ref_normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
+static double ref_normal_pdf(double x) { return isinf(x) ? 0.0 : exp(-0.5 * x * x) / sqrt(2.0 * 3.14159265358979323846); }
+static double ref_normal_quantile(double p) {
+    double lo = -40.0, hi = 40.0;
+    for (int it = 0; it < 200; it++) {
+        const double mid = 0.5 * (lo + hi);
+        if (mid == lo || mid == hi) break;
+        if (ref_normal_cdf(mid) < p) lo = mid;
+        else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+static float g_ref_normal[REF_DRAW_BINS], g_ref_sqrt_exp[REF_DRAW_BINS];
+static int g_ref_tables_ready;
+
+static void ref_tables(void) {
+    if (g_ref_tables_ready) return;
+    const double n = REF_DRAW_BINS;
+    double edge[REF_DRAW_BINS + 1], a[REF_DRAW_BINS];
+    edge[0] = -INFINITY;
+    edge[REF_DRAW_BINS] = INFINITY;
+    for (int i = 1; i < REF_DRAW_BINS; i++) edge[i] = ref_normal_quantile(i / n);
+    for (int i = 0; i < REF_DRAW_BINS; i++) {
+        g_ref_normal[i] = (float)(n * (ref_normal_pdf(edge[i]) - ref_normal_pdf(edge[i + 1])));
+        a[i] = -log1p(-i / n);
+    }
+    for (int i = 0; i < REF_DRAW_BINS; i++) {
+        const double upper = i + 1 < REF_DRAW_BINS ? (a[i + 1] + 1.0) * (n - i - 1) : 0.0;
+        g_ref_sqrt_exp[i] = (float)sqrt((a[i] + 1.0) * (n - i) - upper);
+    }
+    g_ref_tables_ready = 1;
+}
+
+float ref_draw_point(uint32_t bin, sparkv_recovery rec) {
+    ref_tables();
+    if (rec == SPARKV_RECOVER_GAUSSIAN) return g_ref_normal[bin];
+    if (rec == SPARKV_RECOVER_EXPONENTIAL) return g_ref_sqrt_exp[bin];
+    return 0.0f;
+}
+
+uint32_t ref_draw_bin(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel) {
+    const uint64_t h = ref_mix(ref_mix(ref_mix(ref_mix(seed) ^ layer) ^ kv_head) ^ token);
+    const uint32_t lane = channel % 16, block = channel / 16;
+    uint32_t x = ((uint32_t)h ^ (uint32_t)(h >> 32)) + (16 * (block / 5) + lane) * 0x9E3779B9u;
+    x ^= x >> 16;
+    x *= 0x85EBCA6Bu;
+    x ^= x >> 13;
+    x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return (x >> (26 - 6 * (block % 5))) & 63;
+}
+
+float ref_draw_standard(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel,
+                        sparkv_recovery rec) {
+    return ref_draw_point(ref_draw_bin(seed, layer, kv_head, token, channel), rec);
 }
 
 /* ============================================================================================== */
@@ -281,16 +334,21 @@ void ref_prompt_token(const sparkv_policy *p, uint32_t d, uint32_t layer, uint32
         if (p->recovery == SPARKV_RECOVER_MEAN) {
             mag = a * rq;
         } else if (p->recovery != SPARKV_RECOVER_NONE) {
-            double u1, u2, x;
-            const double A = a, E = e, B = b;
-            ref_uniforms(p->seed, layer, head, token, j, &u1, &u2);
-            if (p->recovery == SPARKV_RECOVER_GAUSSIAN)
-                x = A * A + B * B * sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925 * u2);
-            else
-                x = -(A * A) * log(u1);
-            if (x < 0.0) x = 0.0;
-            if (x > E * E) x = E * E;
-            mag = (float)sqrt(x) * rq;
+            /* sparkv.h's float32 sequence, one rounding per line */
+            const float z = ref_draw_standard(p->seed, layer, head, token, j, p->recovery);
+            float r;
+            if (p->recovery == SPARKV_RECOVER_EXPONENTIAL) {
+                r = a * z;
+                if (r > e) r = e;
+            } else {
+                const float m = a * a, s2 = b * b, th = e * e;
+                const float sz = s2 * z;
+                float x = m + sz;
+                if (x < 0.0f) x = 0.0f;
+                if (x > th) x = th;
+                r = sqrtf(x);
+            }
+            mag = r * rq;
         }
         key[j] = (p->sign_bits && k[j] < 0.0f) ? -mag : mag;
     }

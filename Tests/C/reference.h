@@ -47,11 +47,16 @@ void ref_store_row(const float *x, uint32_t n, sparkv_precision p, uint32_t grou
 /* The kept values of one token that share a single scale (SparK/ThinK keys, value-pruned values). */
 void ref_store_kept(const float *x, uint32_t n, sparkv_precision p, float *out);
 
-/* ---- draws: the hash published in sparkv.h (sparkv_draw_uniforms) ------------------------------ */
+/* ---- draws: the standardized draw published in sparkv.h (sparkv_draw_standard) ------------------ */
 
+#define REF_DRAW_BINS 64
 uint64_t ref_mix(uint64_t z);
-void ref_uniforms(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel, double *u1,
-                  double *u2);
+/* the bin i of (seed, layer, kv_head, token, channel) and the table point of bin i (GAUSSIAN: Z[i];
+ * EXPONENTIAL: S[i] = sqrt(E[i])), the tables computed in double from the documented formulas */
+uint32_t ref_draw_bin(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel);
+float ref_draw_point(uint32_t bin, sparkv_recovery rec);
+float ref_draw_standard(uint64_t seed, uint32_t layer, uint32_t kv_head, uint64_t token, uint32_t channel,
+                        sparkv_recovery rec);
 
 /* ---- policy predicates ------------------------------------------------------------------------- */
 

@@ -512,6 +512,25 @@ static void test_scenarios(void) {
     sc.policy.cumulative_min_keep = 0;
     sc.policy.cumulative_max_keep = 0;
     run_scenario(&sc, 10);
+    /* Sampled recovery in the float key precisions (I8/I4 keys: test_differential), 520-600 prompt
+     * tokens (a full and a partial page) plus appended ones: D = 128 with G = 4 (the SIMD sampled
+     * kernels), D = 40 with G = 3 (AVX2's 8-lane kernel with a tail; AVX-512 falls back to the
+     * portable one for D not a multiple of 16). Keys, draws included, bit for bit. */
+    const sparkv_precision precs[] = {SPARKV_F16, SPARKV_F32, SPARKV_BF16};
+    static const char *const sampled_names[2][3] = {
+        {"sampled gaussian f16", "sampled gaussian f32 D40", "sampled gaussian bf16 unsigned"},
+        {"sampled exponential f16", "sampled exponential f32 D40", "sampled exponential bf16 unsigned"}};
+    for (int ri = 0; ri < 2; ri++)
+        for (int pi = 0; pi < 3; pi++) {
+            const sparkv_recovery rec = ri ? SPARKV_RECOVER_EXPONENTIAL : SPARKV_RECOVER_GAUSSIAN;
+            sc = pi == 1 ? (scenario){sampled_names[ri][pi], 6, 2, 40, 520, 8, 3, spark_policy(0.6f, rec, 1)}
+                         : (scenario){sampled_names[ri][pi], 8, 2, 128, 600, 16, 3, spark_policy(0.8f, rec, 1)};
+            sc.policy.key_precision = precs[pi];
+            sc.policy.seed = 77 + (uint64_t)pi;
+            sc.policy.sign_bits = pi != 2;
+            sc.policy.threads = 2;
+            run_scenario(&sc, 20 + (uint64_t)(ri * 3 + pi));
+        }
     sc = (scenario){"head_dim 8", 2, 1, 8, 20, 4, 1, spark_policy(0.5f, SPARKV_RECOVER_MEAN, 1)};
     run_scenario(&sc, 11);
     sc = (scenario){"head_dim 256", 4, 2, 256, 260, 32, 2, spark_policy(0.9f, SPARKV_RECOVER_MEAN, 1)};
@@ -1312,37 +1331,86 @@ static void test_create(void) {
 /* Draws                                                                                           */
 /* ============================================================================================== */
 
-static void test_draw_uniforms(void) {
-    g_section = "draw uniforms";
+/* The published draw against the reference's own tables and hash, bit for bit. */
+static void test_draw_standard(void) {
+    g_section = "draw standard";
     const uint64_t seeds[] = {0, 1, 12345, UINT64_MAX};
-    int bad = 0, out_of_range = 0;
+    const sparkv_recovery recs[] = {SPARKV_RECOVER_GAUSSIAN, SPARKV_RECOVER_EXPONENTIAL};
+    int bad = 0;
     for (size_t s = 0; s < 4; s++)
         for (uint32_t layer = 0; layer < 3; layer++)
             for (uint32_t head = 0; head < 3; head++)
                 for (uint64_t t = 0; t < 300; t += 37)
-                    for (uint32_t j = 0; j < 256; j += 17) {
-                        double u1 = -1, u2 = -1, w1, w2;
-                        sparkv_draw_uniforms(seeds[s], layer, head, t, j, &u1, &u2);
-                        ref_uniforms(seeds[s], layer, head, t, j, &w1, &w2);
-                        bad += u1 != w1 || u2 != w2;
-                        out_of_range += !(u1 > 0.0 && u1 < 1.0 && u2 > 0.0 && u2 < 1.0);
-                    }
-    CHECKF(bad == 0, "%d draws differ from the hash published in sparkv.h", bad);
-    CHECK(out_of_range == 0);
-    double u1 = -1, u2 = -1, w1, w2;
-    sparkv_draw_uniforms(5, 1, 2, 3, 4, &u1, NULL);
-    sparkv_draw_uniforms(5, 1, 2, 3, 4, NULL, &u2);
-    sparkv_draw_uniforms(5, 1, 2, 3, 4, NULL, NULL);
-    ref_uniforms(5, 1, 2, 3, 4, &w1, &w2);
-    CHECK(u1 == w1 && u2 == w2);
-    /* Every argument changes the draw. */
-    double base, other;
-    sparkv_draw_uniforms(5, 1, 2, 3, 4, &base, NULL);
-    sparkv_draw_uniforms(6, 1, 2, 3, 4, &other, NULL); CHECK(other != base);
-    sparkv_draw_uniforms(5, 0, 2, 3, 4, &other, NULL); CHECK(other != base);
-    sparkv_draw_uniforms(5, 1, 0, 3, 4, &other, NULL); CHECK(other != base);
-    sparkv_draw_uniforms(5, 1, 2, 0, 4, &other, NULL); CHECK(other != base);
-    sparkv_draw_uniforms(5, 1, 2, 3, 0, &other, NULL); CHECK(other != base);
+                    for (uint32_t j = 0; j < 256; j += 17)
+                        for (int ri = 0; ri < 2; ri++) {
+                            const float got = sparkv_draw_standard(seeds[s], layer, head, t, j, recs[ri]);
+                            const float want = ref_draw_standard(seeds[s], layer, head, t, j, recs[ri]);
+                            bad += memcmp(&got, &want, sizeof got) != 0;
+                        }
+    CHECKF(bad == 0, "%d draws differ from the draw published in sparkv.h", bad);
+    CHECK(sparkv_draw_standard(5, 1, 2, 3, 4, SPARKV_RECOVER_MEAN) == 0.0f);
+    CHECK(sparkv_draw_standard(5, 1, 2, 3, 4, SPARKV_RECOVER_NONE) == 0.0f);
+    /* Every argument changes the draws: of 64 channels, some land in another bin. */
+    const uint64_t base[5] = {5, 1, 2, 3, 0};
+    for (int arg = 0; arg < 4; arg++) {
+        int changed = 0;
+        for (uint32_t j = 0; j < 64; j++) {
+            uint64_t a[5] = {base[0], base[1], base[2], base[3], j};
+            a[arg] += 1;
+            changed += sparkv_draw_standard(base[0], (uint32_t)base[1], (uint32_t)base[2], base[3], j, SPARKV_RECOVER_GAUSSIAN) !=
+                       sparkv_draw_standard(a[0], (uint32_t)a[1], (uint32_t)a[2], a[3], j, SPARKV_RECOVER_GAUSSIAN);
+        }
+        CHECKF(changed > 32, "argument %d changes only %d of 64 draws", arg, changed);
+    }
+}
+
+/* The tables' statistics as sparkv.h documents them, and the hash spreading draws evenly over
+ * the 64 bins. */
+static void test_draw_statistics(void) {
+    g_section = "draw statistics";
+    /* Each bin's point, from the library (bins found with the reference hash). */
+    float normal[REF_DRAW_BINS], sqrt_exp[REF_DRAW_BINS];
+    int seen[REF_DRAW_BINS] = {0}, n_seen = 0;
+    uint64_t count[REF_DRAW_BINS] = {0};
+    const uint64_t n_draws = 1u << 18;
+    double sum_z = 0, sum_z2 = 0, sum_e = 0, sum_e2 = 0;
+    for (uint64_t i = 0; i < n_draws; i++) {
+        const uint64_t token = i / 128;
+        const uint32_t ch = (uint32_t)(i % 128);
+        const uint32_t bin = ref_draw_bin(3, 1, 2, token, ch);
+        const float z = sparkv_draw_standard(3, 1, 2, token, ch, SPARKV_RECOVER_GAUSSIAN);
+        const float s = sparkv_draw_standard(3, 1, 2, token, ch, SPARKV_RECOVER_EXPONENTIAL);
+        if (!seen[bin]) { seen[bin] = 1; n_seen++; normal[bin] = z; sqrt_exp[bin] = s; }
+        count[bin]++;
+        sum_z += z; sum_z2 += (double)z * z;
+        sum_e += (double)s * s; sum_e2 += (double)s * s * s * s;
+    }
+    CHECK(n_seen == REF_DRAW_BINS);
+    /* Over the bins (equal probabilities): mean 0 exactly (the normal table is symmetric), 1 up to
+     * float rounding; variances 0.9961 and 0.9831. */
+    double tz = 0, tz2 = 0, te = 0, te2 = 0;
+    for (int i = 0; i < REF_DRAW_BINS && n_seen == REF_DRAW_BINS; i++) {
+        tz += normal[i]; tz2 += (double)normal[i] * normal[i];
+        const double e = (double)sqrt_exp[i] * sqrt_exp[i];
+        te += e; te2 += e * e;
+        if (i) CHECK(normal[i] > normal[i - 1] && sqrt_exp[i] > sqrt_exp[i - 1]);
+    }
+    tz /= REF_DRAW_BINS; tz2 /= REF_DRAW_BINS; te /= REF_DRAW_BINS; te2 /= REF_DRAW_BINS;
+    CHECKF(tz == 0.0, "normal table mean %.3g", tz);
+    CHECKF(fabs(te - 1.0) < 1e-6, "exponential table mean %.9g", te);
+    CHECKF(fabs(tz2 - 0.99609) < 1e-4, "normal table variance %.6f", tz2);
+    CHECKF(fabs(te2 - te * te - 0.98314) < 1e-4, "exponential table variance %.6f", te2 - te * te);
+    CHECKF(fabs(normal[REF_DRAW_BINS - 1] - 2.5102) < 1e-3 && fabs((double)sqrt_exp[REF_DRAW_BINS - 1] * sqrt_exp[REF_DRAW_BINS - 1] - 5.1589) < 1e-3,
+           "outermost points %.4f, %.4f", normal[REF_DRAW_BINS - 1], sqrt_exp[REF_DRAW_BINS - 1]);
+    /* Bin frequencies: chi-square with 63 degrees of freedom, far below its 1e-6 tail (about 130). */
+    double chi2 = 0;
+    const double expect = (double)n_draws / REF_DRAW_BINS;
+    for (int i = 0; i < REF_DRAW_BINS; i++) chi2 += ((double)count[i] - expect) * ((double)count[i] - expect) / expect;
+    CHECKF(chi2 < 130.0, "bin counts chi-square %.1f", chi2);
+    /* Sample moments of 2^18 draws (standard errors about 0.002). */
+    const double mz = sum_z / n_draws, me = sum_e / n_draws;
+    CHECKF(fabs(mz) < 0.01 && fabs(sum_z2 / n_draws - mz * mz - 0.9961) < 0.02, "normal draws: mean %.4f", mz);
+    CHECKF(fabs(me - 1.0) < 0.01 && fabs(sum_e2 / n_draws - me * me - 0.9831) < 0.03, "exponential draws: mean %.4f", me);
 }
 
 /* ============================================================================================== */
@@ -1658,8 +1726,11 @@ static void test_thread_invariance(void) {
     fill_normal(&r, ka, (size_t)40 * n_kv * d, 1.0f);
     fill_normal(&r, va, (size_t)40 * n_kv * d, 1.0f);
     fill_normal(&r, q, (size_t)n_q * d, 1.0f);
-    const sparkv_recovery recs[] = {SPARKV_RECOVER_MEAN, SPARKV_RECOVER_GAUSSIAN};
-    for (int ri = 0; ri < 2; ri++) {
+    /* every kernel: the sampled SIMD kernels draw the same values on any thread count */
+    const sparkv_recovery recs[] = {SPARKV_RECOVER_MEAN, SPARKV_RECOVER_GAUSSIAN, SPARKV_RECOVER_EXPONENTIAL};
+    for (size_t kr = 0; kr < 3 * sizeof ALL_KERNELS / sizeof ALL_KERNELS[0]; kr++) {
+        const size_t kk = kr / 3, ri = kr % 3;
+        if (!sparkv_kernel_supported(ALL_KERNELS[kk])) continue;
         float out[2][4 * 64];
         for (int threads = 1; threads <= 2; threads++) {
             sparkv_policy p = spark_policy(0.75f, recs[ri], 1);
@@ -1667,14 +1738,14 @@ static void test_thread_invariance(void) {
             sparkv_cache *c = NULL;
             CHECK_OK(sparkv_cache_create(&s, &p, &c));
             if (!c) return;
-            CHECK_OK(sparkv_cache_set_kernel(c, SPARKV_KERNEL_PORTABLE));
+            CHECK_OK(sparkv_cache_set_kernel(c, ALL_KERNELS[kk]));
             CHECK_OK(sparkv_prefill(c, 0, k, v, np, qw, 16));
             for (int t = 0; t < 40; t++) CHECK_OK(sparkv_append(c, 0, ka + (size_t)t * n_kv * d, va + (size_t)t * n_kv * d));
             CHECK_OK(sparkv_attend(c, 0, q, out[threads - 1]));
             sparkv_cache_free(c);
         }
-        CHECKF(memcmp(out[0], out[1], sizeof out[0]) == 0, "attend differs between 1 and 2 threads (recovery %d)",
-               (int)recs[ri]);
+        CHECKF(memcmp(out[0], out[1], sizeof out[0]) == 0, "attend differs between 1 and 2 threads (recovery %d, %s kernel)",
+               (int)recs[ri], sparkv_kernel_name(ALL_KERNELS[kk]));
     }
     free(k); free(v); free(qw); free(ka); free(va);
 }
@@ -1684,7 +1755,8 @@ int main(void) {
     test_version_and_strings();
     test_defaults_and_validate();
     test_create();
-    test_draw_uniforms();
+    test_draw_standard();
+    test_draw_statistics();
     test_scenarios();
     test_policies();
     test_eviction_errors();

@@ -82,20 +82,30 @@ private func checkKeys(_ pair: CachePair, rel: Float = 2e-6) throws -> (keptChec
 
 @Suite("Recovery of pruned key entries")
 struct RecoveryTests {
-    @Test("sparkv_draw_uniforms is the documented splitmix hash")
-    func drawUniformsMatchDocumentedHash() {
+    @Test("sparkv_draw_standard is the documented hash and 64-point tables")
+    func drawStandardMatchesDocumentedDraw() {
         let inputs: [(UInt64, Int, Int, Int, Int)] = [
             (0, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0, 1, 2, 3, 4), (0xC0FFEE, 5, 7, 1000, 127),
             (UInt64.max, 31, 63, 1 << 40, 255), (42, 0, 3, 255, 64), (0x9E3779B97F4A7C15, 2, 1, 256, 1),
         ]
-        for (seed, layer, head, token, channel) in inputs {
-            var u1 = 0.0, u2 = 0.0
-            sparkv_draw_uniforms(seed, UInt32(layer), UInt32(head), UInt64(token), UInt32(channel), &u1, &u2)
-            let want = RefMath.uniforms(seed: seed, layer: layer, head: head, token: token, channel: channel)
-            #expect(u1.bitPattern == want.0.bitPattern, "u1 for \((seed, layer, head, token, channel)): got \(u1) want \(want.0)")
-            #expect(u2.bitPattern == want.1.bitPattern, "u2 for \((seed, layer, head, token, channel)): got \(u2) want \(want.1)")
-            #expect(u1 > 0 && u1 < 1 && u2 > 0 && u2 < 1)
+        var bins = Set<Int>()
+        for (seed, layer, head, token, channel) in inputs + (0..<512).map { (7, 1, 2, $0 / 128, $0 % 128) } {
+            let bin = RefMath.drawBin(seed: seed, layer: layer, head: head, token: token, channel: channel)
+            bins.insert(bin)
+            let z = sparkv_draw_standard(seed, UInt32(layer), UInt32(head), UInt64(token), UInt32(channel),
+                                         SPARKV_RECOVER_GAUSSIAN)
+            let e = sparkv_draw_standard(seed, UInt32(layer), UInt32(head), UInt64(token), UInt32(channel),
+                                         SPARKV_RECOVER_EXPONENTIAL)
+            #expect(z.bitPattern == RefMath.normalPoints[bin].bitPattern, "normal draw for \((seed, layer, head, token, channel))")
+            #expect(e.bitPattern == RefMath.sqrtExponentialPoints[bin].bitPattern, "exponential draw for \((seed, layer, head, token, channel))")
         }
+        #expect(bins.count == 64)
+        // the tables: mean 0 and 1, variances 0.9961 and 0.9831 (sparkv.h)
+        let z = RefMath.normalPoints.map(Double.init), e = RefMath.sqrtExponentialPoints.map { Double($0) * Double($0) }
+        #expect(z.reduce(0, +) == 0)
+        #expect(abs(e.reduce(0, +) / 64 - 1) < 1e-6)
+        #expect(abs(z.map { $0 * $0 }.reduce(0, +) / 64 - 0.99609) < 1e-4)
+        #expect(abs(e.map { ($0 - 1) * ($0 - 1) }.reduce(0, +) / 64 - 0.98314) < 1e-4)
         // a known value: mix(0) is splitmix64's first output for seed 0
         #expect(RefMath.mix(0) == 0xE220_A839_7B1D_CDAF)
     }

@@ -95,14 +95,48 @@ enum RefMath {
         return z ^ (z >> 31)
     }
 
-    /// The two uniforms in (0, 1) of the recovery draw of (seed, layer, head, token, channel).
-    static func uniforms(seed: UInt64, layer: Int, head: Int, token: Int, channel: Int) -> (Double, Double) {
+    /// The bin (0..<64) of the recovery draw of (seed, layer, head, token, channel), as sparkv.h
+    /// documents it: the 64-bit token hash, then murmur3's fmix32 of key + counter * 0x9E3779B9,
+    /// channel j reading field (j / 16) % 5 of counter 16 * (j / 80) + j % 16.
+    static func drawBin(seed: UInt64, layer: Int, head: Int, token: Int, channel: Int) -> Int {
         let h = mix(mix(mix(mix(seed) ^ UInt64(layer)) ^ UInt64(head)) ^ UInt64(token))
-        let d1 = mix(h ^ UInt64(channel))
-        let d2 = mix(d1)
-        func unit(_ d: UInt64) -> Double { (Double(d >> 11) + 0.5) * 0x1p-53 }
-        return (unit(d1), unit(d2))
+        let lane = channel % 16, block = channel / 16
+        let counter = UInt32(16 * (block / 5) + lane)
+        var x = (UInt32(truncatingIfNeeded: h) ^ UInt32(truncatingIfNeeded: h >> 32)) &+ counter &* 0x9E37_79B9
+        x ^= x >> 16
+        x = x &* 0x85EB_CA6B
+        x ^= x >> 13
+        x = x &* 0xC2B2_AE35
+        x ^= x >> 16
+        return Int((x >> UInt32(26 - 6 * (block % 5))) & 63)
     }
+
+    /// The 64 conditional means of the standard normal over equal-probability bins, from its
+    /// quantile (bisection on erfc, in double) and density, rounded to Float.
+    static let normalPoints: [Float] = {
+        func cdf(_ x: Double) -> Double { 0.5 * erfc(-x / 2.0.squareRoot()) }
+        func pdf(_ x: Double) -> Double { x.isInfinite ? 0 : exp(-0.5 * x * x) / (2 * Double.pi).squareRoot() }
+        func quantile(_ p: Double) -> Double {
+            var lo = -40.0, hi = 40.0
+            for _ in 0..<200 {
+                let mid = 0.5 * (lo + hi)
+                if mid == lo || mid == hi { break }
+                if cdf(mid) < p { lo = mid } else { hi = mid }
+            }
+            return 0.5 * (lo + hi)
+        }
+        let edges = [-Double.infinity] + (1..<64).map { quantile(Double($0) / 64) } + [Double.infinity]
+        return (0..<64).map { Float(64 * (pdf(edges[$0]) - pdf(edges[$0 + 1]))) }
+    }()
+
+    /// sqrt of the 64 conditional means of the unit exponential over equal-probability bins.
+    static let sqrtExponentialPoints: [Float] = {
+        let a = (0..<64).map { -log1p(-Double($0) / 64) }
+        return (0..<64).map { i in
+            let upper = i + 1 < 64 ? (a[i + 1] + 1) * Double(63 - i) : 0
+            return Float(((a[i] + 1) * Double(64 - i) - upper).squareRoot())
+        }
+    }()
 
     /// sqrt(c / qn_j) as recovery uses it: sparkv.h floors qn_j at c / SPARKV_RECOVERY_QN_FLOOR (16),
     /// so a recovered entry is at most 4 sqrt(x / c) and continuous at qn_j = 0.
@@ -290,15 +324,17 @@ extension RefMath {
             case .mean:
                 mag = Float(a) * rq
             case .gaussian:
-                let (u1, u2) = uniforms(seed: config.seed, layer: layer, head: head, token: token, channel: j)
-                var x = a * a + b * b * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
-                x = min(max(x, 0), e * e)
-                mag = Float(x.squareRoot()) * rq
+                // sparkv.h's float32 sequence, one rounding per operation
+                let z = normalPoints[drawBin(seed: config.seed, layer: layer, head: head, token: token, channel: j)]
+                let fa = Float(a), fb = Float(b), fe = Float(e)
+                let m = fa * fa, s2 = fb * fb, theta = fe * fe
+                let sz = s2 * z
+                let x = min(max(m + sz, 0), theta)
+                mag = x.squareRoot() * rq
             case .exponential:
-                let (u1, _) = uniforms(seed: config.seed, layer: layer, head: head, token: token, channel: j)
-                var x = -(a * a) * log(u1)
-                x = min(max(x, 0), e * e)
-                mag = Float(x.squareRoot()) * rq
+                let z = sqrtExponentialPoints[drawBin(seed: config.seed, layer: layer, head: head, token: token, channel: j)]
+                let r = Float(a) * z
+                mag = min(r, Float(e)) * rq
             }
             if config.signs && k[j] < 0 { mag = -mag }
             out[j] = mag

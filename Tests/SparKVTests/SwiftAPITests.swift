@@ -410,8 +410,10 @@ struct SwiftAPITests {
         let token = Self.sparkvError { _ = try cache.value(layer: 0, kvHead: 0, token: 40) }
         #expect(token?.status == 15)
 
-        let (u1, u2) = KVCache.recoveryUniforms(seed: 1, layer: 0, kvHead: 0, token: 5, channel: 3)
-        #expect(u1 > 0 && u1 < 1 && u2 > 0 && u2 < 1)
+        let z = KVCache.recoveryDraw(seed: 1, layer: 0, kvHead: 0, token: 5, channel: 3, recovery: .gaussian)
+        let e = KVCache.recoveryDraw(seed: 1, layer: 0, kvHead: 0, token: 5, channel: 3, recovery: .exponential)
+        #expect(abs(z) < 2.52 && e > 0 && e * e < 5.16)
+        #expect(KVCache.recoveryDraw(seed: 1, layer: 0, kvHead: 0, token: 5, channel: 3, recovery: .mean) == 0)
     }
 
     // MARK: SyntheticKV

@@ -90,8 +90,12 @@ def kernel_supported(kernel: Union[Kernel, str, int]) -> bool:
     return bool(_lib.load().sparkv_kernel_supported(int(to_enum(Kernel, kernel, "kernel"))))
 
 
-def draw_uniforms(seed: int, layer: int, kv_head: int, token: int, channel: int) -> Tuple[float, float]:
-    """The two uniforms in (0, 1) of the GAUSSIAN/EXPONENTIAL recovery draw (see sparkv.h)."""
+def draw_standard(
+    seed: int, layer: int, kv_head: int, token: int, channel: int, recovery: Union[Recovery, str, int]
+) -> float:
+    """The standardized GAUSSIAN/EXPONENTIAL recovery draw (sparkv_draw_standard in sparkv.h): the
+    standard-normal point for GAUSSIAN, the square root of the unit-exponential point for
+    EXPONENTIAL, 0.0 otherwise. The same on every ISA and thread count."""
     args = (
         c_integer("seed", seed, 0, U64),
         c_integer("layer", layer, 0, U32),
@@ -99,9 +103,7 @@ def draw_uniforms(seed: int, layer: int, kv_head: int, token: int, channel: int)
         c_integer("token", token, 0, U64),
         c_integer("channel", channel, 0, U32),
     )
-    u1, u2 = ctypes.c_double(), ctypes.c_double()
-    _lib.load().sparkv_draw_uniforms(*args, ctypes.byref(u1), ctypes.byref(u2))
-    return u1.value, u2.value
+    return float(_lib.load().sparkv_draw_standard(*args, int(to_enum(Recovery, recovery, "recovery"))))
 
 
 __all__ = [
@@ -137,7 +139,7 @@ __all__ = [
     "UnsupportedError",
     "WindowError",
     "__version__",
-    "draw_uniforms",
+    "draw_standard",
     "kernel_supported",
     "library_path",
     "status_string",

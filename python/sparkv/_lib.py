@@ -126,7 +126,7 @@ _PROTOTYPES = {
     "sparkv_inspect_key": (c_int, [c_void_p, c_uint32, c_uint32, c_uint64, POINTER(c_uint8), _F]),
     "sparkv_inspect_value": (c_int, [c_void_p, c_uint32, c_uint32, c_uint64, _F]),
     "sparkv_inspect_qnorm": (c_int, [c_void_p, c_uint32, c_uint32, _F, _F]),
-    "sparkv_draw_uniforms": (None, [c_uint64, c_uint32, c_uint32, c_uint64, c_uint32, POINTER(c_double), POINTER(c_double)]),
+    "sparkv_draw_standard": (c_float, [c_uint64, c_uint32, c_uint32, c_uint64, c_uint32, c_int]),
     "sparkv_kernel_supported": (c_int, [c_int]),
     "sparkv_cache_set_kernel": (c_int, [c_void_p, c_int]),
     "sparkv_cache_kernel": (c_int, [c_void_p]),

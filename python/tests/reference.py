@@ -3,7 +3,8 @@
 Everything that the library stores is reproduced bit for bit: sums run in the documented order
 (np.cumsum is sequential), roundings go through numpy's float16 (round to nearest even), int8 /
 int4 storage follows sparkv.h's description of sparkv_precision (symmetric, fp16 scales; written
-from the header, not from csrc/), the draws use Python's math (the same libm as the C library).
+from the header, not from csrc/), the draws' 64-point tables come from statistics.NormalDist and
+math by the formulas of sparkv_draw_standard, and recovery repeats its float32 operations in numpy.
 Attention is a double-precision softmax.
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from statistics import NormalDist
+from typing import List, Tuple
 
 import numpy as np
 
 MASK64 = (1 << 64) - 1
+MASK32 = (1 << 32) - 1
 
 
 # ---- storage precisions ----------------------------------------------------------------------
@@ -98,11 +101,46 @@ def mix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def uniforms(seed: int, layer: int, kv_head: int, token: int, channel: int) -> Tuple[float, float]:
+DRAW_BINS = 64
+
+
+def draw_bin(seed: int, layer: int, kv_head: int, token: int, channel: int) -> int:
+    """The bin of a recovery draw, as sparkv.h documents it: the token hash, then fmix32 of the
+    counter 16 * (j // 80) + j % 16, whose 6-bit field (j // 16) % 5 (from the top) is the bin."""
     h = mix64(mix64(mix64(mix64(seed) ^ layer) ^ kv_head) ^ token)
-    d1 = mix64(h ^ channel)
-    d2 = mix64(d1)
-    return ((d1 >> 11) + 0.5) * 2.0**-53, ((d2 >> 11) + 0.5) * 2.0**-53
+    lane, block = channel % 16, channel // 16
+    x = (((h & MASK32) ^ (h >> 32)) + (16 * (block // 5) + lane) * 0x9E3779B9) & MASK32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & MASK32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & MASK32
+    x ^= x >> 16
+    return (x >> (26 - 6 * (block % 5))) & 63
+
+
+def _normal_points() -> List[np.float32]:
+    nd = NormalDist()
+    edges = [-math.inf] + [nd.inv_cdf(i / DRAW_BINS) for i in range(1, DRAW_BINS)] + [math.inf]
+    pdf = lambda x: 0.0 if math.isinf(x) else nd.pdf(x)  # noqa: E731
+    return [np.float32(DRAW_BINS * (pdf(edges[i]) - pdf(edges[i + 1]))) for i in range(DRAW_BINS)]
+
+
+def _sqrt_exponential_points() -> List[np.float32]:
+    a = [-math.log1p(-i / DRAW_BINS) for i in range(DRAW_BINS)]
+    out = []
+    for i in range(DRAW_BINS):
+        upper = (a[i + 1] + 1.0) * (DRAW_BINS - i - 1) if i + 1 < DRAW_BINS else 0.0
+        out.append(np.float32(math.sqrt((a[i] + 1.0) * (DRAW_BINS - i) - upper)))
+    return out
+
+
+NORMAL_POINTS = _normal_points()
+SQRT_EXPONENTIAL_POINTS = _sqrt_exponential_points()
+
+
+def draw_standard(seed: int, layer: int, kv_head: int, token: int, channel: int, recovery: str) -> np.float32:
+    table = {"gaussian": NORMAL_POINTS, "exponential": SQRT_EXPONENTIAL_POINTS}.get(recovery)
+    return table[draw_bin(seed, layer, kv_head, token, channel)] if table else np.float32(0.0)
 
 
 # ---- compression ---------------------------------------------------------------------------------
@@ -221,13 +259,16 @@ def compress_token(
         elif policy.recovery == "mean":
             mag = np.float32(a) * rq[j]
         else:
-            u1, u2 = uniforms(policy.seed, layer, kv_head, token, int(j))
+            # sparkv.h's float32 sequence, one rounding per operation
+            z = draw_standard(policy.seed, layer, kv_head, token, int(j), policy.recovery)
+            fa, fe = np.float32(a), np.float32(e)
             if policy.recovery == "gaussian":
-                x = a * a + b * b * math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586476925 * u2)
+                fb = np.float32(b)
+                x = fa * fa + (fb * fb) * z
+                r = np.sqrt(min(max(x, np.float32(0.0)), fe * fe))
             else:
-                x = -(a * a) * math.log(u1)
-            x = min(max(x, 0.0), e * e)
-            mag = np.float32(math.sqrt(x)) * rq[j]
+                r = min(fa * z, fe)
+            mag = np.float32(r * rq[j])
         key[j] = -mag if (policy.sign_bits and k[j] < 0) else mag
     return mask, key
 

@@ -60,12 +60,26 @@ def test_topk_keep_matches_reference():
             assert sparkv.topk_keep(r, d) == ref.RefPolicy(ratio=float(np.float32(r))).topk_keep(d)
 
 
-def test_draw_uniforms_follow_the_published_hash():
+def test_draw_standard_follows_the_published_draw():
     for seed in (0, 1, 2**64 - 1):
         for args in ((0, 0, 0, 0), (1, 2, 3, 4), (31, 7, 100000, 255)):
-            got = sparkv.draw_uniforms(seed, *args)
-            assert got == ref.uniforms(seed, *args)
-            assert all(0.0 < u < 1.0 for u in got)
+            for rec in ("gaussian", "exponential"):
+                got = sparkv.draw_standard(seed, *args, rec)
+                assert np.float32(got).tobytes() == ref.draw_standard(seed, *args, rec).tobytes()
+            assert sparkv.draw_standard(seed, *args, "mean") == 0.0
+
+
+def test_draw_tables_keep_the_documented_moments():
+    """Equal-probability bins holding their conditional means: the mean is the distribution's, the
+    variance 0.9961 (normal) / 0.9831 (exponential), as sparkv.h says; the hash fills every bin
+    about equally."""
+    z = np.array(ref.NORMAL_POINTS, dtype=np.float64)
+    e = np.array(ref.SQRT_EXPONENTIAL_POINTS, dtype=np.float64) ** 2
+    assert z.sum() == 0.0 and abs(e.mean() - 1.0) < 1e-6
+    assert abs(z.var() - 0.99609) < 1e-4 and abs(e.var() - 0.98314) < 1e-4
+    counts = np.bincount([ref.draw_bin(5, 0, 1, t, j) for t in range(64) for j in range(128)], minlength=64)
+    expect = 64 * 128 / 64
+    assert ((counts - expect) ** 2 / expect).sum() < 130.0  # chi-square, 63 dof, far in the tail
 
 
 def test_defaults_mirror_the_c_defaults():

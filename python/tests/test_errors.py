@@ -351,12 +351,12 @@ def test_every_c_status_has_its_own_error_class():
     [
         lambda: sparkv.topk_keep(0.5, -8),  # was 2147483644: -8 wrapped to 2**32 - 8
         lambda: sparkv.topk_keep(0.5, 2**32 + 8),  # was 4: wrapped to 8
-        lambda: sparkv.draw_uniforms(-1, 0, 0, 0, 0),  # was the draw of seed 2**64 - 1
-        lambda: sparkv.draw_uniforms(2**64, 0, 0, 0, 0),
-        lambda: sparkv.draw_uniforms(0, 2**32, 0, 0, 0),  # was layer 0's draw
-        lambda: sparkv.draw_uniforms(0, 0, -1, 0, 0),
-        lambda: sparkv.draw_uniforms(0, 0, 0, 2**64, 0),
-        lambda: sparkv.draw_uniforms(0, 0, 0, 0, 2**32),
+        lambda: sparkv.draw_standard(-1, 0, 0, 0, 0, "gaussian"),  # was the draw of seed 2**64 - 1
+        lambda: sparkv.draw_standard(2**64, 0, 0, 0, 0, "gaussian"),
+        lambda: sparkv.draw_standard(0, 2**32, 0, 0, 0, "gaussian"),  # was layer 0's draw
+        lambda: sparkv.draw_standard(0, 0, -1, 0, 0, "gaussian"),
+        lambda: sparkv.draw_standard(0, 0, 0, 2**64, 0, "gaussian"),
+        lambda: sparkv.draw_standard(0, 0, 0, 0, 2**32, "gaussian"),
         lambda: sparkv.status_string(2**32),  # was "success": wrapped to 0
         lambda: sparkv.status_string(-(2**31) - 1),
     ],
@@ -372,7 +372,7 @@ def test_non_integers_are_type_errors():
     with pytest.raises(TypeError):
         sparkv.topk_keep(0.5, 8.0)
     with pytest.raises(TypeError):
-        sparkv.draw_uniforms(0, 0, 0, "1", 0)
+        sparkv.draw_standard(0, 0, 0, "1", 0, "gaussian")
     with pytest.raises(TypeError):
         sparkv.status_string(True)
 
@@ -380,6 +380,6 @@ def test_non_integers_are_type_errors():
 def test_edge_integers_still_work():
     assert sparkv.topk_keep(0.5, 2**32 - 1) == 2**31  # 2**32 - 1 - floor(0.5 * (2**32 - 1))
     assert sparkv.topk_keep(0.5, 0) == 0
-    u = sparkv.draw_uniforms(2**64 - 1, 2**32 - 1, 2**32 - 1, 2**64 - 1, 2**32 - 1)
-    assert all(0.0 < x < 1.0 for x in u)
+    z = sparkv.draw_standard(2**64 - 1, 2**32 - 1, 2**32 - 1, 2**64 - 1, 2**32 - 1, "gaussian")
+    assert abs(z) < 2.52
     assert sparkv.status_string(2**31 - 1) == sparkv.status_string(999)  # unknown code: the generic sentence

@@ -899,14 +899,28 @@ static void op_queries(reader *r, session *s) {
     if (s->pol.threads > 0) ENSURE(sparkv_cache_threads(s->c) == s->pol.threads, "cache_threads != policy.threads");
     ENSURE(sparkv_layer_tokens(s->c, s->sh.n_layers) == 0, "layer_tokens of a layer out of range is not 0");
     ENSURE(sparkv_kernel_name(sparkv_cache_kernel(s->c)) != NULL, "kernel_name is NULL");
-    /* The published draw hash (sparkv_draw_uniforms) at fuzzed coordinates. */
+    /* The published draw (sparkv_draw_standard) at fuzzed coordinates: the bin from the published
+     * hash; a bin always gives the same point, points increase with the bin, stay within the
+     * outermost documented points (|Z| <= 2.511, S^2 <= 5.159), and the normal table is symmetric. */
     const uint64_t seed = u64(r), token = u64(r);
     const uint32_t layer = u32(r), head = u32(r), ch = u32(r);
-    double u1, u2;
-    sparkv_draw_uniforms(seed, layer, head, token, ch, &u1, &u2);
-    const uint64_t hh = mix64(mix64(mix64(mix64(seed) ^ layer) ^ head) ^ token), d1 = mix64(hh ^ ch), d2 = mix64(d1);
-    ENSURE(u1 == ((double)(d1 >> 11) + 0.5) * 0x1p-53 && u2 == ((double)(d2 >> 11) + 0.5) * 0x1p-53 && u1 > 0 && u1 < 1,
-           "sparkv_draw_uniforms differs from the hash published in sparkv.h");
+    const uint64_t hh = mix64(mix64(mix64(mix64(seed) ^ layer) ^ head) ^ token);
+    uint32_t x = ((uint32_t)hh ^ (uint32_t)(hh >> 32)) + (16 * (ch / 16 / 5) + ch % 16) * 0x9E3779B9u;
+    x ^= x >> 16; x *= 0x85EBCA6Bu; x ^= x >> 13; x *= 0xC2B2AE35u; x ^= x >> 16;
+    const uint32_t bin = (x >> (26 - 6 * (ch / 16 % 5))) & 63;
+    static float points[2][64];
+    static uint8_t known[2][64];
+    for (int k = 0; k < 2; k++) {
+        const float z = sparkv_draw_standard(seed, layer, head, token, ch,
+                                             k ? SPARKV_RECOVER_EXPONENTIAL : SPARKV_RECOVER_GAUSSIAN);
+        ENSURE(k ? (z > 0.0f && z * z <= 5.159f) : fabsf(z) <= 2.511f, "draw %g outside the documented range", (double)z);
+        if (!known[k][bin]) { known[k][bin] = 1; points[k][bin] = z; }
+        ENSURE(points[k][bin] == z, "bin %u of the published hash gives two different draws", bin);
+        for (uint32_t o = 0; o < 64; o++)
+            if (known[k][o]) ENSURE(o < bin ? points[k][o] < z : o > bin ? points[k][o] > z : 1, "draws not increasing with the bin");
+        if (!k && known[0][63 - bin]) ENSURE(points[0][63 - bin] == -z, "normal draws not symmetric");
+    }
+    ENSURE(sparkv_draw_standard(seed, layer, head, token, ch, SPARKV_RECOVER_MEAN) == 0.0f, "MEAN draw is not 0");
 }
 
 /* Calls given a NULL handle: NULL_POINTER and a thread detail. */
