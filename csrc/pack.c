@@ -10,7 +10,7 @@
 static uint16_t stat_half(double stat, float c) { return sv_float_to_half((float)sqrt(stat / (double)c)); }
 
 uint32_t sv_split_token(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
-                        double *pruned, uint8_t *sign, double *min_kept, double *max_pruned) {
+                        uint16_t *kept_f16, double *pruned, uint8_t *sign, double *min_kept, double *max_pruned) {
     uint32_t n_kept = 0;
     double lo = INFINITY, hi = 0.0;
     /* Branch-free: the kept pattern is random per token, so branches would mispredict. */
@@ -31,6 +31,7 @@ uint32_t sv_split_token(const float *k, const double *s, const uint8_t *mask, ui
     }
     *min_kept = lo;
     *max_pruned = hi;
+    if (kept_f16) sv_store_row(kept_f16, SPARKV_F16, kept, n_kept);
     return n_kept;
 }
 
@@ -54,10 +55,10 @@ void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
 void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
                    const float *k, const double *s, float c) {
     const uint32_t d = cache->shape.head_dim;
-    float kept[SPARKV_MAX_HEAD_DIM];
+    float kept[SPARKV_MAX_HEAD_DIM + 16];
     double pruned[SPARKV_MAX_HEAD_DIM], min_kept, max_pruned;
     uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
-    const uint32_t n_kept = sv_split_token(k, s, page->mask + (size_t)slot * (d / 8), d, kept, pruned, sign,
+    const uint32_t n_kept = sv_split_token(k, s, page->mask + (size_t)slot * (d / 8), d, kept, NULL, pruned, sign,
                                            &min_kept, &max_pruned);
     /* kept values share one scale: they are the token's large ones, so the grid fits them */
     sv_store_values((uint8_t *)page->k + kept_offset, page->kscale ? page->kscale + slot : NULL, 1,

@@ -20,7 +20,7 @@ typedef struct sv_prefill_kernels {
     void (*select_topk)(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
     /* See sv_split_token. */
     uint32_t (*split)(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
-                      double *pruned, uint8_t *sign, double *min_kept, double *max_pruned);
+                      uint16_t *kept_f16, double *pruned, uint8_t *sign, double *min_kept, double *max_pruned);
 } sv_prefill_kernels;
 
 /* The kernels of a family (AUTO is not a family: the cache resolves it at creation). A family
@@ -30,13 +30,16 @@ SPARKV_HIDDEN const sv_prefill_kernels *sv_prefill_kernels_for(sparkv_kernel ker
 /* Portable specification (saliency.c, select.c, pack.c). */
 SPARKV_HIDDEN void sv_saliency_portable(const float *k, const double *qn, uint32_t d, double *s);
 SPARKV_HIDDEN void sv_select_topk_portable(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
-/* One selected token, split: its kept values in channel order into kept[] (returns how many);
+/* One selected token, split: its kept values in channel order into kept[] (d + 16 floats: SIMD
+ * versions store whole vectors), or as exactly that many fp16 values into kept_f16[] when it is
+ * not NULL (kept[] is then scratch); returns how many;
  * the sign bits of its pruned channels into sign[0..d/8) (skipped when sign is NULL); its pruned
  * saliencies into pruned[] with 0.0 at kept channels, so that summing pruned[] in channel order
  * gives exactly the pruned sum; the smallest kept saliency (+Inf if none) and the largest pruned
  * one (0 if none). */
 SPARKV_HIDDEN uint32_t sv_split_token(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
-                                      double *pruned, uint8_t *sign, double *min_kept, double *max_pruned);
+                                      uint16_t *kept_f16, double *pruned, uint8_t *sign, double *min_kept,
+                                      double *max_pruned);
 /* The recovery statistics of a split token from its pruned sum (pruned[] summed in channel order). */
 SPARKV_HIDDEN void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint32_t n_kept,
                                  double pruned_sum, double min_kept, double max_pruned, const double *pruned,
@@ -60,13 +63,13 @@ SPARKV_HIDDEN void sv_select_candidates(const uint64_t *bits, const uint32_t *in
 SPARKV_HIDDEN void sv_saliency_avx2(const float *k, const double *qn, uint32_t d, double *s);
 SPARKV_HIDDEN void sv_select_topk_avx2(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
 SPARKV_HIDDEN uint32_t sv_split_token_avx2(const float *k, const double *s, const uint8_t *mask, uint32_t d,
-                                           float *kept, double *pruned, uint8_t *sign, double *min_kept,
-                                           double *max_pruned);
+                                           float *kept, uint16_t *kept_f16, double *pruned, uint8_t *sign,
+                                           double *min_kept, double *max_pruned);
 SPARKV_HIDDEN void sv_saliency_avx512(const float *k, const double *qn, uint32_t d, double *s);
 SPARKV_HIDDEN void sv_select_topk_avx512(const double *s, uint32_t n, uint32_t d, uint32_t keep, uint8_t *mask);
 SPARKV_HIDDEN uint32_t sv_split_token_avx512(const float *k, const double *s, const uint8_t *mask, uint32_t d,
-                                             float *kept, double *pruned, uint8_t *sign, double *min_kept,
-                                             double *max_pruned);
+                                             float *kept, uint16_t *kept_f16, double *pruned, uint8_t *sign,
+                                             double *min_kept, double *max_pruned);
 #endif
 
 #endif

@@ -49,11 +49,14 @@ sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t 
         if (topk) kern->select_topk(sal, nt, d, keep, page->mask + (size_t)i0 * nb);
         for (uint32_t t = 0; t < nt; t++) {
             const uint32_t i = i0 + t;
-            n_kept[t] = kern->split(keys + rows[i] * d, sal + (size_t)t * d, page->mask + (size_t)i * nb, d, kept, pruned[t],
+            uint8_t *row = (uint8_t *)page->k + off;
+            n_kept[t] = kern->split(keys + rows[i] * d, sal + (size_t)t * d, page->mask + (size_t)i * nb, d, kept,
+                                    kp == SPARKV_F16 ? (uint16_t *)row : NULL, pruned[t],
                                     page->sign ? page->sign + (size_t)i * nb : NULL, &min_kept[t], &max_pruned[t]);
             /* kept values share one scale: they are the token's large ones, so the grid fits them */
-            sv_store_values((uint8_t *)page->k + off, page->kscale ? page->kscale + i : NULL, 1, kp, kept, n_kept[t],
-                            n_kept[t] ? n_kept[t] : 1);
+            if (kp != SPARKV_F16)
+                sv_store_values(row, page->kscale ? page->kscale + i : NULL, 1, kp, kept, n_kept[t],
+                                n_kept[t] ? n_kept[t] : 1);
             off += sv_row_bytes(kp, n_kept[t]);
         }
         if (!c->n_stats) continue;

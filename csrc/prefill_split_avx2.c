@@ -6,6 +6,7 @@
 #ifdef SV_HAVE_X86_PREFILL
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 /* Lane indices of the set bits of m, lowest first, as 8 dwords. */
 __attribute__((target("avx2,bmi2"))) static __m256i compress_indices(uint32_t m) {
@@ -14,10 +15,10 @@ __attribute__((target("avx2,bmi2"))) static __m256i compress_indices(uint32_t m)
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)picked));
 }
 
-__attribute__((target("avx2,bmi2,popcnt"))) uint32_t sv_split_token_avx2(const float *k, const double *s,
-                                                                         const uint8_t *mask, uint32_t d, float *kept,
-                                                                         double *pruned, uint8_t *sign,
-                                                                         double *min_kept, double *max_pruned) {
+#define TARGET __attribute__((target("avx2,bmi2,popcnt,f16c")))
+
+TARGET uint32_t sv_split_token_avx2(const float *k, const double *s, const uint8_t *mask, uint32_t d, float *kept,
+                uint16_t *kept_f16, double *pruned, uint8_t *sign, double *min_kept, double *max_pruned) {
     const __m256i bit = _mm256_setr_epi64x(1, 2, 4, 8);
     __m256d lo = _mm256_set1_pd(INFINITY), hi = _mm256_setzero_pd();
     uint32_t n = 0;
@@ -48,6 +49,14 @@ __attribute__((target("avx2,bmi2,popcnt"))) uint32_t sv_split_token_avx2(const f
     }
     *min_kept = a;
     *max_pruned = b;
+    if (kept_f16) {
+        /* whole vectors into a buffer, then exactly n values: the bytes after the row may already
+         * hold the page's masks */
+        uint16_t h[SPARKV_MAX_HEAD_DIM + 8];
+        for (uint32_t i = 0; i < n; i += 8)
+            _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(kept + i), _MM_FROUND_TO_NEAREST_INT));
+        memcpy(kept_f16, h, (size_t)n * sizeof(uint16_t));
+    }
     return n;
 }
 #endif
