@@ -43,7 +43,8 @@ sv_page_arena *sv_arena_new(size_t bytes) {
     if (raw == (uint8_t *)MAP_FAILED) return NULL;
     uint8_t *map = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
     if (map > raw) munmap(raw, (size_t)(map - raw));
-    if (map + map_bytes < raw + map_bytes + huge) munmap(map + map_bytes, (size_t)(raw + map_bytes + huge - (map + map_bytes)));
+    uint8_t *end = map + map_bytes, *raw_end = raw + map_bytes + huge;
+    if (end < raw_end) munmap(end, (size_t)(raw_end - end));
 #ifdef MADV_HUGEPAGE
     /* advice only. A fresh mapping is zeroed by the kernel either way; with 4 KiB pages the faults
      * themselves cost more (one 32K-token layer of 8 heads: 97 ms with 4 KiB pages, 68 ms with

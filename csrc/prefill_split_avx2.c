@@ -27,8 +27,10 @@ TARGET uint32_t sv_split_token_avx2(const float *k, const double *s, const uint8
         const __m256 kv = _mm256_loadu_ps(k + j);
         _mm256_storeu_ps(kept + n, _mm256_permutevar8x32_ps(kv, compress_indices(m))); /* 8 floats of slack */
         n += (uint32_t)_mm_popcnt_u32(m);
-        if (sign)
-            sign[j / 8] = (uint8_t)((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(kv, _mm256_setzero_ps(), _CMP_LT_OQ)) & ~m);
+        if (sign) {
+            const __m256 negative = _mm256_cmp_ps(kv, _mm256_setzero_ps(), _CMP_LT_OQ);
+            sign[j / 8] = (uint8_t)((uint32_t)_mm256_movemask_ps(negative) & ~m);
+        }
         for (uint32_t h = 0; h < 2; h++) {
             const __m256i sel = _mm256_and_si256(_mm256_set1_epi64x((long long)(m >> (4 * h))), bit);
             const __m256d keep = _mm256_castsi256_pd(_mm256_cmpeq_epi64(sel, bit));

@@ -35,11 +35,13 @@ TARGET static void load_keys(const double *s, uint32_t d, __m256i *kv) {
     const uint32_t nv = (d + 15) / 16;
     for (; j < 16 * nv; j++) key[j] = 0;
     const __m256i bias = _mm256_set1_epi16((short)0x8000);
-    for (uint32_t i = 0; i < nv; i++) kv[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(key + 16 * i)), bias);
+    for (uint32_t i = 0; i < nv; i++)
+        kv[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(key + 16 * i)), bias);
 }
 
 /* Keys >= t, as x > t - 1; each 16-bit compare result gives 2 bits of the byte mask. */
-__attribute__((always_inline)) TARGET static inline uint32_t count_at_least(const __m256i *kv, uint32_t nv, uint32_t t) {
+__attribute__((always_inline)) TARGET static inline uint32_t count_at_least(const __m256i *kv, uint32_t nv,
+                                                                             uint32_t t) {
     const __m256i tv = _mm256_set1_epi16((short)((t - 1) ^ 0x8000u));
     uint32_t count = 0;
     for (uint32_t i = 0; i < nv; i++)

@@ -13,7 +13,8 @@
 
 #define TARGET __attribute__((target("avx512f,avx512bw,popcnt")))
 
-__attribute__((always_inline)) TARGET static inline uint32_t count_at_least(const __m512i *kv, uint32_t nv, uint32_t t) {
+__attribute__((always_inline)) TARGET static inline uint32_t count_at_least(const __m512i *kv, uint32_t nv,
+                                                                             uint32_t t) {
     const __m512i tv = _mm512_set1_epi16((short)t);
     uint32_t count = 0;
     for (uint32_t i = 0; i < nv; i++) count += (uint32_t)_mm_popcnt_u32(_mm512_cmpge_epu16_mask(kv[i], tv));
