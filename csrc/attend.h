@@ -76,6 +76,21 @@ SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx512;
         }                                                                                            \
     } while (0)
 
+/* Full unrolling of the SIMD kernels' small loops over the tokens and query heads of a pass, so
+ * their accumulators live in registers. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SV_INSTRUMENTED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(SV_INSTRUMENTED)
+/* instrumented builds check behaviour, not speed: unrolled, the instrumented code takes gcc
+ * minutes and gigabytes to compile */
+#define SV_UNROLLED
+#else
+#define SV_UNROLLED _Pragma("GCC unroll 16")
+#endif
+
 /* SIMD kernels hold at most this many query heads' accumulators; larger groups use the portable
  * kernels. */
 #define SV_SIMD_MAX_GROUP 16u

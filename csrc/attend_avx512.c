@@ -34,10 +34,6 @@ SV_INLINE __m512 widen16(__m256i raw, sparkv_precision p) {
 
 /* Keeps the compiler from folding a load into the instruction that uses it (an empty asm that
  * "changes" the register): compilers fold a load into vexpand, whose memory form is microcoded. */
-/* Full unrolling of the small loops over tokens and query heads of a pass, so their accumulators
- * live in registers. */
-#define SV_UNROLLED _Pragma("GCC unroll 16")
-
 #define SV_IN_REGISTER(x) __asm__("" : "+v"(x))
 
 /* The next popcount(m) stored values at *ptr placed in the lanes set in m (0 elsewhere). A full
@@ -175,47 +171,62 @@ SV_INLINE void finish_pass(__m512 *acc, uint32_t G, uint32_t U, uint32_t cnt, ui
 /* kp, mean and G are compile-time constants in every instance (see score_spark), so the inner
  * loop carries no precision or recovery test. */
 SV_INLINE void score_spark_pass(const sv_head_ctx *h, const sv_page *page, uint32_t slot, const uint8_t **kptr,
-                                float *scores, uint32_t i, const sparkv_precision kp, const int mean,
-                                const int signs, const uint32_t G, const uint32_t U, const uint32_t cnt) {
+                                float *scores, uint32_t i, const sparkv_precision kp, const int signs,
+                                const uint32_t d, const uint32_t G, const uint32_t U, const uint32_t cnt) {
     const sparkv_cache *cache = h->cache;
-    const uint32_t d = h->d, nc = d / 16, nb = d / 8;
-    const size_t kb = kp == SPARKV_F32 ? 4 : 2;
+    const uint32_t nc = d / 16, nb = d / 8;
+    const int quant = kp == SPARKV_I8 || kp == SPARKV_I4, i4 = kp == SPARKV_I4;
+    /* bytes per stored value (I4 rows are unpacked to one int8 per value first) */
+    const size_t kb = kp == SPARKV_F32 ? 4 : quant ? 1 : 2;
     const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
     const uint8_t *src[16];
-    const uint16_t *mask[16], *sign[16];
+    int8_t unpacked[i4 ? 16 : 1][i4 ? SPARKV_MAX_HEAD_DIM + 32 : 1];
+    /* token u's mask (sign) word c: mask[u * nc + c] */
+    const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * nb);
+    const uint16_t *sign = signs ? (const uint16_t *)(page->sign + (size_t)slot * nb) : NULL;
     __m512 a[16];
-    src[0] = *kptr;
+    float fac[16];
+    const uint8_t *next = *kptr;
     SV_UNROLLED
     for (uint32_t u = 0; u < cnt; u++) {
-        const uint8_t *mb = page->mask + (size_t)(slot + u) * nb;
-        mask[u] = (const uint16_t *)mb;
-        sign[u] = signs ? (const uint16_t *)(page->sign + (size_t)(slot + u) * nb) : NULL;
-        if (u + 1 < cnt) {
-            uint32_t nk = 0;
-            for (uint32_t c = 0; c < nc; c++) nk += (uint32_t)__builtin_popcount(mask[u][c]);
-            src[u + 1] = src[u] + (size_t)nk * kb;
+        uint32_t nk = 0;
+        for (uint32_t c = 0; c < nc; c++) nk += (uint32_t)__builtin_popcount(mask[u * nc + c]);
+        if (i4) {
+            /* the row's length is only known from the mask */
+            sv_unpack_i4(unpacked[u], next, (nk + 1) / 2);
+            src[u] = (const uint8_t *)unpacked[u];
+            next += (nk + 1) / 2;
+        } else {
+            src[u] = next;
+            next += (size_t)nk * kb;
         }
-        a[u] = mean ? _mm512_cvtph_ps(_mm256_set1_epi16((short)page->stats[(size_t)(slot + u) * cache->n_stats +
-                                                                           SV_STAT_MEAN]))
-                    : _mm512_setzero_ps();
+        /* I8/I4: key' = q_int on kept lanes and fill / s on pruned ones, the score times s */
+        fac[u] = quant ? sv_scale_factor(page->kscale[slot + u]) : 1.0f;
+        /* recovery NONE has no statistics: a = 0 fills the pruned lanes with (signed) zeros */
+        const uint16_t stat = cache->n_stats ? page->stats[(size_t)(slot + u) * cache->n_stats + SV_STAT_MEAN] : 0;
+        a[u] = quant ? _mm512_set1_ps(SV_HALF(stat) / fac[u]) : _mm512_cvtph_ps(_mm256_set1_epi16((short)stat));
     }
     __m512 acc[16];
     for (uint32_t k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
     for (uint32_t c = 0; c < nc; c++) {
         __m512 key[16];
-        const __m512 rq = mean ? _mm512_loadu_ps(h->rq + 16 * c) : _mm512_setzero_ps();
+        const __m512 rq = _mm512_loadu_ps(h->rq + 16 * c);
         SV_UNROLLED
         for (uint32_t u = 0; u < cnt; u++) {
-            const __mmask16 km = mask[u][c];
-            key[u] = expand16(src[u], km, kp);
-            src[u] += (size_t)__builtin_popcount(km) * kb;
-            if (mean) {
-                __m512 fill = _mm512_mul_ps(a[u], rq);
-                if (signs)
-                    fill = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(fill), sign[u][c],
-                                                                     _mm512_castps_si512(fill), signbit));
-                key[u] = _mm512_mask_mov_ps(fill, km, key[u]);
+            const uint32_t bits = mask[u * nc + c];
+            if (quant) {
+                __m128i x = _mm_loadu_si128((const __m128i *)src[u]);
+                SV_IN_REGISTER(x);
+                key[u] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_expand_epi8((__mmask16)bits, x)));
+            } else {
+                key[u] = expand16(src[u], (__mmask16)bits, kp);
             }
+            src[u] += (size_t)__builtin_popcount(bits) * kb;
+            /* pruned lanes a * rq_j, then their signs (sign bits are only set on pruned lanes) */
+            key[u] = _mm512_mask_mul_ps(key[u], (__mmask16)~bits, a[u], rq);
+            if (signs)
+                key[u] = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(key[u]), sign[u * nc + c],
+                                                                   _mm512_castps_si512(key[u]), signbit));
         }
         SV_UNROLLED
         for (uint32_t g = 0; g < G; g++) {
@@ -224,21 +235,23 @@ SV_INLINE void score_spark_pass(const sv_head_ctx *h, const sv_page *page, uint3
             for (uint32_t u = 0; u < cnt; u++) acc[g * U + u] = _mm512_fmadd_ps(qv, key[u], acc[g * U + u]);
         }
     }
-    *kptr = src[cnt - 1];
-    finish_pass(acc, G, U, cnt, i, NULL, scores);
+    *kptr = next;
+    finish_pass(acc, G, U, cnt, i, quant ? fac : NULL, scores);
 }
 
 /* kp, mean and G are compile-time constants in every instance (see score_spark); passes of U tokens
  * (SV_UNROLL) share the query loads, the last pass of a block takes what is left. */
 SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
-                             float *scores, const sparkv_precision kp, const int mean, const uint32_t G) {
+                             float *scores, const sparkv_precision kp, const uint32_t G) {
     const uint32_t U = SV_UNROLL(G), d = h->d, nb = d / 8;
     const uint8_t *kptr = (const uint8_t *)page->k + *kept;
-    const size_t vrow_bytes = (size_t)d * (h->cache->policy.value_precision == SPARKV_F32 ? 4 : 2);
+    const size_t vrow_bytes = sv_row_bytes(h->cache->policy.value_precision, d);
     /* the page's mean packed bytes per token */
     const size_t kept_bytes = (size_t)(page->kept_bytes / (page->n ? page->n : 1));
     for (uint32_t i = 0; i < n; i += U) {
         const uint32_t slot = t0 + i, cnt = n - i < U ? n - i : U;
+        if (page->kscale || page->vscale)
+            for (uint32_t u = 0; u < cnt; u++) prefetch_scales(page, slot + u, 1, h->cache->vgroups);
         /* packed keys, masks and signs about SV_PREFETCH_TOKENS tokens ahead; these tokens' values
          * for accumulate_v */
         prefetch_lines(kptr + SV_PREFETCH_TOKENS * kept_bytes, cnt * kept_bytes + 63);
@@ -248,97 +261,17 @@ SV_INLINE void score_spark_g(const sv_head_ctx *h, const sv_page *page, uint32_t
         }
         if (!page->values_pruned)
             prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, cnt * vrow_bytes);
+        /* full passes with the sign flag as a constant; a block's last tokens one at a time (few
+         * instances of the unrolled code: it is large, and compile time grows with each) */
         if (cnt == U) {
-            if (page->sign) score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, 1, G, U, U);
-            else score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, 0, G, U, U);
+            if (page->sign) score_spark_pass(h, page, slot, &kptr, scores, i, kp, 1, d, G, U, U);
+            else score_spark_pass(h, page, slot, &kptr, scores, i, kp, 0, d, G, U, U);
         } else {
-            score_spark_pass(h, page, slot, &kptr, scores, i, kp, mean, page->sign != NULL, G, U, cnt);
+            for (uint32_t u = 0; u < cnt; u++)
+                score_spark_pass(h, page, slot + u, &kptr, scores, i + u, kp, page->sign != NULL, d, G, 1, 1);
         }
     }
     *kept = (uint64_t)(kptr - (const uint8_t *)page->k);
-}
-
-/* score_spark_g for I8/I4 kept values: key' = q_int on kept lanes, fill / s on pruned lanes, and the
- * reduced score times s (quant_block.h). */
-SV_INLINE void score_spark_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, uint64_t *kept,
-                             float *scores, const int i4, const int mean, const uint32_t G) {
-    const sparkv_cache *cache = h->cache;
-    const uint32_t d = h->d, nc = d / 16;
-    const uint8_t *kbase = (const uint8_t *)page->k;
-    uint64_t off = *kept;
-    const __m512i signbit = _mm512_set1_epi32((int)0x80000000u);
-    const size_t vrow_bytes = sv_row_bytes(cache->policy.value_precision, d);
-    const size_t kept_bytes = ((size_t)(page->kept_bytes / (page->n ? page->n : 1)) + 63) & ~(size_t)63;
-    int8_t tmp[SPARKV_MAX_HEAD_DIM + 32];
-    float fac[16];
-    __m512 part[SV_SIMD_MAX_GROUP][16];
-    for (uint32_t i = 0; i < n; i++) {
-        const uint32_t slot = t0 + i;
-        const uint16_t *mask = (const uint16_t *)(page->mask + (size_t)slot * (d / 8));
-        const uint8_t *row = kbase + off;
-        prefetch_lines(row + SV_PREFETCH_TOKENS * kept_bytes, kept_bytes);
-        if (slot + SV_PREFETCH_TOKENS < page->n) {
-            _mm_prefetch((const char *)(page->mask + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
-            if (page->sign) _mm_prefetch((const char *)(page->sign + (size_t)(slot + SV_PREFETCH_TOKENS) * (d / 8)), _MM_HINT_T0);
-        }
-        if (!page->values_pruned) prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, vrow_bytes);
-        prefetch_scales(page, slot, 1, cache->vgroups);
-        const int8_t *kq = (const int8_t *)row;
-        if (i4) {
-            /* the row's length is only known from the mask */
-            uint32_t nk = 0;
-            for (uint32_t c = 0; c < nc; c++) nk += (uint32_t)__builtin_popcount(mask[c]);
-            sv_unpack_i4(tmp, row, (nk + 1) / 2);
-            off += (nk + 1) / 2;
-            kq = tmp;
-        }
-        const int8_t *const kq0 = kq;
-        const uint16_t *sign = page->sign ? (const uint16_t *)(page->sign + (size_t)slot * (d / 8)) : NULL;
-        const float f = sv_scale_factor(page->kscale[slot]);
-        __m512 a = _mm512_setzero_ps();
-        if (mean) a = _mm512_set1_ps(SV_HALF(page->stats[(size_t)slot * cache->n_stats + SV_STAT_MEAN]) / f);
-        __m512 acc[SV_SIMD_MAX_GROUP];
-        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
-        /* One key block of 16 lanes: the integers widened, pruned lanes filled with fill / s. */
-#define SV_SPARK_Q_BLOCK(bytes, c)                                                                          \
-        do {                                                                                                \
-            const __mmask16 km = mask[c];                                                                   \
-            __m512 key = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));                                   \
-            if (mean) {                                                                                     \
-                __m512 fill = _mm512_mul_ps(a, _mm512_loadu_ps(h->rq + 16 * (c)));                          \
-                if (sign)                                                                                   \
-                    fill = _mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(fill), sign[c],    \
-                                                                     _mm512_castps_si512(fill), signbit));  \
-                key = _mm512_mask_mov_ps(fill, km, key);                                                    \
-            }                                                                                               \
-            for (uint32_t g = 0; g < G; g++)                                                                \
-                acc[g] = _mm512_fmadd_ps(_mm512_loadu_ps(h->qs + (size_t)g * d + 16 * (c)), key, acc[g]);   \
-        } while (0)
-        uint32_t c = 0;
-        /* 64 channels per expand: one vpexpandb of 64 bytes serves four blocks (the same expand of
-         * f16 values would need two registers) */
-        for (; c + 4 <= nc; c += 4) {
-            uint64_t km64;
-            memcpy(&km64, mask + c, sizeof(km64));
-            const __m512i e = _mm512_maskz_expand_epi8(km64, _mm512_loadu_si512(kq));
-            kq += __builtin_popcountll(km64);
-            SV_SPARK_Q_BLOCK(_mm512_castsi512_si128(e), c);
-            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 1), c + 1);
-            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 2), c + 2);
-            SV_SPARK_Q_BLOCK(_mm512_extracti32x4_epi32(e, 3), c + 3);
-        }
-        for (; c < nc; c++) {
-            const __m128i e = _mm_maskz_expand_epi8(mask[c], _mm_loadu_si128((const __m128i *)kq));
-            kq += __builtin_popcount(mask[c]);
-            SV_SPARK_Q_BLOCK(e, c);
-        }
-#undef SV_SPARK_Q_BLOCK
-        if (!i4) off += (uint64_t)(kq - kq0);
-        for (uint32_t g = 0; g < G; g++) part[g][i & 15] = acc[g];
-        fac[i & 15] = f;
-        if ((i & 15) == 15 || i + 1 == n) flush_scores(part, G, i & ~15u, (i & 15) + 1, fac, scores);
-    }
-    *kept = off;
 }
 
 SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
@@ -352,28 +285,13 @@ SV_TARGET static void score_spark(const sv_head_ctx *h, const sv_page *page, uin
         sv_score_spark_sampled_avx512(h, page, t0, n, kept, scores);
         return;
     }
-    const int mean = rec == SPARKV_RECOVER_MEAN;
+    /* MEAN and NONE share the kernels: without statistics the fill is zero */
     switch (h->cache->policy.key_precision) {
-    case SPARKV_I8:
-        if (mean) SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 0, 1);
-        else SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 0, 0);
-        break;
-    case SPARKV_I4:
-        if (mean) SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 1, 1);
-        else SV_GROUP_SWITCH(h->group, score_spark_q, h, page, t0, n, kept, scores, 1, 0);
-        break;
-    case SPARKV_F32:
-        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 1);
-        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32, 0);
-        break;
-    case SPARKV_BF16:
-        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_BF16, 1);
-        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_BF16, 0);
-        break;
-    default:
-        if (mean) SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F16, 1);
-        else SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F16, 0);
-        break;
+    case SPARKV_I8: SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_I8); break;
+    case SPARKV_I4: SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_I4); break;
+    case SPARKV_F32: SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F32); break;
+    case SPARKV_BF16: SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_BF16); break;
+    default: SV_GROUP_SWITCH(h->group, score_spark_g, h, page, t0, n, kept, scores, SPARKV_F16); break;
     }
 }
 
@@ -418,7 +336,9 @@ SV_INLINE void score_rows_g(const sv_head_ctx *h, const sv_page *page, uint32_t 
         if (!page->values_pruned)
             prefetch_lines((const uint8_t *)page->v + (size_t)slot * vrow_bytes, cnt * vrow_bytes);
         if (cnt == U) score_rows_pass(row, row_bytes, q, qstride, nc, tail, scores, i, kp, G, U, U);
-        else score_rows_pass(row, row_bytes, q, qstride, nc, tail, scores, i, kp, G, U, cnt);
+        else
+            for (uint32_t u = 0; u < cnt; u++)
+                score_rows_pass(row + u * row_bytes, row_bytes, q, qstride, nc, tail, scores, i + u, kp, G, 1, 1);
     }
 }
 
@@ -543,11 +463,43 @@ SV_INLINE void group_weights(const uint16_t *s, uint32_t n, const float *p, uint
     }
 }
 
+SV_INLINE void accumulate_v_q_pass(const int8_t *base, size_t stride, uint32_t d, uint32_t c0, uint32_t cpg,
+                                   uint32_t n, const float *w, float *accum, const uint32_t G, const uint32_t CB,
+                                   const uint32_t cb) {
+    __m512 acc[16];
+    SV_UNROLLED
+    for (uint32_t g = 0; g < G; g++)
+        SV_UNROLLED
+        for (uint32_t k = 0; k < cb; k++) acc[g * CB + k] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * (c0 + k));
+    for (uint32_t i = 0; i < n; i++) {
+        __m512 v[16];
+        SV_UNROLLED
+        for (uint32_t k = 0; k < cb; k++) v[k] = i8x16(base + (size_t)i * stride + 16 * (c0 + k));
+        SV_UNROLLED
+        for (uint32_t g = 0; g < G; g++) {
+            /* the weight p * s of this token in block k's scale group, broadcast once per group */
+            __m512 wv = _mm512_setzero_ps();
+            SV_UNROLLED
+            for (uint32_t k = 0; k < cb; k++) {
+                if (k == 0 || (c0 + k) % cpg == 0)
+                    wv = _mm512_set1_ps(w[((size_t)((c0 + k) / cpg) * SV_SIMD_MAX_GROUP + g) * SV_BLOCK + i]);
+                acc[g * CB + k] = _mm512_fmadd_ps(wv, v[k], acc[g * CB + k]);
+            }
+        }
+    }
+    SV_UNROLLED
+    for (uint32_t g = 0; g < G; g++)
+        SV_UNROLLED
+        for (uint32_t k = 0; k < cb; k++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * (c0 + k), acc[g * CB + k]);
+}
+
 /* accumulate_v_g for I8/I4 rows (quant_group a multiple of 16, so a 16-lane block lies in one scale
- * group): the weight of token i in group k is p_i * s_ik, built once per group for the block. */
+ * group): the weight of token i in group k is p_i * s_ik, built once per group for the block; the
+ * accumulators of CB channel blocks stay in registers as in accumulate_v_g. */
 SV_INLINE void accumulate_v_q(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
                               float *accum, const int i4, const uint32_t G) {
     const uint32_t d = h->d, nc = d / 16, cpg = h->cache->policy.quant_group / 16;
+    const uint32_t CB = G >= 16u ? 1u : 16u / G > 8u ? 8u : 16u / G;
     const size_t row_bytes = i4 ? d / 2 : d;
     const int8_t *base = (const int8_t *)page->v + (size_t)t0 * row_bytes;
     int8_t tmp[SV_BLOCK * SPARKV_MAX_HEAD_DIM + 32];
@@ -556,16 +508,13 @@ SV_INLINE void accumulate_v_q(const sv_head_ctx *h, const sv_page *page, uint32_
         sv_unpack_i4(tmp, (const uint8_t *)base, (size_t)n * row_bytes);
         base = tmp;
     }
-    float w[SV_SIMD_MAX_GROUP * SV_BLOCK];
-    for (uint32_t c = 0; c < nc; c++) {
-        if (c % cpg == 0) group_weights(page->vscale + (size_t)(c / cpg) * page->cap + t0, n, p, G, w);
-        __m512 acc[SV_SIMD_MAX_GROUP];
-        for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_loadu_ps(accum + (size_t)g * d + 16 * c);
-        for (uint32_t i = 0; i < n; i++) {
-            const __m512 v = i8x16(base + (size_t)i * d + 16 * c);
-            for (uint32_t g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(w[g * SV_BLOCK + i]), v, acc[g]);
-        }
-        for (uint32_t g = 0; g < G; g++) _mm512_storeu_ps(accum + (size_t)g * d + 16 * c, acc[g]);
+    /* w[(group * SV_SIMD_MAX_GROUP + g) * SV_BLOCK + i]: groups of whole rows, at most 16 (d <= 256) */
+    float w[SPARKV_MAX_HEAD_DIM / 16 * SV_SIMD_MAX_GROUP * SV_BLOCK];
+    for (uint32_t k = 0; k < (nc + cpg - 1) / cpg; k++)
+        group_weights(page->vscale + (size_t)k * page->cap + t0, n, p, G, w + (size_t)k * SV_SIMD_MAX_GROUP * SV_BLOCK);
+    for (uint32_t c0 = 0; c0 < nc; c0 += CB) {
+        if (nc - c0 >= CB) accumulate_v_q_pass(base, d, d, c0, cpg, n, w, accum, G, CB, CB);
+        else accumulate_v_q_pass(base, d, d, c0, cpg, n, w, accum, G, CB, nc - c0);
     }
 }
 

@@ -167,7 +167,6 @@ SV_INLINE void prefetch_token(const sv_page *page, uint32_t slot, uint32_t d, ui
 /* Tokens scored per pass: the G * U <= 16 accumulators stay in registers and every load of a query
  * block serves U tokens (the structure of attend_avx512.c's MEAN kernel). */
 #define SV_SAMPLED_UNROLL(G) ((G) >= 16u ? 1u : 16u / (G))
-#define SV_UNROLLED _Pragma("GCC unroll 16")
 
 /* Stores lane g * U + u of r (query head g, token i + u; u < cnt) to scores[g * SV_BLOCK + i + u]:
  * one masked store per query head, its base shifted down by g * U lanes (inside scores). */

@@ -170,10 +170,35 @@ struct BenchDecodeReport: Codable {
             for note in notes { lines.append(note) }
             lines.append("proj. = speed-up per held token if time per token were max(min compute ns, bytes / \(f1(bw)) GB/s), "
                          + "as on a server with that bandwidth per core")
+            lines.append(contentsOf: boundTable())
         }
         lines.append("")
         lines.append(String(format: "total time %.1f s", seconds))
         return lines.joined(separator: "\n")
+    }
+
+    /// What bounds each measured row, from this run's own numbers: the compute estimate is the
+    /// single-threaded cache-resident ns per held token and KV head times the tokens and heads of a
+    /// step, divided by the threads (perfect scaling); the bytes estimate is the step's bytes over the
+    /// probe's bandwidth with the same thread count. The larger one is the bound; "of bound" is that
+    /// estimate over the measured median (100% = the kernel runs at its bound).
+    func boundTable() -> [String] {
+        var cells = [["context", "threads", "policy", "compute ms", "bytes ms", "bound", "measured ms", "of bound"]]
+        for r in rows {
+            guard let c = compute.first(where: { $0.policy == r.policy }),
+                  let bw = bandwidth.first(where: { $0.threads == r.threads }), bw.gbps > 0 else { continue }
+            let tokenHeads: Double = Double(r.tokensHeldPerLayer) * Double(shape.kvHeads) * Double(r.layers)
+            let computeMs: Double = c.nsPerTokenHead.min * tokenHeads / Double(r.threads) / 1e6
+            let bytesMs = Double(r.bytesPerStep) / (bw.gbps * 1e9) * 1e3
+            let bound = max(computeMs, bytesMs)
+            cells.append([String(r.context), String(r.threads), r.policy, f2(computeMs), f2(bytesMs),
+                          computeMs >= bytesMs ? "compute" : "bytes", f2(r.msPerStep.median),
+                          f1(100 * bound / r.msPerStep.median) + "%"])
+        }
+        guard cells.count > 1 else { return [] }
+        return ["", "what bounds each policy (compute = min compute ns x held tokens x KV heads x layers / threads; "
+                + "bytes = bytes/step / probe GB/s at that thread count; of bound = max of the two / measured)",
+                textTable(cells)]
     }
 
     func csv() -> String {
