@@ -272,7 +272,7 @@ void ref_prompt_token(const sparkv_policy *p, uint32_t d, uint32_t layer, uint32
         ref_store_row(k, d, kp, p->quant_group, key);
         return;
     }
-    double s[REF_MAX_D];
+    double s[REF_MAX_D] = {0}; /* (gcc -O2 cannot see every entry read is written) */
     uint32_t order[REF_MAX_D];
     for (uint32_t j = 0; j < d; j++) s[j] = (double)k[j] * (double)k[j] * (double)qn[j];
     order_desc(s, d, order);
