@@ -18,56 +18,15 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define SV_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx2,fma,f16c,bmi2,popcnt")))
-#define SV_INLINE static inline __attribute__((always_inline)) SV_TARGET
+#include "attend_avx512_common.h"
 
 /* Tokens ahead of the one being scored whose data is prefetched (as attend_avx512.c). */
 #define SV_SAMPLED_PREFETCH 16u
 
-SV_INLINE __m512 widen16(__m256i raw, sparkv_precision p) {
-    return p == SPARKV_F16 ? _mm512_cvtph_ps(raw)
-                           : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
 
-/* The next popcount(m) stored values at ptr in the lanes of m (0 elsewhere): a full load, then a
- * register expand (the memory form is slow on some cores). May read into the page's padding. */
-SV_INLINE __m512 expand16(const uint8_t *ptr, __mmask16 m, sparkv_precision p) {
-    if (p == SPARKV_F32) return _mm512_maskz_expand_ps(m, _mm512_loadu_ps(ptr));
-    return widen16(_mm256_maskz_expand_epi16(m, _mm256_loadu_si256((const __m256i *)ptr)), p);
-}
 
-SV_INLINE void prefetch_lines(const void *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
-}
 
-/* r[k] = the sum of the 16 lanes of v[k] for 16 vectors: one transpose-and-add tree. */
-SV_INLINE __m512 reduce16x16(const __m512 *v) {
-    __m512 s[8], t[4];
-    for (int k = 0; k < 8; k++)
-        s[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
-    for (int k = 0; k < 4; k++)
-        t[k] = _mm512_add_ps(_mm512_shuffle_ps(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_ps(s[2 * k], s[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m512 p01 = _mm512_add_ps(_mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                     _mm512_shuffle_f32x4(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    const __m512 p23 = _mm512_add_ps(_mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                                     _mm512_shuffle_f32x4(t[2], t[3], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
-}
 
-/* Stores the reduced accumulators of tokens i0 .. i0 + cnt - 1, times fac[i] when fac is given. */
-SV_INLINE void flush_scores(__m512 (*part)[16], uint32_t G, uint32_t i0, uint32_t cnt, const float *fac,
-                            float *scores) {
-    for (uint32_t i = cnt; i < 16; i++)
-        for (uint32_t g = 0; g < G; g++) part[g][i] = _mm512_setzero_ps();
-    const __mmask16 m = cnt >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cnt) - 1u);
-    const __m512 f = fac ? _mm512_maskz_loadu_ps(m, fac) : _mm512_set1_ps(1.0f);
-    for (uint32_t g = 0; g < G; g++) {
-        const __m512 r = reduce16x16(part[g]);
-        _mm512_mask_storeu_ps(scores + g * SV_BLOCK + i0, m, fac ? _mm512_mul_ps(r, f) : r);
-    }
-}
 
 /* 64 floats in four registers, entry i in lane i % 16 of register i / 16. */
 typedef struct table64 { __m512 r[4]; } table64;
