@@ -91,6 +91,36 @@ SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx512;
 #define SV_UNROLLED _Pragma("GCC unroll 16")
 #endif
 
+/* The sampled-recovery scoring of one block by key precision and distribution, calling the
+ * including file's score_sampled_q(..., i4, gauss, G) and score_sampled_g(..., precision, gauss, G):
+ * one dispatch for every ISA's kernels. */
+#define SV_SAMPLED_DISPATCH(h, page, t0, n, kept, scores)                                                        \
+    do {                                                                                                         \
+        const int gauss = h->cache->policy.recovery == SPARKV_RECOVER_GAUSSIAN;                                  \
+        switch (h->cache->policy.key_precision) {                                                                \
+        case SPARKV_I8:                                                                                          \
+            if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 0, 1);           \
+            else SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 0, 0);                 \
+            break;                                                                                               \
+        case SPARKV_I4:                                                                                          \
+            if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 1, 1);           \
+            else SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 1, 0);                 \
+            break;                                                                                               \
+        case SPARKV_F32:                                                                                         \
+            if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F32, 1);  \
+            else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F32, 0);        \
+            break;                                                                                               \
+        case SPARKV_BF16:                                                                                        \
+            if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_BF16, 1); \
+            else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_BF16, 0);       \
+            break;                                                                                               \
+        default:                                                                                                 \
+            if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F16, 1);  \
+            else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F16, 0);        \
+            break;                                                                                               \
+        }                                                                                                        \
+    } while (0)
+
 /* SIMD kernels hold at most this many query heads' accumulators; larger groups use the portable
  * kernels. */
 #define SV_SIMD_MAX_GROUP 16u

@@ -295,29 +295,7 @@ SV_TARGET void sv_score_spark_sampled_avx512(const sv_head_ctx *h, const sv_page
         sv_score_spark_portable(h, page, t0, n, kept, scores);
         return;
     }
-    const int gauss = h->cache->policy.recovery == SPARKV_RECOVER_GAUSSIAN;
-    switch (h->cache->policy.key_precision) {
-    case SPARKV_I8:
-        if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 0, 1);
-        else SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 0, 0);
-        break;
-    case SPARKV_I4:
-        if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 1, 1);
-        else SV_GROUP_SWITCH(h->group, score_sampled_q, h, page, t0, n, kept, scores, 1, 0);
-        break;
-    case SPARKV_F32:
-        if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F32, 1);
-        else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F32, 0);
-        break;
-    case SPARKV_BF16:
-        if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_BF16, 1);
-        else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_BF16, 0);
-        break;
-    default:
-        if (gauss) SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F16, 1);
-        else SV_GROUP_SWITCH(h->group, score_sampled_g, h, page, t0, n, kept, scores, SPARKV_F16, 0);
-        break;
-    }
+    SV_SAMPLED_DISPATCH(h, page, t0, n, kept, scores);
 }
 
 #else
