@@ -5,6 +5,8 @@
 
 #include "internal.h"
 
+#include <math.h>
+
 /* Tokens scored together before one online-softmax update. Divides SPARKV_PAGE_TOKENS. */
 #define SV_BLOCK 32u
 
@@ -120,6 +122,15 @@ SPARKV_HIDDEN extern const sv_kernels sv_kernels_avx512;
             break;                                                                                               \
         }                                                                                                        \
     } while (0)
+
+/* The online softmax's running maximum of one query head rises to bm: the sum and the weighted
+ * value sum (d floats) so far are rescaled by exp(old max - bm) (0 before the first block). */
+static inline void sv_softmax_raise_max(float *mx, float *sum, float *acc, uint32_t d, float bm) {
+    const float corr = *mx == -INFINITY ? 0.0f : expf(*mx - bm);
+    *sum *= corr;
+    for (uint32_t j = 0; j < d; j++) acc[j] *= corr;
+    *mx = bm;
+}
 
 /* SIMD kernels hold at most this many query heads' accumulators; larger groups use the portable
  * kernels. */

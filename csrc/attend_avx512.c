@@ -683,13 +683,7 @@ SV_TARGET static int online_softmax(float *sc, uint32_t n, uint32_t g, uint32_t 
         float *s = sc + (size_t)i * SV_BLOCK;
         const __m512 s0 = _mm512_mask_loadu_ps(ninf, m0, s), s1 = _mm512_mask_loadu_ps(ninf, m1, s + 16);
         const float bm = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
-        if (bm > mx[i]) {
-            const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - bm);
-            sum[i] *= corr;
-            float *a = acc + (size_t)i * d;
-            for (uint32_t j = 0; j < d; j++) a[j] *= corr;
-            mx[i] = bm;
-        }
+        if (bm > mx[i]) sv_softmax_raise_max(&mx[i], &sum[i], acc + (size_t)i * d, d, bm);
         const __m512 mv = _mm512_set1_ps(mx[i]);
         const __m512 e0 = exp16(_mm512_sub_ps(s0, mv)), e1 = exp16(_mm512_sub_ps(s1, mv));
         _mm512_storeu_ps(s, e0);

@@ -33,13 +33,7 @@ static int sv_online_softmax(float *sc, uint32_t n, uint32_t g, uint32_t d, floa
         for (uint32_t l = 0; l < 16; l++) lane[l] = s[l] > s[l + 16] ? s[l] : s[l + 16];
         float bm = lane[0];
         for (uint32_t l = 1; l < 16; l++) bm = lane[l] > bm ? lane[l] : bm;
-        if (bm > mx[i]) {
-            const float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - bm);
-            sum[i] *= corr;
-            float *a = acc + (size_t)i * d;
-            for (uint32_t j = 0; j < d; j++) a[j] *= corr;
-            mx[i] = bm;
-        }
+        if (bm > mx[i]) sv_softmax_raise_max(&mx[i], &sum[i], acc + (size_t)i * d, d, bm);
         const float m = mx[i];
         for (uint32_t t = 0; t < SV_BLOCK; t++) s[t] -= m;
     }
