@@ -135,7 +135,6 @@ SPARKV_HIDDEN uint16_t sv_quant_scale(float amax, sparkv_precision p);
 /* saliency.c */
 SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use,
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
-SPARKV_HIDDEN void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s);
 
 /* select.c: indices (ascending) of the `keep` largest of s[0..n), ties toward the lower index.
  * s must hold no NaN (NaN compares false with everything: fewer than `keep` would be written). */
@@ -146,11 +145,8 @@ SPARKV_HIDDEN uint32_t sv_select_topk(const double *s, uint32_t d, uint32_t keep
 SPARKV_HIDDEN uint32_t sv_select_cumulative(const double *s, uint32_t d, double p, uint32_t min_keep,
                                             uint32_t max_keep, uint8_t *mask, double *scratch);
 
-/* pack.c: one token's key into a SPARK page (its kept row at byte kept_offset of page->k); one token's
- * value into a value-pruned page. */
+/* pack.c: one token's value into a value-pruned page. */
 SPARKV_HIDDEN void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v);
-SPARKV_HIDDEN void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
-                                 const float *k, const double *s, float c);
 
 /* evict.c: the prompt tokens a head keeps, ascending, into keep[]; returns how many. */
 SPARKV_HIDDEN uint64_t sv_evict_count(const sparkv_cache *cache, uint32_t layer, uint64_t n_tokens, uint32_t n_use);

@@ -52,22 +52,6 @@ void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint
     }
 }
 
-void sv_pack_token(const sparkv_cache *cache, sv_page *page, uint32_t slot, uint64_t kept_offset,
-                   const float *k, const double *s, float c) {
-    const uint32_t d = cache->shape.head_dim;
-    float kept[SPARKV_MAX_HEAD_DIM + 16];
-    double pruned[SPARKV_MAX_HEAD_DIM], min_kept, max_pruned;
-    uint8_t *sign = page->sign ? page->sign + (size_t)slot * (d / 8) : NULL;
-    const uint32_t n_kept = sv_split_token(k, s, page->mask + (size_t)slot * (d / 8), d, kept, NULL, pruned, sign,
-                                           &min_kept, &max_pruned);
-    /* kept values share one scale: they are the token's large ones, so the grid fits them */
-    sv_store_values((uint8_t *)page->k + kept_offset, page->kscale ? page->kscale + slot : NULL, 1,
-                    cache->policy.key_precision, kept, n_kept, n_kept ? n_kept : 1);
-    double sum = 0.0; /* in channel order: the reference's summation order */
-    for (uint32_t j = 0; j < d; j++) sum += pruned[j];
-    sv_pack_stats(cache, page, slot, n_kept, sum, min_kept, max_pruned, pruned, c);
-}
-
 /* Value-channel pruning: keep the T_v values of largest magnitude; the others are replaced at
  * attention time by their mean, so the token's value sum over channels is preserved. */
 void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, const float *v) {

@@ -32,12 +32,8 @@ void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_
     *c = mean > 0.0f ? mean : 1.0f;
 }
 
-/* Saliency in double: k^2 is exact, so only the product with qn rounds (and never overflows). */
-void sv_token_saliency(const float *k, const float *qn, uint32_t d, double *s) {
-    for (uint32_t j = 0; j < d; j++) s[j] = (double)k[j] * (double)k[j] * (double)qn[j];
-}
-
-/* The same products with qn already in double, as prefill's per-ISA kernels take it. */
+/* Saliency in double: k^2 is exact, so only the product with qn (already in double, as prefill's
+ * per-ISA kernels take it) rounds, and it never overflows. */
 void sv_saliency_portable(const float *k, const double *qn, uint32_t d, double *s) {
     for (uint32_t j = 0; j < d; j++) s[j] = (double)k[j] * (double)k[j] * qn[j];
 }
