@@ -2,24 +2,35 @@
  * scale per quant_group channels). Every page the token needs is allocated before anything is
  * written, so a failure leaves the cache unchanged. */
 #include "internal.h"
+#include "input_rows.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
+    return sparkv_append_typed(cache, layer, SPARKV_DTYPE_F32, keys, values);
+}
+
+sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
+                                  const void *value_data) {
     if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "append: cache is NULL");
     sv_clear_error(cache);
+    if (!sv_dtype_valid(dtype))
+        return sv_fail(cache, SPARKV_ERR_DTYPE, "append: element type %d is not SPARKV_DTYPE_F32, F16 or BF16",
+                       (int)dtype);
+    const sv_rows keys = {key_data, dtype}, values = {value_data, dtype};
     const sparkv_shape *sh = &cache->shape;
     const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;
-    if (!keys || !values) return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "append: %s is NULL", keys ? "values" : "keys");
+    if (!key_data || !value_data)
+        return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "append: %s is NULL", key_data ? "values" : "keys");
     if (layer >= sh->n_layers)
         return sv_fail(cache, SPARKV_ERR_LAYER, "append: layer %u is out of range (n_layers = %u)", layer, sh->n_layers);
     sv_layer *L = &cache->layers[layer];
     if (L->n_tokens + 1 > sh->capacity)
         return sv_fail(cache, SPARKV_ERR_CAPACITY, "append: layer %u is full (capacity %llu tokens)", layer,
                        (unsigned long long)sh->capacity);
-    sparkv_status st = sv_check_input(cache, "keys", keys, nkv, 1, d, cache->policy.key_precision);
-    if (st == SPARKV_OK) st = sv_check_input(cache, "values", values, nkv, 1, d, cache->policy.value_precision);
+    sparkv_status st = sv_check_rows(cache, "keys", keys, nkv, 1, d, cache->policy.key_precision);
+    if (st == SPARKV_OK) st = sv_check_rows(cache, "values", values, nkv, 1, d, cache->policy.value_precision);
     if (st != SPARKV_OK) return st;
 
     /* Heads share page boundaries: either all need a new page or none does. */
@@ -53,12 +64,13 @@ sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *ke
     }
     const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
     const size_t qg = cache->policy.quant_group;
+    float k_row[SPARKV_MAX_HEAD_DIM], v_row[SPARKV_MAX_HEAD_DIM];
     for (uint32_t h = 0; h < nkv; h++) {
         sv_page *p = L->heads[h].pages[L->heads[h].n_pages - 1];
         sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
-                        p->kscale ? p->kscale + (size_t)p->n * cache->kgroups : NULL, 1, kp, keys + (size_t)h * d, d, qg);
+                        p->kscale ? p->kscale + (size_t)p->n * cache->kgroups : NULL, 1, kp, sv_rows_get(keys, h, d, k_row), d, qg);
         sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
-                        vp, values + (size_t)h * d, d, qg);
+                        vp, sv_rows_get(values, h, d, v_row), d, qg);
         p->n++;
     }
     L->n_tokens++;

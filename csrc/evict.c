@@ -2,6 +2,7 @@
  * which prompt tokens are stored at all. Survivors keep their order (and, since keys arrive
  * RoPE-rotated, their positions); channel pruning then applies to them. */
 #include "internal.h"
+#include "input_rows.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ static float dot8(const float *a, const float *b, uint32_t d) {
  * over the prefix tokens with zero padding. Returns 0, -1 when out of memory, or -2 when a logit
  * scale * q.k is not finite in float32 (as attend does, reported rather than turned into NaN
  * scores, which would leave the selection short of `budget` tokens). */
-static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys, uint64_t n, const float *q_window,
+static int snapkv_select(const sparkv_cache *c, uint32_t head, sv_rows keys, uint64_t n, sv_rows q_window,
                          uint64_t n_window, uint32_t n_use, uint64_t budget, uint64_t *keep) {
     const uint32_t d = c->shape.head_dim, g = c->group;
     const uint64_t prefix = n - n_use;
@@ -60,11 +61,23 @@ static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys
     double *pooled = (double *)malloc(sizeof(double) * prefix);
     double *logit = (double *)malloc(sizeof(double) * n);
     if (!score || !pooled || !logit) { free(score); free(pooled); free(logit); return -1; }
-    const float *kh = keys + (uint64_t)head * n * d;
+    /* every window query reads every key: a 16-bit input is widened once, into a copy of this
+     * head's keys, rather than once per query */
+    float *widened = NULL;
+    const float *kh;
+    if (keys.dtype == SPARKV_DTYPE_F32) {
+        kh = (const float *)keys.data + (uint64_t)head * n * d;
+    } else {
+        widened = (float *)malloc(sizeof(float) * n * d);
+        if (!widened) { free(score); free(pooled); free(logit); return -1; }
+        for (uint64_t t = 0; t < n; t++) sv_rows_get(keys, (uint64_t)head * n + t, d, widened + t * d);
+        kh = widened;
+    }
     for (uint32_t w = 0; w < n_use; w++) {
         const uint64_t pos = prefix + w;
         for (uint32_t i = 0; i < g; i++) {
-            const float *q = q_window + (((uint64_t)head * g + i) * n_window + (n_window - n_use + w)) * d;
+            float q_row[SPARKV_MAX_HEAD_DIM];
+            const float *q = sv_rows_get(q_window, ((uint64_t)head * g + i) * n_window + (n_window - n_use + w), d, q_row);
             double mx = -INFINITY;
             int finite = 1;
             for (uint64_t t = 0; t <= pos; t++) {
@@ -72,7 +85,7 @@ static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys
                 finite &= isfinite(logit[t]) != 0;
                 if (logit[t] > mx) mx = logit[t];
             }
-            if (!finite) { free(score); free(pooled); free(logit); return -2; }
+            if (!finite) { free(score); free(pooled); free(logit); free(widened); return -2; }
             double sum = 0.0;
             for (uint64_t t = 0; t <= pos; t++) { logit[t] = exp(logit[t] - mx); sum += logit[t]; }
             for (uint64_t t = 0; t < prefix; t++) score[t] += logit[t] / sum;
@@ -92,12 +105,12 @@ static int snapkv_select(const sparkv_cache *c, uint32_t head, const float *keys
     /* `logit` (n doubles) is free again: reuse it as the selection scratch */
     sv_select_top(pooled, prefix, budget, logit, keep);
     for (uint32_t w = 0; w < n_use; w++) keep[budget + w] = prefix + w;
-    free(score); free(pooled); free(logit);
+    free(score); free(pooled); free(logit); free(widened);
     return 0;
 }
 
-int sv_evict_select(const sparkv_cache *c, uint32_t layer, uint32_t head, const float *keys, uint64_t n,
-                    const float *q_window, uint64_t n_window, uint32_t n_use, uint64_t n_keep, uint64_t *keep) {
+int sv_evict_select(const sparkv_cache *c, uint32_t layer, uint32_t head, sv_rows keys, uint64_t n,
+                    sv_rows q_window, uint64_t n_window, uint32_t n_use, uint64_t n_keep, uint64_t *keep) {
     if (n_keep == n) {
         for (uint64_t t = 0; t < n; t++) keep[t] = t;
         return 0;

@@ -49,6 +49,12 @@ typedef struct sv_page {
     size_t alloc_bytes;
 } sv_page;
 
+/* A caller's input tensor of rows of D elements in a sparkv_dtype; read through input_rows.h. */
+typedef struct {
+    const void *data;   /* row 0 */
+    sparkv_dtype dtype;
+} sv_rows;
+
 /* Per (layer, KV head) storage. */
 typedef struct sv_head {
     sv_page **pages;
@@ -97,12 +103,10 @@ SPARKV_HIDDEN void sv_clear_error(const sparkv_cache *cache);
 SPARKV_HIDDEN sparkv_status sv_policy_check(sparkv_cache *err_to, const sparkv_policy *policy, uint32_t head_dim);
 SPARKV_HIDDEN uint32_t sv_n_stats(sparkv_recovery recovery);
 
-/* validate.c: SPARKV_ERR_NON_FINITE for NaN/Inf; sv_check_input also SPARKV_ERR_RANGE for a finite
+/* validate.c: SPARKV_ERR_NON_FINITE for NaN/Inf; sv_check_rows (input_rows.h) also SPARKV_ERR_RANGE for a finite
  * value beyond sv_precision_limit(storage). */
 SPARKV_HIDDEN sparkv_status sv_check_finite(sparkv_cache *cache, const char *what, const float *x,
                                             uint64_t n_outer, uint64_t n_mid, uint32_t d);
-SPARKV_HIDDEN sparkv_status sv_check_input(sparkv_cache *cache, const char *what, const float *x, uint64_t n_outer,
-                                           uint64_t n_mid, uint32_t d, sparkv_precision storage);
 SPARKV_HIDDEN float sv_precision_limit(sparkv_precision p);
 
 /* page.c */
@@ -133,7 +137,7 @@ SPARKV_HIDDEN void sv_load_values(float *dst, const void *src, const uint16_t *s
 SPARKV_HIDDEN uint16_t sv_quant_scale(float amax, sparkv_precision p);
 
 /* saliency.c */
-SPARKV_HIDDEN void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use,
+SPARKV_HIDDEN void sv_window_qnorm(sv_rows q_window, uint64_t n_window_total, uint32_t n_use,
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
 
 /* select.c: indices (ascending) of the `keep` largest of s[0..n), ties toward the lower index.
@@ -152,12 +156,12 @@ SPARKV_HIDDEN void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint3
 SPARKV_HIDDEN uint64_t sv_evict_count(const sparkv_cache *cache, uint32_t layer, uint64_t n_tokens, uint32_t n_use);
 SPARKV_HIDDEN uint32_t sv_pyramid_budget(uint32_t mean_budget, float ratio, uint32_t layer, uint32_t n_layers);
 /* 0 on success, -1 when out of memory, -2 when a SnapKV logit overflows float32. */
-SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uint32_t head, const float *keys,
-                                  uint64_t n_tokens, const float *q_window, uint64_t n_window, uint32_t n_use,
+SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uint32_t head, sv_rows keys,
+                                  uint64_t n_tokens, sv_rows q_window, uint64_t n_window, uint32_t n_use,
                                   uint64_t n_keep, uint64_t *keep);
 
 /* think.c: ThinK's channel set of one head from its surviving keys. */
-SPARKV_HIDDEN void sv_think_select(const sparkv_cache *cache, const float *keys, const uint64_t *rows, uint64_t n,
+SPARKV_HIDDEN void sv_think_select(const sparkv_cache *cache, sv_rows keys, const uint64_t *rows, uint64_t n,
                                    const float *qn, uint32_t n_use, uint8_t *mask);
 
 /* draw.c: the token hash, and sqrt(x / c) of one pruned channel under GAUSSIAN or EXPONENTIAL

@@ -3,6 +3,7 @@
  * stored page by page. Nothing is written to the cache until every page of every head has been
  * built, so a failure (bad input, out of memory) leaves the cache exactly as it was. */
 #include "internal.h"
+#include "input_rows.h"
 #include "prefill_arena.h"
 #include "prefill_kernels.h"
 
@@ -16,7 +17,7 @@ static int thread_count(const sparkv_cache *c) {
 
 /* What every page build of one head needs. */
 typedef struct {
-    const float *keys, *values;   /* this head's rows: [n_tokens][D] */
+    sv_rows keys, values;         /* this head's rows: [n_tokens][D] */
     const uint64_t *rows;         /* surviving prompt rows, ascending */
     const float *qn;              /* SPARK */
     float c;                      /* SPARK */
@@ -57,9 +58,9 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
         page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
         const uint32_t t = c->keep_topk;
-        float row[SPARKV_MAX_HEAD_DIM];
+        float row[SPARKV_MAX_HEAD_DIM], scratch[SPARKV_MAX_HEAD_DIM];
         for (uint32_t i = 0; i < n; i++) {
-            const float *k = in->keys + in->rows[i0 + i] * d;
+            const float *k = sv_rows_get(in->keys, in->rows[i0 + i], d, scratch);
             uint32_t m = 0;
             for (uint32_t j = 0; j < d; j++)
                 if (in->think_mask[j >> 3] >> (j & 7) & 1u) row[m++] = k[j];
@@ -69,13 +70,15 @@ static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t
     } else {
         page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
+        float scratch[SPARKV_MAX_HEAD_DIM];
         for (uint32_t i = 0; i < n; i++)
             sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, d),
                             page->kscale ? page->kscale + (size_t)i * c->kgroups : NULL, 1, kp,
-                            in->keys + in->rows[i0 + i] * d, d, qg);
+                            sv_rows_get(in->keys, in->rows[i0 + i], d, scratch), d, qg);
     }
+    float scratch[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        const float *v = in->values + in->rows[i0 + i] * d;
+        const float *v = sv_rows_get(in->values, in->rows[i0 + i], d, scratch);
         if (page->values_pruned) sv_pack_value(c, page, i, v);
         else sv_store_values((uint8_t *)page->v + (size_t)i * sv_row_bytes(vp, d), page->vscale ? page->vscale + i : NULL,
                              page->cap, vp, v, d, qg);
@@ -97,15 +100,24 @@ static sparkv_status check_eviction(sparkv_cache *c, uint64_t n, uint32_t n_use)
 
 sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values,
                              uint64_t n_tokens, const float *q_window, uint64_t n_window) {
+    return sparkv_prefill_typed(cache, layer, SPARKV_DTYPE_F32, keys, values, n_tokens, q_window, n_window);
+}
+
+sparkv_status sparkv_prefill_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
+                                   const void *value_data, uint64_t n_tokens, const void *q_data, uint64_t n_window) {
     if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "prefill: cache is NULL");
     sv_clear_error(cache);
+    if (!sv_dtype_valid(dtype))
+        return sv_fail(cache, SPARKV_ERR_DTYPE, "prefill: element type %d is not SPARKV_DTYPE_F32, F16 or BF16",
+                       (int)dtype);
+    const sv_rows keys = {key_data, dtype}, values = {value_data, dtype}, q_window = {q_data, dtype};
     const sparkv_shape *sh = &cache->shape;
     const uint32_t d = sh->head_dim, nkv = sh->n_kv_heads;
     const int scored_eviction =
         cache->policy.eviction == SPARKV_EVICT_SNAPKV || cache->policy.eviction == SPARKV_EVICT_PYRAMIDKV;
     const int needs_queries = cache->prunes || scored_eviction;
-    if (!keys || !values)
-        return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "prefill: %s is NULL", keys ? "values" : "keys");
+    if (!key_data || !value_data)
+        return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "prefill: %s is NULL", key_data ? "values" : "keys");
     if (layer >= sh->n_layers)
         return sv_fail(cache, SPARKV_ERR_LAYER, "prefill: layer %u is out of range (n_layers = %u)", layer, sh->n_layers);
     sv_layer *L = &cache->layers[layer];
@@ -117,21 +129,22 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
     if (n_tokens > sh->capacity)
         return sv_fail(cache, SPARKV_ERR_CAPACITY, "prefill: %llu tokens exceed the capacity of %llu",
                        (unsigned long long)n_tokens, (unsigned long long)sh->capacity);
-    if (needs_queries && !q_window)
+    if (needs_queries && !q_data)
         return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "prefill: the policy %s, so q_window is required",
                        cache->prunes ? "prunes key channels" : "scores tokens for eviction");
-    if (!q_window && n_window)
+    if (!q_data && n_window)
         return sv_fail(cache, SPARKV_ERR_NULL_POINTER, "prefill: q_window is NULL but n_window is %llu",
                        (unsigned long long)n_window);
-    if (q_window && n_window == 0) return sv_fail(cache, SPARKV_ERR_WINDOW, "prefill: n_window is 0");
+    if (q_data && n_window == 0) return sv_fail(cache, SPARKV_ERR_WINDOW, "prefill: n_window is 0");
     if (n_window > n_tokens)
         return sv_fail(cache, SPARKV_ERR_WINDOW, "prefill: window of %llu queries is longer than the prompt (%llu tokens)",
                        (unsigned long long)n_window, (unsigned long long)n_tokens);
     const uint32_t n_use = (uint32_t)(n_window < cache->policy.window ? n_window : cache->policy.window);
     sparkv_status st = check_eviction(cache, n_tokens, n_use);
-    if (st == SPARKV_OK) st = sv_check_input(cache, "keys", keys, nkv, n_tokens, d, cache->policy.key_precision);
-    if (st == SPARKV_OK) st = sv_check_input(cache, "values", values, nkv, n_tokens, d, cache->policy.value_precision);
-    if (st == SPARKV_OK && q_window) st = sv_check_finite(cache, "window queries", q_window, sh->n_q_heads, n_window, d);
+    if (st == SPARKV_OK) st = sv_check_rows(cache, "keys", keys, nkv, n_tokens, d, cache->policy.key_precision);
+    if (st == SPARKV_OK) st = sv_check_rows(cache, "values", values, nkv, n_tokens, d, cache->policy.value_precision);
+    if (st == SPARKV_OK && q_data)
+        st = sv_check_rows(cache, "window queries", q_window, sh->n_q_heads, n_window, d, SPARKV_F32);
     if (st != SPARKV_OK) return st;
 
     const uint64_t n_keep = sv_evict_count(cache, layer, n_tokens, n_use);
@@ -169,7 +182,7 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             }
             /* rows of a failed head are not filled: never read them */
             else if (cache->prompt_keys == SV_KEYS_THINK)
-                sv_think_select(cache, keys + (uint64_t)h * n_tokens * d, rows + (uint64_t)h * n_keep, n_keep,
+                sv_think_select(cache, sv_rows_at(keys, (uint64_t)h * n_tokens, d), rows + (uint64_t)h * n_keep, n_keep,
                                 qn + (size_t)h * d, n_use, think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8));
         }
     }
@@ -194,7 +207,7 @@ sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer, const float *k
             const uint32_t h = (uint32_t)((uint64_t)item / n_pages);
             const uint64_t i0 = ((uint64_t)item % n_pages) * SPARKV_PAGE_TOKENS;
             const uint32_t n = (uint32_t)(n_keep - i0 < SPARKV_PAGE_TOKENS ? n_keep - i0 : SPARKV_PAGE_TOKENS);
-            const head_input in = {keys + (uint64_t)h * n_tokens * d, values + (uint64_t)h * n_tokens * d,
+            const head_input in = {sv_rows_at(keys, (uint64_t)h * n_tokens, d), sv_rows_at(values, (uint64_t)h * n_tokens, d),
                                    rows + (uint64_t)h * n_keep, qn + (size_t)h * d, qc[h],
                                    think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8)};
             pages[item] = build_page(cache, &in, i0, n, arena);

@@ -49,7 +49,7 @@ SPARKV_HIDDEN void sv_pack_stats(const sparkv_cache *cache, sv_page *page, uint3
  * keys, [*][d]) with the head's window query norms qn and their mean cq, in the arena if not
  * NULL; the caller stores the values. NULL when out of memory (prefill_spark.c). */
 struct sv_page_arena;
-SPARKV_HIDDEN sv_page *sv_spark_page(const sparkv_cache *cache, const float *keys, const uint64_t *rows, uint32_t n,
+SPARKV_HIDDEN sv_page *sv_spark_page(const sparkv_cache *cache, sv_rows keys, const uint64_t *rows, uint32_t n,
                                      const float *qn, float cq, struct sv_page_arena *arena);
 
 /* The `need` largest of n candidates given as the order-preserving bits of non-negative doubles,

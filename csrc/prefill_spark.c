@@ -2,6 +2,7 @@
  * into kept values, sign bits and statistics, each token's saliency computed once and used while
  * it is in registers and L1. Top-k keeps the same count for every token, so the page is sized
  * before any token is seen; cumulative selection first selects every token of the page to size it. */
+#include "input_rows.h"
 #include "prefill_arena.h"
 #include "prefill_kernels.h"
 
@@ -12,7 +13,7 @@
  * interleaving independent chains hides the adder's latency. */
 #define BLOCK SV_SELECT_BLOCK
 
-sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t *rows, uint32_t n, const float *qn,
+sv_page *sv_spark_page(const sparkv_cache *c, sv_rows keys, const uint64_t *rows, uint32_t n, const float *qn,
                        float cq, sv_page_arena *arena) {
     const sv_prefill_kernels *kern = sv_prefill_kernels_for(c->kernel);
     const uint32_t d = c->shape.head_dim, nb = d / 8, keep = c->keep_topk;
@@ -29,7 +30,8 @@ sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t 
         const uint32_t max_keep = c->policy.cumulative_max_keep ? c->policy.cumulative_max_keep : d;
         for (uint32_t i = 0; i < n; i++) {
             double s[SPARKV_MAX_HEAD_DIM];
-            kern->saliency(keys + rows[i] * d, qnd, d, s);
+            float scratch[SPARKV_MAX_HEAD_DIM];
+            kern->saliency(sv_rows_get(keys, rows[i], d, scratch), qnd, d, s);
             kept_bytes += sv_row_bytes(kp, sv_select_cumulative(s, d, (double)c->policy.cumulative_p,
                                                                 c->policy.cumulative_min_keep, max_keep,
                                                                 masks + (size_t)i * nb, NULL));
@@ -41,16 +43,21 @@ sv_page *sv_spark_page(const sparkv_cache *c, const float *keys, const uint64_t 
 
     double sal[BLOCK * SPARKV_MAX_HEAD_DIM], pruned[BLOCK][SPARKV_MAX_HEAD_DIM], min_kept[BLOCK], max_pruned[BLOCK];
     float kept[SPARKV_MAX_HEAD_DIM + 16]; /* SIMD splits store whole vectors past the last kept value */
+    float widened[BLOCK][SPARKV_MAX_HEAD_DIM]; /* 16-bit inputs: the block's key rows, widened once */
+    const float *key[BLOCK];
     uint32_t n_kept[BLOCK];
     uint64_t off = 0;
     for (uint32_t i0 = 0; i0 < n; i0 += BLOCK) {
         const uint32_t nt = n - i0 < BLOCK ? n - i0 : BLOCK;
-        for (uint32_t t = 0; t < nt; t++) kern->saliency(keys + rows[i0 + t] * d, qnd, d, sal + (size_t)t * d);
+        for (uint32_t t = 0; t < nt; t++) {
+            key[t] = sv_rows_get(keys, rows[i0 + t], d, widened[t]);
+            kern->saliency(key[t], qnd, d, sal + (size_t)t * d);
+        }
         if (topk) kern->select_topk(sal, nt, d, keep, page->mask + (size_t)i0 * nb);
         for (uint32_t t = 0; t < nt; t++) {
             const uint32_t i = i0 + t;
             uint8_t *row = (uint8_t *)page->k + off;
-            n_kept[t] = kern->split(keys + rows[i] * d, sal + (size_t)t * d, page->mask + (size_t)i * nb, d, kept,
+            n_kept[t] = kern->split(key[t], sal + (size_t)t * d, page->mask + (size_t)i * nb, d, kept,
                                     kp == SPARKV_F16 ? (uint16_t *)row : NULL, pruned[t],
                                     page->sign ? page->sign + (size_t)i * nb : NULL, &min_kept[t], &max_pruned[t]);
             /* kept values share one scale: they are the token's large ones, so the grid fits them */

@@ -1,5 +1,6 @@
 /* Window query norms and per-channel key saliency: s_tj = k_tj^2 * ||Qwin[:, j]||_2. */
 #include "internal.h"
+#include "input_rows.h"
 #include "prefill_kernels.h"
 
 #include <math.h>
@@ -7,7 +8,7 @@
 /* qn_j over the last n_use of n_window_total window queries of the `group` query heads starting at
  * first_q_head, averaged over those heads first. Double precision, fixed summation order (window
  * rows ascending, heads ascending) so any reimplementation can reproduce it bit for bit. */
-void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_use, uint32_t group,
+void sv_window_qnorm(sv_rows q_window, uint64_t n_window_total, uint32_t n_use, uint32_t group,
                      uint32_t first_q_head, uint32_t d, float *qn, float *c) {
     double acc[SPARKV_MAX_HEAD_DIM];
     for (uint32_t j = 0; j < d; j++) acc[j] = 0.0;
@@ -15,7 +16,8 @@ void sv_window_qnorm(const float *q_window, uint64_t n_window_total, uint32_t n_
         double bar[SPARKV_MAX_HEAD_DIM];
         for (uint32_t j = 0; j < d; j++) bar[j] = 0.0;
         for (uint32_t g = 0; g < group; g++) {
-            const float *row = q_window + (((uint64_t)(first_q_head + g)) * n_window_total + w) * d;
+            float scratch[SPARKV_MAX_HEAD_DIM];
+            const float *row = sv_rows_get(q_window, ((uint64_t)(first_q_head + g)) * n_window_total + w, d, scratch);
             for (uint32_t j = 0; j < d; j++) bar[j] += (double)row[j];
         }
         for (uint32_t j = 0; j < d; j++) {

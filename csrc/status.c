@@ -43,6 +43,7 @@ const char *sparkv_status_string(sparkv_status status) {
     case SPARKV_ERR_INDEX: return "a head or token index is out of range";
     case SPARKV_ERR_RANGE: return "a finite input is beyond the range of its storage precision";
     case SPARKV_ERR_OVERFLOW: return "attention overflowed float32 (a score or an output is not finite)";
+    case SPARKV_ERR_DTYPE: return "an input element type is not float32, float16 or bfloat16";
     }
     return "unknown status code";
 }

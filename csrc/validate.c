@@ -1,6 +1,7 @@
 /* Input scans: reject NaN/Inf, and finite values their storage precision cannot hold, before
  * anything is written. */
 #include "internal.h"
+#include "input_rows.h"
 
 #include <math.h>
 #include <string.h>
@@ -46,11 +47,22 @@ static const char *precision_name(sparkv_precision p) {
 
 sparkv_status sv_check_finite(sparkv_cache *cache, const char *what, const float *x,
                               uint64_t n_outer, uint64_t n_mid, uint32_t d) {
-    return sv_check_input(cache, what, x, n_outer, n_mid, d, SPARKV_F32);
+    const sv_rows rows = {x, SPARKV_DTYPE_F32};
+    return sv_check_rows(cache, what, rows, n_outer, n_mid, d, SPARKV_F32);
 }
 
-sparkv_status sv_check_input(sparkv_cache *cache, const char *what, const float *x, uint64_t n_outer,
-                             uint64_t n_mid, uint32_t d, sparkv_precision storage) {
+/* 1 if any of rows [r0, r0 + m) (d elements each) is beyond limit_bits; 16-bit inputs are widened
+ * (exactly) a row at a time first. */
+static int rows_beyond(sv_rows x, uint64_t r0, uint64_t m, uint32_t d, uint32_t limit_bits) {
+    if (x.dtype == SPARKV_DTYPE_F32) return any_beyond((const float *)x.data + r0 * d, m * d, limit_bits);
+    float row[SPARKV_MAX_HEAD_DIM];
+    int bad = 0;
+    for (uint64_t r = r0; r < r0 + m; r++) bad |= any_beyond(sv_rows_get(x, r, d, row), d, limit_bits);
+    return bad;
+}
+
+sparkv_status sv_check_rows(sparkv_cache *cache, const char *what, sv_rows x, uint64_t n_outer, uint64_t n_mid,
+                            uint32_t d, sparkv_precision storage) {
     const float limit = sv_precision_limit(storage);
     uint32_t limit_bits;
     memcpy(&limit_bits, &limit, 4);
@@ -61,12 +73,13 @@ sparkv_status sv_check_input(sparkv_cache *cache, const char *what, const float 
     num_threads(cache && cache->policy.threads > 0 ? cache->policy.threads : omp_get_max_threads())
     for (int64_t r = 0; r < (int64_t)rows; r += 256) {
         const uint64_t m = rows - (uint64_t)r < 256 ? rows - (uint64_t)r : 256;
-        bad |= any_beyond(x + (uint64_t)r * d, m * d, limit_bits);
+        bad |= rows_beyond(x, (uint64_t)r, m, d, limit_bits);
     }
     if (!bad) return SPARKV_OK;
+    float scratch[SPARKV_MAX_HEAD_DIM];
     for (uint64_t o = 0; o < n_outer; o++) {
         for (uint64_t t = 0; t < n_mid; t++) {
-            const float *row = x + (o * n_mid + t) * d;
+            const float *row = sv_rows_get(x, o * n_mid + t, d, scratch);
             for (uint32_t j = 0; j < d; j++) {
                 if (!isfinite(row[j]))
                     return sv_fail(cache, SPARKV_ERR_NON_FINITE, "%s contain %s at head %llu, row %llu, channel %u",

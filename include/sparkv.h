@@ -89,8 +89,9 @@ typedef enum sparkv_status {
     SPARKV_ERR_INDEX = 15,           /**< a head or token index is out of range */
     SPARKV_ERR_RANGE = 16,           /**< a finite input is beyond what its storage precision holds
                                           (see sparkv_precision), or a stored fp16 statistic would be */
-    SPARKV_ERR_OVERFLOW = 17         /**< attend: a score or output is not finite in float32 although
+    SPARKV_ERR_OVERFLOW = 17,        /**< attend: a score or output is not finite in float32 although
                                           every input is (|scale * q.k| or a value sum beyond 3.4e38) */
+    SPARKV_ERR_DTYPE = 18            /**< an input element type is not a sparkv_dtype */
 } sparkv_status;
 
 /** A stable English sentence describing `status` (unknown codes get a generic sentence).
@@ -353,6 +354,34 @@ SPARKV_API sparkv_status sparkv_prefill(sparkv_cache *cache, uint32_t layer,
  *  key/value precision (I8/I4: one fp16 scale per quant_group channels). */
 SPARKV_API sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer,
                                        const float *keys, const float *values);
+
+/**
+ * Element type of the tensors handed to sparkv_prefill_typed / sparkv_append_typed. Inference
+ * engines hold K/V in 16-bit floats: these entry points read them in place, one row at a time,
+ * without a float32 copy of the tensor.
+ *
+ * Conversion is exact: every float16 (subnormals included) and every bfloat16 widens to the float32
+ * of the same value, and the call then behaves exactly as sparkv_prefill / sparkv_append on those
+ * float32 values (same selection, statistics, stored bytes and errors). A float16 or bfloat16 Inf or
+ * NaN is SPARKV_ERR_NON_FINITE; a finite bfloat16 beyond the storage precision's range (say 1e5
+ * stored as F16) is SPARKV_ERR_RANGE. Any other value of the enum is SPARKV_ERR_DTYPE: nothing else
+ * is converted.
+ */
+typedef enum sparkv_dtype {
+    SPARKV_DTYPE_F32 = 0,  /**< float, 4 bytes */
+    SPARKV_DTYPE_F16 = 1,  /**< IEEE binary16 bit patterns (uint16_t / _Float16), 2 bytes */
+    SPARKV_DTYPE_BF16 = 2  /**< bfloat16 bit patterns (the high half of a float32), 2 bytes */
+} sparkv_dtype;
+
+/** sparkv_prefill with keys, values and q_window of element type `dtype` (the same layouts, in
+ *  elements). Same ownership and threading rules as sparkv_prefill; the inputs are only read. */
+SPARKV_API sparkv_status sparkv_prefill_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype,
+                                              const void *keys, const void *values, uint64_t n_tokens,
+                                              const void *q_window, uint64_t n_window);
+
+/** sparkv_append with keys and values [n_kv_heads][D] of element type `dtype`. */
+SPARKV_API sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype,
+                                             const void *keys, const void *values);
 
 /**
  * Decode attention of one query token over every token `layer` holds.

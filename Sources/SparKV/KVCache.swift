@@ -92,8 +92,9 @@ public final class KVCache {
     ///
     /// - Parameters:
     ///   - layer: layer index in `0..<shape.layers`.
-    ///   - keys: post-RoPE keys `[kvHeads][tokenCount][headDim]`.
-    ///   - values: values `[kvHeads][tokenCount][headDim]`.
+    ///   - keys: post-RoPE keys `[kvHeads][tokenCount][headDim]`, in any ``KVElement`` type
+    ///     (`Float`, `Float16`, ``BFloat16``: read in place, widened exactly; see ``KVElement``).
+    ///   - values: values `[kvHeads][tokenCount][headDim]`, same element type.
     ///   - windowQueries: the last `windowCount` post-RoPE prompt queries of this layer,
     ///     `[queryHeads][windowCount][headDim]`, oldest first; the last `min(policy.window,
     ///     windowCount)` rows are used. Required when the policy prunes key channels or evicts
@@ -115,8 +116,10 @@ public final class KVCache {
     ///     }
     /// }
     /// ```
-    public func prefill(layer: Int, keys: UnsafeBufferPointer<Float>, values: UnsafeBufferPointer<Float>,
-                        windowQueries: UnsafeBufferPointer<Float>?, tokenCount: Int, windowCount: Int = 0) throws {
+    public func prefill<Element: KVElement>(
+        layer: Int, keys: UnsafeBufferPointer<Element>, values: UnsafeBufferPointer<Element>,
+        windowQueries: UnsafeBufferPointer<Element>?, tokenCount: Int, windowCount: Int = 0
+    ) throws {
         let cLayer = try layerIndex(layer, in: "prefill")
         guard tokenCount >= 1 else {
             throw SparKVError.invalidShape("prefill: tokenCount is \(tokenCount); it must be at least 1")
@@ -128,7 +131,7 @@ public final class KVCache {
         let kvCount = try elementCount("prefill", shape.kvHeads, tokenCount, shape.headDim)
         try expect(keys.count, kvCount, "prefill: keys", kvLayout)
         try expect(values.count, kvCount, "prefill: values", kvLayout)
-        var window: UnsafePointer<Float>? = nil
+        var window: UnsafePointer<Element>? = nil
         if windowCount > 0 {
             let qLayout = "[queryHeads \(shape.queryHeads)][windowCount \(windowCount)][headDim \(shape.headDim)]"
             let qCount = try elementCount("prefill", shape.queryHeads, windowCount, shape.headDim)
@@ -143,8 +146,8 @@ public final class KVCache {
                 "prefill: the policy \(policy) prunes key channels or scores tokens for eviction, so it needs "
                 + "windowQueries with windowCount >= 1")
         }
-        try check(sparkv_prefill(handle, cLayer, keys.baseAddress, values.baseAddress, UInt64(tokenCount),
-                                 window, UInt64(windowCount)))
+        try check(sparkv_prefill_typed(handle, cLayer, Element.kvElementType.cValue, keys.baseAddress,
+                                       values.baseAddress, UInt64(tokenCount), window, UInt64(windowCount)))
     }
 
     /// Array convenience for ``prefill(layer:keys:values:windowQueries:tokenCount:windowCount:)``.
@@ -153,8 +156,10 @@ public final class KVCache {
     /// try cache.prefill(layer: 0, keys: keys, values: values, windowQueries: window,
     ///                   tokenCount: 4096, windowCount: 32)
     /// ```
-    public func prefill(layer: Int, keys: [Float], values: [Float], windowQueries: [Float]? = nil,
-                        tokenCount: Int, windowCount: Int = 0) throws {
+    public func prefill<Element: KVElement>(
+        layer: Int, keys: [Element], values: [Element], windowQueries: [Element]? = nil,
+        tokenCount: Int, windowCount: Int = 0
+    ) throws {
         try keys.withUnsafeBufferPointer { k in
             try values.withUnsafeBufferPointer { v in
                 if let windowQueries {
@@ -163,7 +168,7 @@ public final class KVCache {
                                     tokenCount: tokenCount, windowCount: windowCount)
                     }
                 } else {
-                    try prefill(layer: layer, keys: k, values: v, windowQueries: nil,
+                    try prefill(layer: layer, keys: k, values: v, windowQueries: UnsafeBufferPointer<Element>?.none,
                                 tokenCount: tokenCount, windowCount: windowCount)
                 }
             }
@@ -175,8 +180,9 @@ public final class KVCache {
     /// Appends one decode token to a layer, stored dense in the policy's precisions.
     ///
     /// - Parameters:
-    ///   - keys: the token's post-RoPE key for every KV head, `[kvHeads][headDim]`.
-    ///   - values: its values, `[kvHeads][headDim]`.
+    ///   - keys: the token's post-RoPE key for every KV head, `[kvHeads][headDim]`, in any
+    ///     ``KVElement`` type.
+    ///   - values: its values, `[kvHeads][headDim]`, same element type.
     /// - Throws: ``SparKVError/invalidShape(_:)`` for a buffer of the wrong size,
     ///   ``SparKVError/capacity(_:)`` when the layer is full, ``SparKVError/nonFinite(_:)``.
     ///
@@ -185,22 +191,25 @@ public final class KVCache {
     ///     try cache.append(layer: 0, keys: k, values: v)
     /// } }
     /// ```
-    public func append(layer: Int, keys: UnsafeBufferPointer<Float>, values: UnsafeBufferPointer<Float>) throws {
+    public func append<Element: KVElement>(
+        layer: Int, keys: UnsafeBufferPointer<Element>, values: UnsafeBufferPointer<Element>
+    ) throws {
         let cLayer = try layerIndex(layer, in: "append")
         let layout = "[kvHeads \(shape.kvHeads)][headDim \(shape.headDim)]"
         let count = try elementCount("append", shape.kvHeads, 1, shape.headDim)
         try expect(keys.count, count, "append: keys", layout)
         try expect(values.count, count, "append: values", layout)
-        try check(sparkv_append(handle, cLayer, keys.baseAddress, values.baseAddress))
+        try check(sparkv_append_typed(handle, cLayer, Element.kvElementType.cValue, keys.baseAddress,
+                                      values.baseAddress))
     }
 
-    /// Array convenience for ``append(layer:keys:values:)-(_,UnsafeBufferPointer<Float>,_)``.
+    /// Array convenience for the buffer-pointer ``append(layer:keys:values:)``.
     ///
     /// ```swift
     /// try cache.append(layer: 0, keys: data.keys(layer: 0, tokens: 4096..<4097),
     ///                  values: data.values(layer: 0, tokens: 4096..<4097))
     /// ```
-    public func append(layer: Int, keys: [Float], values: [Float]) throws {
+    public func append<Element: KVElement>(layer: Int, keys: [Element], values: [Element]) throws {
         try keys.withUnsafeBufferPointer { k in
             try values.withUnsafeBufferPointer { v in try append(layer: layer, keys: k, values: v) }
         }
@@ -345,13 +354,13 @@ public final class KVCache {
     private func elementCount(_ operation: String, _ a: Int, _ b: Int, _ c: Int) throws -> Int {
         let (ab, o1) = a.multipliedReportingOverflow(by: b)
         let (abc, o2) = ab.multipliedReportingOverflow(by: c)
-        guard !o1, !o2 else { throw SparKVError.invalidShape("\(operation): \(a) x \(b) x \(c) floats overflow") }
+        guard !o1, !o2 else { throw SparKVError.invalidShape("\(operation): \(a) x \(b) x \(c) elements overflow") }
         return abc
     }
 
     private func expect(_ actual: Int, _ expected: Int, _ what: String, _ layout: String) throws {
         guard actual == expected else {
-            throw SparKVError.invalidShape("\(what) hold \(actual) floats; \(layout) needs \(expected)")
+            throw SparKVError.invalidShape("\(what) hold \(actual) elements; \(layout) needs \(expected)")
         }
     }
 }

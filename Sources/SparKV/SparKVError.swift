@@ -53,6 +53,9 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Attention overflowed float32: a score `scale * q.k` or an output is not finite although
     /// every input is (status 17). The output was not written.
     case overflow(String)
+    /// An input element type is not float32, float16 or bfloat16 (status 18). The Swift API's
+    /// ``KVElement`` types rule this out; it comes only from a newer or misused C layer.
+    case elementType(String)
     /// A status code this version of the Swift layer does not know (a newer C library).
     case unknown(status: Int32, String)
 
@@ -80,6 +83,7 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .index: return 15
         case .range: return 16
         case .overflow: return 17
+        case .elementType: return 18
         case .unknown(let status, _): return status
         }
     }
@@ -94,7 +98,7 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .nullPointer(let d), .invalidShape(let d), .headDim(let d), .gqa(let d), .invalidPolicy(let d),
              .nonFinite(let d), .layer(let d), .capacity(let d), .state(let d), .window(let d),
              .outOfMemory(let d), .unsupported(let d), .empty(let d), .structSize(let d), .index(let d),
-             .range(let d), .overflow(let d), .unknown(_, let d):
+             .range(let d), .overflow(let d), .elementType(let d), .unknown(_, let d):
             return d
         }
     }
@@ -139,6 +143,7 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case 15: self = .index(detail)
         case 16: self = .range(detail)
         case 17: self = .overflow(detail)
+        case 18: self = .elementType(detail)
         default: self = .unknown(status: Int32(bitPattern: status.rawValue), detail)
         }
     }

@@ -1750,6 +1750,105 @@ static void test_thread_invariance(void) {
     free(k); free(v); free(qw); free(ka); free(va);
 }
 
+/* float16 / bfloat16 inputs (sparkv_prefill_typed, sparkv_append_typed): the same cache as float32
+ * inputs of the same values; anything that is not a sparkv_dtype, and 16-bit Inf/NaN or values
+ * beyond the storage precision, fail without touching the cache. */
+static void test_typed_inputs(void) {
+    g_section = "float16 / bfloat16 inputs";
+    enum { TQ = 4, TKV = 2, TD = 64, TN = 300, TW = 8 };
+    const size_t nkv = (size_t)TKV * TN * TD, nqw = (size_t)TQ * TW * TD;
+    rng r = {4242};
+    float *k = falloc(nkv), *v = falloc(nkv), *qw = falloc(nqw), *q = falloc((size_t)TQ * TD);
+    uint16_t *k16 = (uint16_t *)malloc(nkv * 2), *v16 = (uint16_t *)malloc(nkv * 2), *qw16 = (uint16_t *)malloc(nqw * 2);
+    float *out32 = falloc((size_t)TQ * TD), *out16 = falloc((size_t)TQ * TD);
+    fill_normal(&r, k, nkv, 2.0f);
+    fill_normal(&r, v, nkv, 1.0f);
+    fill_normal(&r, qw, nqw, 1.0f);
+    fill_normal(&r, q, (size_t)TQ * TD, 1.0f);
+    const sparkv_dtype types[] = {SPARKV_DTYPE_F16, SPARKV_DTYPE_BF16};
+    for (int ti = 0; ti < 2; ti++) {
+        const sparkv_dtype t = types[ti];
+        /* The float32 values of the 16-bit inputs, rounded exactly as a caller's cast would. */
+        float *kr = falloc(nkv), *vr = falloc(nkv), *qr = falloc(nqw);
+        const float *src[3] = {k, v, qw};
+        float *dst[3] = {kr, vr, qr};
+        uint16_t *bits[3] = {k16, v16, qw16};
+        const size_t len[3] = {nkv, nkv, nqw};
+        for (int a = 0; a < 3; a++)
+            for (size_t i = 0; i < len[a]; i++) {
+                if (t == SPARKV_DTYPE_F16) {
+                    _Float16 h = (_Float16)src[a][i];
+                    memcpy(&bits[a][i], &h, 2);
+                    dst[a][i] = (float)h;
+                } else {
+                    dst[a][i] = ref_round_bf16(src[a][i]);
+                    uint32_t u;
+                    memcpy(&u, &dst[a][i], 4);
+                    bits[a][i] = (uint16_t)(u >> 16);
+                }
+            }
+        sparkv_shape s = make_shape(2, TQ, TKV, TD, TN + 4);
+        sparkv_policy p = sparkv_default_policy();
+        p.key_prune_ratio = 0.75f;
+        p.eviction = SPARKV_EVICT_SNAPKV;
+        p.evict_budget = 200;
+        p.value_precision = SPARKV_I8;
+        sparkv_cache *c32 = NULL, *c16 = NULL;
+        CHECK_OK(sparkv_cache_create(&s, &p, &c32));
+        CHECK_OK(sparkv_cache_create(&s, &p, &c16));
+        if (!c32 || !c16) { sparkv_cache_free(c32); sparkv_cache_free(c16); free(kr); free(vr); free(qr); continue; }
+        CHECK_OK(sparkv_prefill(c32, 0, kr, vr, TN, qr, TW));
+        CHECK_OK(sparkv_prefill_typed(c16, 0, t, k16, v16, TN, qw16, TW));
+        CHECK_OK(sparkv_append(c32, 0, kr, vr));
+        CHECK_OK(sparkv_append_typed(c16, 0, t, k16, v16));
+        blob a = snap_take(c32), b = snap_take(c16);
+        CHECK(snap_equal(&a, &b));
+        free(a.data); free(b.data);
+        CHECK_OK(sparkv_attend(c32, 0, q, out32));
+        CHECK_OK(sparkv_attend(c16, 0, q, out16));
+        CHECK(memcmp(out32, out16, (size_t)TQ * TD * sizeof(float)) == 0);
+
+        /* Not a sparkv_dtype: nothing is read or converted. */
+        EXPECT_FAIL(SPARKV_ERR_DTYPE, c16, c16, sparkv_prefill_typed(c16, 1, (sparkv_dtype)3, k16, v16, TN, qw16, TW));
+        EXPECT_FAIL(SPARKV_ERR_DTYPE, c16, c16, sparkv_prefill_typed(c16, 1, (sparkv_dtype)-1, k16, v16, TN, qw16, TW));
+        EXPECT_FAIL(SPARKV_ERR_DTYPE, c16, c16, sparkv_append_typed(c16, 0, (sparkv_dtype)7, k16, v16));
+        EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c16, c16, sparkv_prefill_typed(c16, 1, t, NULL, v16, TN, qw16, TW));
+        EXPECT_FAIL(SPARKV_ERR_NULL_POINTER, c16, c16, sparkv_append_typed(c16, 0, t, k16, NULL));
+        /* 16-bit Inf and NaN (in keys, values and window queries) are non-finite inputs. */
+        const uint16_t inf = t == SPARKV_DTYPE_F16 ? 0x7c00u : 0x7f80u, nan = t == SPARKV_DTYPE_F16 ? 0x7e00u : 0x7fc0u;
+        const size_t at = (size_t)1 * TN * TD + 17 * TD + 5; /* head 1, row 17, channel 5 */
+        uint16_t keep = k16[at];
+        k16[at] = inf;
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c16, c16, sparkv_prefill_typed(c16, 1, t, k16, v16, TN, qw16, TW));
+        CHECK(strstr(g_last_msg, "keys contain Inf at head 1, row 17, channel 5") != NULL);
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c16, c16, sparkv_append_typed(c16, 0, t, k16 + at - 5, v16));
+        k16[at] = keep;
+        keep = v16[3];
+        v16[3] = (uint16_t)(nan | 0x8000u);
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c16, c16, sparkv_prefill_typed(c16, 1, t, k16, v16, TN, qw16, TW));
+        CHECK(strstr(g_last_msg, "values contain NaN at head 0, row 0, channel 3") != NULL);
+        v16[3] = keep;
+        keep = qw16[TD + 1];
+        qw16[TD + 1] = inf;
+        EXPECT_FAIL(SPARKV_ERR_NON_FINITE, c16, c16, sparkv_prefill_typed(c16, 1, t, k16, v16, TN, qw16, TW));
+        qw16[TD + 1] = keep;
+        /* A finite bfloat16 beyond float16 storage (1e5 > 65504) is a range error, not an Inf. */
+        if (t == SPARKV_DTYPE_BF16) {
+            keep = k16[at];
+            k16[at] = 0x47c3u; /* 99840 */
+            EXPECT_FAIL(SPARKV_ERR_RANGE, c16, c16, sparkv_prefill_typed(c16, 1, t, k16, v16, TN, qw16, TW));
+            CHECK(strstr(g_last_msg, "keys contain 99840 at head 1, row 17, channel 5") != NULL);
+            k16[at] = keep;
+        }
+        CHECK(sparkv_layer_tokens(c16, 1) == 0);
+        CHECK_OK(sparkv_prefill_typed(c16, 1, t, k16, v16, TN, qw16, TW));
+        sparkv_cache_free(c32);
+        sparkv_cache_free(c16);
+        free(kr); free(vr); free(qr);
+    }
+    free(k); free(v); free(qw); free(q); free(k16); free(v16); free(qw16); free(out32); free(out16);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_strings();
@@ -1760,6 +1859,7 @@ int main(void) {
     test_scenarios();
     test_policies();
     test_eviction_errors();
+    test_typed_inputs();
     sparkv_cache *c = make_error_cache();
     test_prefill_errors(c);
     test_append_errors(c);

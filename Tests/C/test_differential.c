@@ -16,6 +16,9 @@
  * 512..1100 tokens (exact multiples of the 256-token page included), a few appended tokens, and
  * window queries with the awkward cases: a channel of zero norm, a channel of tiny norm, outlier
  * channels up to ~600, and channels whose signed queries average to almost zero over the group.
+ * Half the configurations hand prefill/append float16 or bfloat16 inputs (sparkv_prefill_typed):
+ * the data are rounded to that type first, so the reference, fed the rounded float32 values,
+ * must still match bit for bit.
  * One seed in 16 is pinned to the family of the audit's ThinK defect (D = 128, ThinK r = 0.8, f16
  * keys, f32/i8/i4 values, 512 tokens). SnapKV/PyramidKV configurations whose kept set hinges on
  * float32 rounding of the logits (which the header leaves open) are redrawn (ref_evict: fragile).
@@ -70,6 +73,8 @@ typedef struct config {
     int signed_group;    /* a channel whose group queries are +-3 and average to ~1e-4 */
     float key_outlier;   /* multiplier of the keys' outlier channels */
     float q_scale;       /* decode query scale */
+    sparkv_dtype input;  /* element type of prefill/append inputs (16-bit: the data are rounded to it
+                            first, and the reference sees the rounded values) */
 } config;
 
 static const char *prec_name(sparkv_precision p) {
@@ -111,6 +116,8 @@ static void config_string(const config *c, char *buf, size_t size) {
                       (double)p->pyramid_ratio);
     else if (p->eviction == SPARKV_EVICT_STREAMING)
         k += snprintf(buf + k, size - (size_t)k, "(sink=%u recent=%u)", p->sink_tokens, p->recent_tokens);
+    k += snprintf(buf + k, size - (size_t)k, " input=%s",
+                  c->input == SPARKV_DTYPE_F32 ? "f32" : c->input == SPARKV_DTYPE_F16 ? "f16" : "bf16");
     snprintf(buf + k, size - (size_t)k, " scale=%.9g draw_seed=%llu | q_outlier=%.4g tiny=%.3g zero_ch=%d signed=%d "
              "k_outlier=%.3g q_scale=%.3g", (double)p->attention_scale, (unsigned long long)p->seed,
              (double)c->q_outlier, (double)c->tiny_norm, c->zero_channel, c->signed_group, (double)c->key_outlier,
@@ -246,6 +253,7 @@ static config make_config(uint64_t seed) {
     c.signed_group = c.g >= 2 && chance(&r, 0.6);
     c.key_outlier = rnd_float(&r, 1.0, 8.0);
     c.q_scale = rnd_float(&r, 0.3, 2.0);
+    c.input = chance(&r, 0.5) ? SPARKV_DTYPE_F32 : chance(&r, 0.5) ? SPARKV_DTYPE_F16 : SPARKV_DTYPE_BF16;
     return c;
 }
 
@@ -258,12 +266,34 @@ typedef struct data {
     float *qw;            /* [n_q][n_window][d] */
     float *ka, *va;       /* [n_append][n_kv][d] */
     float *q[2];          /* [n_q][d] decode queries */
+    /* 16-bit inputs: the same tensors as f16/bf16 bit patterns (NULL for f32 inputs) */
+    uint16_t *keys16, *values16, *qw16, *ka16, *va16;
 } data;
+
+/* Rounds x[0..n) to the input type in place and returns its bit patterns. */
+static uint16_t *to_16bit(sparkv_dtype t, float *x, size_t n) {
+    uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (n ? n : 1));
+    if (!h) { fprintf(stderr, "out of memory\n"); exit(2); }
+    for (size_t i = 0; i < n; i++) {
+        if (t == SPARKV_DTYPE_F16) {
+            _Float16 v = (_Float16)x[i];
+            memcpy(&h[i], &v, 2);
+            x[i] = (float)v;
+        } else {
+            x[i] = ref_round_bf16(x[i]);
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            h[i] = (uint16_t)(u >> 16);
+        }
+    }
+    return h;
+}
 
 static void make_data(const config *c, uint64_t data_seed, data *x) {
     const uint32_t d = c->d;
     const uint64_t n = c->n_prompt, nw = c->n_window;
     rng r = {data_seed};
+    memset(x, 0, sizeof *x);
     x->keys = falloc((size_t)c->n_kv * n * d);
     x->values = falloc((size_t)c->n_kv * n * d);
     x->qw = falloc((size_t)c->n_q * nw * d);
@@ -313,10 +343,18 @@ static void make_data(const config *c, uint64_t data_seed, data *x) {
         x->q[k] = falloc((size_t)c->n_q * d);
         fill_normal(&r, x->q[k], (size_t)c->n_q * d, k ? 2.0f * c->q_scale : c->q_scale);
     }
+    if (c->input != SPARKV_DTYPE_F32) {
+        x->keys16 = to_16bit(c->input, x->keys, (size_t)c->n_kv * n * d);
+        x->values16 = to_16bit(c->input, x->values, (size_t)c->n_kv * n * d);
+        x->qw16 = to_16bit(c->input, x->qw, (size_t)c->n_q * nw * d);
+        x->ka16 = to_16bit(c->input, x->ka, (size_t)c->n_append * c->n_kv * d);
+        x->va16 = to_16bit(c->input, x->va, (size_t)c->n_append * c->n_kv * d);
+    }
 }
 
 static void free_data(data *x) {
     free(x->keys); free(x->values); free(x->qw); free(x->ka); free(x->va); free(x->q[0]); free(x->q[1]);
+    free(x->keys16); free(x->values16); free(x->qw16); free(x->ka16); free(x->va16);
     memset(x, 0, sizeof *x);
 }
 
@@ -363,9 +401,17 @@ static sparkv_cache *build_cache(const config *c, const data *x, int threads, sp
     sparkv_cache *cache = NULL;
     *st = sparkv_cache_create(&shape, &p, &cache);
     if (*st != SPARKV_OK) return NULL;
-    *st = sparkv_prefill(cache, c->layer, x->keys, x->values, c->n_prompt, x->qw, c->n_window);
-    for (uint64_t t = 0; *st == SPARKV_OK && t < c->n_append; t++)
-        *st = sparkv_append(cache, c->layer, x->ka + t * c->n_kv * c->d, x->va + t * c->n_kv * c->d);
+    if (c->input == SPARKV_DTYPE_F32) {
+        *st = sparkv_prefill(cache, c->layer, x->keys, x->values, c->n_prompt, x->qw, c->n_window);
+        for (uint64_t t = 0; *st == SPARKV_OK && t < c->n_append; t++)
+            *st = sparkv_append(cache, c->layer, x->ka + t * c->n_kv * c->d, x->va + t * c->n_kv * c->d);
+    } else {
+        *st = sparkv_prefill_typed(cache, c->layer, c->input, x->keys16, x->values16, c->n_prompt, x->qw16,
+                                   c->n_window);
+        for (uint64_t t = 0; *st == SPARKV_OK && t < c->n_append; t++)
+            *st = sparkv_append_typed(cache, c->layer, c->input, x->ka16 + t * c->n_kv * c->d,
+                                      x->va16 + t * c->n_kv * c->d);
+    }
     if (*st != SPARKV_OK) {
         sparkv_cache_free(cache);
         return NULL;

@@ -233,7 +233,7 @@ struct SwiftAPITests {
             try cache.prefill(layer: 0, keys: short, values: prompt.values, windowQueries: prompt.window,
                               tokenCount: prompt.tokens, windowCount: prompt.windowCount)
         }
-        #expect(keys == .invalidShape("prefill: keys hold 5119 floats; [kvHeads 2][tokenCount 40][headDim 64] needs 5120"))
+        #expect(keys == .invalidShape("prefill: keys hold 5119 elements; [kvHeads 2][tokenCount 40][headDim 64] needs 5120"))
         let values = Self.sparkvError {
             try cache.prefill(layer: 0, keys: prompt.keys, values: prompt.values + [0],
                               windowQueries: prompt.window, tokenCount: prompt.tokens, windowCount: prompt.windowCount)
@@ -250,7 +250,7 @@ struct SwiftAPITests {
         }
         #expect(uncounted?.status == 2 && uncounted?.detail.contains("windowCount is 0") == true)
         let noTokens = Self.sparkvError {
-            try cache.prefill(layer: 0, keys: [], values: [], tokenCount: 0)
+            try cache.prefill(layer: 0, keys: [Float](), values: [Float](), tokenCount: 0)
         }
         #expect(noTokens?.status == 2)
         let layer = Self.sparkvError {
@@ -268,7 +268,7 @@ struct SwiftAPITests {
                           tokenCount: prompt.tokens, windowCount: prompt.windowCount)
 
         let append = Self.sparkvError { try cache.append(layer: 0, keys: [Float](repeating: 0, count: 64), values: [Float](repeating: 0, count: 128)) }
-        #expect(append == .invalidShape("append: keys hold 64 floats; [kvHeads 2][headDim 64] needs 128"))
+        #expect(append == .invalidShape("append: keys hold 64 elements; [kvHeads 2][headDim 64] needs 128"))
         let attend = Self.sparkvError { _ = try cache.attend(layer: 0, query: [Float](repeating: 0, count: 128)) }
         #expect(attend?.status == 2 && attend?.detail.contains("query") == true)
         #expect(try cache.tokenCount(layer: 0) == prompt.tokens)
