@@ -14,9 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh
 
-if ! python3 -c "import numpy, pytest" >/dev/null 2>&1; then
-    echo "[sparkv] installing numpy and pytest for the Python binding's tests" >&2
-    python3 -m pip install -q numpy pytest
+# ml_dtypes: the binding's bfloat16 arrays are tested with it (the binding itself does not need it)
+if ! python3 -c "import numpy, pytest, ml_dtypes" >/dev/null 2>&1; then
+    echo "[sparkv] installing numpy, pytest and ml_dtypes for the Python binding's tests" >&2
+    python3 -m pip install -q numpy pytest ml_dtypes
 fi
 
 # the model tests (GGUF reader, tokenizer, forward pass) run on the real model

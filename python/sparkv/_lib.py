@@ -121,6 +121,8 @@ _PROTOTYPES = {
     "sparkv_layer_tokens": (c_uint64, [c_void_p, c_uint32]),
     "sparkv_prefill": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64]),
     "sparkv_append": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p]),
+    "sparkv_prefill_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64]),
+    "sparkv_append_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p]),
     "sparkv_attend": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p]),
     "sparkv_memory_report": (c_int, [c_void_p, c_uint32, POINTER(CMemory)]),
     "sparkv_inspect_key": (c_int, [c_void_p, c_uint32, c_uint32, c_uint64, POINTER(c_uint8), _F]),

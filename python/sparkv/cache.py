@@ -28,6 +28,59 @@ MEMORY_FIELDS = (
 )
 
 
+# sparkv_dtype: the element types prefill/append read in place.
+_DTYPE_F32, _DTYPE_F16, _DTYPE_BF16 = 0, 1, 2
+_DTYPE_NAMES = {_DTYPE_F32: "float32", _DTYPE_F16: "float16", _DTYPE_BF16: "bfloat16"}
+
+
+def _input_dtype(name: str, a: object, bits16: Optional[str]) -> int:
+    """The sparkv_dtype of a prefill/append input: float32, float16, ml_dtypes' bfloat16, or uint16
+    bit patterns when ``bits16`` says what they hold ("float16" or "bfloat16"). Nothing else is
+    accepted and nothing is converted: 16-bit arrays are read in place by C."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype == np.float32:
+        return _DTYPE_F32
+    if a.dtype == np.float16:
+        return _DTYPE_F16
+    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:  # ml_dtypes.bfloat16
+        return _DTYPE_BF16
+    if a.dtype == np.uint16:
+        if bits16 == "bfloat16":
+            return _DTYPE_BF16
+        if bits16 == "float16":
+            return _DTYPE_F16
+        raise TypeError(
+            f"{name} is uint16: say what its bits hold with bits16='bfloat16' or bits16='float16'"
+        )
+    raise TypeError(
+        f"{name} must have dtype float32, float16, bfloat16 (ml_dtypes) or uint16 bit patterns with bits16=..., "
+        f"got {a.dtype}; convert it explicitly, e.g. {name}.astype(np.float32)"
+    )
+
+
+def _input_array(
+    name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str], dtype: int
+) -> int:
+    """_float32_array's checks for a prefill/append input of sparkv_dtype ``dtype`` (2-byte
+    elements need 2-byte alignment)."""
+    if dtype == _DTYPE_F32:
+        return _float32_array(name, a, expected, labels)
+    assert isinstance(a, np.ndarray)
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a plain numpy.ndarray, got a masked array")
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and np.little_endian is False):
+        raise TypeError(f"{name} must be in native (little-endian) byte order")
+    want = "(" + ", ".join(f"{lab}={'*' if e is None else e}" for lab, e in zip(labels, expected)) + ")"
+    if a.ndim != len(expected) or any(e is not None and e != g for e, g in zip(expected, a.shape)):
+        raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} must be aligned to 2 bytes; pass a fresh copy ({name}.copy())")
+    return a.ctypes.data
+
+
 def _float32_array(
     name: str, a: object, expected: Sequence[Optional[int]], labels: Sequence[str], writes: bool = False
 ) -> int:
@@ -241,7 +294,13 @@ class KVCache:
     # ---- prefill, append, attend ----------------------------------------------------------------
 
     def prefill(
-        self, layer: int, keys: np.ndarray, values: np.ndarray, q_window: Optional[np.ndarray] = None
+        self,
+        layer: int,
+        keys: np.ndarray,
+        values: np.ndarray,
+        q_window: Optional[np.ndarray] = None,
+        *,
+        bits16: Optional[str] = None,
     ) -> None:
         """Compress and store the prompt of one layer (once per layer, on an empty layer).
 
@@ -249,30 +308,44 @@ class KVCache:
         head_dim)``, the last prompt queries, oldest first (required when the policy prunes key
         channels or evicts with SnapKV/PyramidKV). The policy's eviction runs first: afterwards the
         layer holds the surviving prompt tokens, in prompt order, as tokens ``0 .. kept-1``.
+
+        The three arrays share one dtype: float32, float16, ``ml_dtypes.bfloat16``, or uint16 bit
+        patterns with ``bits16="bfloat16"`` (or ``"float16"``). 16-bit arrays are read in place and
+        widened exactly: the cache equals the one built from their float32 values.
         """
         s = self._shape
         layer = self._layer(layer)
-        k_ptr = _float32_array("keys", keys, (s.n_kv_heads, None, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim"))
+        dtype = _input_dtype("keys", keys, bits16)
+        for other_name, other in (("values", values), ("q_window", q_window)):
+            if other is not None and _input_dtype(other_name, other, bits16) != dtype:
+                raise TypeError(f"{other_name} must have the dtype of keys ({keys.dtype}), got {other.dtype}")
+        k_ptr = _input_array(
+            "keys", keys, (s.n_kv_heads, None, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim"), dtype
+        )
         n_tokens = keys.shape[1]
-        v_ptr = _float32_array(
-            "values", values, (s.n_kv_heads, n_tokens, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim")
+        v_ptr = _input_array(
+            "values", values, (s.n_kv_heads, n_tokens, s.head_dim), ("n_kv_heads", "n_tokens", "head_dim"), dtype
         )
         if q_window is None:
             q_ptr, n_window = None, 0
         else:
-            q_ptr = _float32_array(
-                "q_window", q_window, (s.n_q_heads, None, s.head_dim), ("n_q_heads", "n_window", "head_dim")
+            q_ptr = _input_array(
+                "q_window", q_window, (s.n_q_heads, None, s.head_dim), ("n_q_heads", "n_window", "head_dim"), dtype
             )
             n_window = q_window.shape[1]
-        self._call("sparkv_prefill", layer, k_ptr, v_ptr, n_tokens, q_ptr, n_window)
+        self._call("sparkv_prefill_typed", layer, dtype, k_ptr, v_ptr, n_tokens, q_ptr, n_window)
 
-    def append(self, layer: int, k: np.ndarray, v: np.ndarray) -> None:
-        """Append one decode token: k, v ``(n_kv_heads, head_dim)``."""
+    def append(self, layer: int, k: np.ndarray, v: np.ndarray, *, bits16: Optional[str] = None) -> None:
+        """Append one decode token: k, v ``(n_kv_heads, head_dim)``, both float32, float16,
+        ``ml_dtypes.bfloat16`` or uint16 bit patterns with ``bits16`` (see ``prefill``)."""
         s = self._shape
         layer = self._layer(layer)
-        k_ptr = _float32_array("k", k, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"))
-        v_ptr = _float32_array("v", v, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"))
-        self._call("sparkv_append", layer, k_ptr, v_ptr)
+        dtype = _input_dtype("k", k, bits16)
+        if _input_dtype("v", v, bits16) != dtype:
+            raise TypeError(f"v must have the dtype of k ({k.dtype}), got {v.dtype}")
+        k_ptr = _input_array("k", k, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"), dtype)
+        v_ptr = _input_array("v", v, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"), dtype)
+        self._call("sparkv_append_typed", layer, dtype, k_ptr, v_ptr)
 
     def attend(self, layer: int, q: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Decode attention of one query token over every token of ``layer``.

