@@ -13,12 +13,7 @@ static void free_head_pages(sv_head *h) {
     memset(h, 0, sizeof(*h));
 }
 
-sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy *policy, sparkv_cache **out) {
-    sv_clear_error(NULL);
-    if (out) *out = NULL;
-    if (!shape || !policy || !out)
-        return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_create: %s is NULL",
-                       !shape ? "shape" : !policy ? "policy" : "out");
+sparkv_status sv_shape_check(const sparkv_shape *shape) {
     if (shape->struct_size != sizeof(sparkv_shape))
         return sv_fail(NULL, SPARKV_ERR_STRUCT_SIZE, "shape.struct_size is %u, this library expects %u",
                        shape->struct_size, (unsigned)sizeof(sparkv_shape));
@@ -38,8 +33,19 @@ sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy
     if (shape->n_q_heads / shape->n_kv_heads > SPARKV_MAX_GROUP)
         return sv_fail(NULL, SPARKV_ERR_GQA, "GQA group of %u query heads exceeds %u",
                        shape->n_q_heads / shape->n_kv_heads, SPARKV_MAX_GROUP);
-    sparkv_status st = sv_policy_check(NULL, policy, d);
+    return SPARKV_OK;
+}
+
+sparkv_status sparkv_cache_create(const sparkv_shape *shape, const sparkv_policy *policy, sparkv_cache **out) {
+    sv_clear_error(NULL);
+    if (out) *out = NULL;
+    if (!shape || !policy || !out)
+        return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "cache_create: %s is NULL",
+                       !shape ? "shape" : !policy ? "policy" : "out");
+    sparkv_status st = sv_shape_check(shape);
+    if (st == SPARKV_OK) st = sv_policy_check(NULL, policy, shape->head_dim);
     if (st != SPARKV_OK) return st;
+    const uint32_t d = shape->head_dim;
 
     sparkv_cache *c = (sparkv_cache *)calloc(1, sizeof(sparkv_cache));
     if (!c) return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "cache_create: out of memory");
@@ -114,43 +120,54 @@ uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer) {
     return cache->layers[layer].n_tokens;
 }
 
-static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
+void sv_account_page(const sparkv_cache *c, sv_key_mode keys, int values_pruned, int signs, uint64_t n,
+                     uint64_t kept_bytes, sparkv_memory *m) {
     const uint32_t d = c->shape.head_dim;
     const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
     const uint64_t kscale = sv_is_quantized(kp) ? sizeof(uint16_t) : 0; /* bytes per fp16 scale, 0 if none */
     const uint64_t vscale = sv_is_quantized(vp) ? sizeof(uint16_t) : 0;
+    switch (keys) {
+    case SV_KEYS_SPARK:
+        m->key_bytes += kept_bytes;
+        m->key_meta_bytes += n * ((d / 8) * (signs ? 2u : 1u) + c->n_stats * 2u + kscale);
+        break;
+    case SV_KEYS_THINK:
+        m->key_bytes += n * sv_row_bytes(kp, c->keep_topk);
+        m->key_meta_bytes += n * kscale;
+        break;
+    default:
+        m->key_bytes += n * sv_row_bytes(kp, d);
+        m->key_meta_bytes += n * c->kgroups * kscale;
+        break;
+    }
+    if (values_pruned) {
+        m->value_bytes += n * sv_row_bytes(vp, c->keep_values);
+        m->value_meta_bytes += n * (d / 8 + sizeof(uint16_t) + vscale);
+    } else {
+        m->value_bytes += n * sv_row_bytes(vp, d);
+        m->value_meta_bytes += n * c->vgroups * vscale;
+    }
+}
+
+uint64_t sv_head_meta_bytes(const sparkv_cache *c, sv_key_mode prompt_keys) {
+    const uint32_t d = c->shape.head_dim;
+    if (prompt_keys == SV_KEYS_SPARK) return (uint64_t)d * sizeof(float) + sizeof(float);
+    if (prompt_keys == SV_KEYS_THINK) return d / 8;
+    return 0;
+}
+
+static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
+    const uint32_t d = c->shape.head_dim;
     const sv_layer *L = &c->layers[l];
     for (uint32_t h = 0; h < c->shape.n_kv_heads; h++) {
         const sv_head *hs = &L->heads[h];
-        uint64_t head_meta = 0;
-        if (hs->qn) head_meta += (uint64_t)d * sizeof(float) + sizeof(float);
-        if (L->prefilled && L->prompt_keys == SV_KEYS_THINK) head_meta += d / 8;
+        const uint64_t head_meta = L->prefilled ? sv_head_meta_bytes(c, L->prompt_keys) : 0;
         m->key_meta_bytes += head_meta;
         m->reserved_bytes += head_meta;
         for (uint64_t i = 0; i < hs->n_pages; i++) {
             const sv_page *p = hs->pages[i];
             m->reserved_bytes += p->alloc_bytes;
-            switch (p->keys) {
-            case SV_KEYS_SPARK:
-                m->key_bytes += p->kept_bytes;
-                m->key_meta_bytes += (uint64_t)p->n * ((d / 8) * (p->sign ? 2u : 1u) + c->n_stats * 2u + kscale);
-                break;
-            case SV_KEYS_THINK:
-                m->key_bytes += (uint64_t)p->n * sv_row_bytes(kp, c->keep_topk);
-                m->key_meta_bytes += (uint64_t)p->n * kscale;
-                break;
-            default:
-                m->key_bytes += (uint64_t)p->n * sv_row_bytes(kp, d);
-                m->key_meta_bytes += (uint64_t)p->n * c->kgroups * kscale;
-                break;
-            }
-            if (p->values_pruned) {
-                m->value_bytes += (uint64_t)p->n * sv_row_bytes(vp, c->keep_values);
-                m->value_meta_bytes += (uint64_t)p->n * (d / 8 + sizeof(uint16_t) + vscale);
-            } else {
-                m->value_bytes += (uint64_t)p->n * sv_row_bytes(vp, d);
-                m->value_meta_bytes += (uint64_t)p->n * c->vgroups * vscale;
-            }
+            sv_account_page(c, p->keys, p->values_pruned, p->sign != NULL, p->n, p->kept_bytes, m);
         }
     }
     m->n_tokens += L->n_tokens;

@@ -99,6 +99,9 @@ SPARKV_HIDDEN sparkv_status sv_fail(const sparkv_cache *cache, sparkv_status st,
     __attribute__((format(printf, 3, 4)));
 SPARKV_HIDDEN void sv_clear_error(const sparkv_cache *cache);
 
+/* cache.c: the shape checks of sparkv_cache_create (struct size, sizes, head_dim, GQA). */
+SPARKV_HIDDEN sparkv_status sv_shape_check(const sparkv_shape *shape);
+
 /* policy.c */
 SPARKV_HIDDEN sparkv_status sv_policy_check(sparkv_cache *err_to, const sparkv_policy *policy, uint32_t head_dim);
 SPARKV_HIDDEN uint32_t sv_n_stats(sparkv_recovery recovery);
@@ -114,6 +117,15 @@ SPARKV_HIDDEN sv_page *sv_page_new_dense(const sparkv_cache *cache);
 /* A prompt page of n tokens stored per the cache's policy; kept_bytes = SPARK packed kept key bytes. */
 SPARKV_HIDDEN sv_page *sv_page_new_prompt(const sparkv_cache *cache, uint32_t n_tokens, uint64_t kept_bytes);
 SPARKV_HIDDEN void sv_page_free(sv_page *page);
+/* page->alloc_bytes of a page before it is built: a prompt page of n tokens (kept_bytes as above),
+ * or (prompt 0) an append page. */
+SPARKV_HIDDEN size_t sv_page_alloc_bytes(const sparkv_cache *cache, int prompt, uint32_t n, uint64_t kept_bytes);
+/* cache.c: adds the used bytes of a page of n tokens (stored as `keys`, values pruned or not,
+ * kept_bytes packed SparK key bytes, sign bits or not) to m, the memory report's formulas. */
+SPARKV_HIDDEN void sv_account_page(const sparkv_cache *cache, sv_key_mode keys, int values_pruned, int signs,
+                                   uint64_t n, uint64_t kept_bytes, sparkv_memory *m);
+/* The per-head metadata bytes of a prefilled layer (SparK window-query norms and c; ThinK mask). */
+SPARKV_HIDDEN uint64_t sv_head_meta_bytes(const sparkv_cache *cache, sv_key_mode prompt_keys);
 /* Byte offset in page->k of a SPARK token's kept row. */
 SPARKV_HIDDEN uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, sparkv_precision kp, uint32_t token);
 

@@ -157,6 +157,13 @@ size_t sv_page_prompt_bytes(const sparkv_cache *cache, uint32_t n, uint64_t kept
     return bytes;
 }
 
+size_t sv_page_alloc_bytes(const sparkv_cache *cache, int prompt, uint32_t n, uint64_t kept_bytes) {
+    size_t bytes = 0;
+    if (prompt) new_prompt(cache, n, kept_bytes, NULL, 0, &bytes);
+    else new_dense(cache, NULL, 0, &bytes);
+    return bytes - HEADER;
+}
+
 static sv_page *new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_bytes, sv_page_arena *arena,
                            int allocate, size_t *bytes) {
     if (cache->prompt_keys == SV_KEYS_DENSE && cache->keep_values == cache->shape.head_dim)

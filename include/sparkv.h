@@ -445,6 +445,46 @@ typedef struct sparkv_memory {
 SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Memory planning: what a cache would hold, before it exists                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * The memory report a cache of `shape` and `policy` would give after every layer is prefilled with
+ * `prompt_tokens` tokens (with min(policy.window, prompt_tokens) window-query rows) and then
+ * `appended_tokens` tokens are appended to every layer: the same formulas and page sizes as
+ * sparkv_memory_report, evaluated without data. prompt_tokens 0 means no prefill (appends only).
+ * Exact for every policy except CUMULATIVE selection, whose kept counts depend on the data: there
+ * every token is counted with cumulative_max_keep channels (D when 0), an upper bound.
+ * `out->struct_size` must be sizeof(sparkv_memory). Errors: as sparkv_cache_create for the shape and
+ * policy; SPARKV_ERR_CAPACITY when prompt + appended tokens exceed shape->capacity;
+ * SPARKV_ERR_INVALID_POLICY when the eviction budget exceeds the prompt minus the window (as
+ * sparkv_prefill would). Allocates nothing proportional to the token counts; thread-safe.
+ */
+SPARKV_API sparkv_status sparkv_plan_memory(const sparkv_shape *shape, const sparkv_policy *policy,
+                                            uint64_t prompt_tokens, uint64_t appended_tokens, sparkv_memory *out);
+
+/**
+ * The longest prompt per sequence such that `batch` sequences (each its own cache of `shape` and
+ * `policy`, prefilled with the prompt, then `appended_tokens` appended) hold at most
+ * `memory_bytes` of reserved_bytes together (sparkv_plan_memory's reserved_bytes x batch; handles
+ * and per-call scratch are not counted). Searches prompts up to shape->capacity - appended_tokens
+ * (so a policy whose memory stops growing, like token eviction, reports the capacity); *out_tokens
+ * is 0 when not even the shortest valid prompt fits. batch >= 1.
+ */
+SPARKV_API sparkv_status sparkv_plan_max_prompt(const sparkv_shape *shape, const sparkv_policy *policy,
+                                                uint64_t memory_bytes, uint64_t batch, uint64_t appended_tokens,
+                                                uint64_t *out_tokens);
+
+/**
+ * The most sequences of `prompt_tokens` prompt + `appended_tokens` appended tokens whose caches fit
+ * in `memory_bytes` of reserved_bytes together: floor(memory_bytes / per-sequence reserved_bytes)
+ * (UINT64_MAX when a sequence needs no memory: no prompt and nothing appended).
+ */
+SPARKV_API sparkv_status sparkv_plan_max_batch(const sparkv_shape *shape, const sparkv_policy *policy,
+                                               uint64_t memory_bytes, uint64_t prompt_tokens, uint64_t appended_tokens,
+                                               uint64_t *out_batch);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Inspection (tests, debugging, export). Not used by attend.                                    */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -12,7 +12,7 @@ struct SparKVCommand: ParsableCommand {
             """,
         version: KVCache.libraryVersion,
         subcommands: [DemoCommand.self, InfoCommand.self, PolicyCommand.self, BenchCommand.self, GenerateCommand.self,
-                      EvalCommand.self, ModelDemoCommand.self],
+                      EvalCommand.self, ModelDemoCommand.self, PlanCommand.self],
         defaultSubcommand: DemoCommand.self
     )
 }

@@ -1849,6 +1849,111 @@ static void test_typed_inputs(void) {
     free(k); free(v); free(qw); free(q); free(k16); free(v16); free(qw16); free(out32); free(out16);
 }
 
+/* The planner predicts sparkv_memory_report exactly (every field, reserved bytes included) for
+ * caches really built, and its searches return the last fitting size. */
+static void test_plan(void) {
+    g_section = "memory planner";
+    enum { PQ = 6, PKV = 2, PD = 64, PL = 3 };
+    const uint64_t prompts[] = {0, 1, 200, 255, 256, 257, 600};
+    const uint64_t appends[] = {0, 1, 56, 300};
+    sparkv_policy pol[9];
+    for (int i = 0; i < 9; i++) pol[i] = sparkv_default_policy();
+    pol[1].key_prune_ratio = 0.8f;                                     /* SparK, mean, signs */
+    pol[2].key_prune_ratio = 0.5f; pol[2].recovery = SPARKV_RECOVER_GAUSSIAN; pol[2].key_precision = SPARKV_I4;
+    pol[3].key_prune_ratio = 0.5f; pol[3].key_pruning = SPARKV_KEYS_THINK; pol[3].value_precision = SPARKV_I8;
+    pol[3].recovery = SPARKV_RECOVER_NONE; pol[3].sign_bits = 0;
+    pol[4].eviction = SPARKV_EVICT_SNAPKV; pol[4].evict_budget = 150; pol[4].key_prune_ratio = 0.7f;
+    pol[5].eviction = SPARKV_EVICT_PYRAMIDKV; pol[5].evict_budget = 120;
+    pol[6].eviction = SPARKV_EVICT_STREAMING; pol[6].sink_tokens = 4; pol[6].recent_tokens = 100;
+    pol[7].value_prune_ratio = 0.5f; pol[7].value_precision = SPARKV_I4;
+    pol[8].key_precision = SPARKV_I8; pol[8].value_precision = SPARKV_BF16; pol[8].quant_group = 16;
+    rng r = {777};
+    const uint64_t cap = 1000;
+    float *k = falloc((size_t)PKV * cap * PD), *v = falloc((size_t)PKV * cap * PD), *qw = falloc((size_t)PQ * 32 * PD);
+    fill_normal(&r, k, (size_t)PKV * cap * PD, 1.0f);
+    fill_normal(&r, v, (size_t)PKV * cap * PD, 1.0f);
+    fill_normal(&r, qw, (size_t)PQ * 32 * PD, 1.0f);
+    const sparkv_shape s = make_shape(PL, PQ, PKV, PD, cap);
+    for (int pi = 0; pi < 9; pi++) {
+        for (size_t a = 0; a < sizeof prompts / sizeof prompts[0]; a++) {
+            for (size_t b = 0; b < sizeof appends / sizeof appends[0]; b++) {
+                const uint64_t np = prompts[a], na = appends[b];
+                sparkv_memory want = SPARKV_MEMORY_INIT, got = SPARKV_MEMORY_INIT;
+                const sparkv_status pst = sparkv_plan_memory(&s, &pol[pi], np, na, &got);
+                sparkv_cache *c = NULL;
+                CHECK_OK(sparkv_cache_create(&s, &pol[pi], &c));
+                if (!c) continue;
+                const uint64_t nw = np < 32 ? np : 32;
+                sparkv_status st = SPARKV_OK;
+                for (uint32_t l = 0; np && l < PL && st == SPARKV_OK; l++) {
+                    /* window rows: the prompt's last nw query rows (any rows do for byte counts) */
+                    st = sparkv_prefill(c, l, k, v, np, qw, nw);
+                }
+                for (uint32_t l = 0; l < PL && st == SPARKV_OK; l++)
+                    for (uint64_t t = 0; t < na && st == SPARKV_OK; t++)
+                        st = sparkv_append(c, l, k + t * PKV * PD % ((size_t)PKV * cap * PD - PKV * PD), v);
+                if (st != SPARKV_OK) {
+                    /* prefill refused (an eviction budget above the prompt): so must the planner */
+                    CHECK(pst == st);
+                } else {
+                    CHECK_OK(pst);
+                    CHECK_OK(sparkv_memory_report(c, SPARKV_ALL_LAYERS, &want));
+                    if (!CHECK(memory_equal(&want, &got)))
+                        fprintf(stderr, "      policy %d prompt %llu appended %llu: reserved %llu vs planned %llu, "
+                                "total %llu vs %llu\n", pi, (unsigned long long)np, (unsigned long long)na,
+                                (unsigned long long)want.reserved_bytes, (unsigned long long)got.reserved_bytes,
+                                (unsigned long long)want.total_bytes, (unsigned long long)got.total_bytes);
+                }
+                sparkv_cache_free(c);
+            }
+        }
+    }
+    /* Searches: the answer fits, one more token (or sequence) does not. */
+    for (int pi = 0; pi < 9; pi++) {
+        const uint64_t budgets[] = {100000, 1000000, 3000000};
+        for (int bi = 0; bi < 3; bi++) {
+            uint64_t best = 0, batch = 0;
+            CHECK_OK(sparkv_plan_max_prompt(&s, &pol[pi], budgets[bi], 2, 10, &best));
+            sparkv_memory m = SPARKV_MEMORY_INIT;
+            if (best) {
+                CHECK_OK(sparkv_plan_memory(&s, &pol[pi], best, 10, &m));
+                CHECK(2 * m.reserved_bytes <= budgets[bi]);
+            }
+            if (best && best + 10 < cap) {
+                CHECK_OK(sparkv_plan_memory(&s, &pol[pi], best + 1, 10, &m));
+                CHECK(2 * m.reserved_bytes > budgets[bi]);
+            }
+            CHECK_OK(sparkv_plan_max_batch(&s, &pol[pi], budgets[bi], 400, 10, &batch));
+            CHECK_OK(sparkv_plan_memory(&s, &pol[pi], 400, 10, &m));
+            CHECK(batch * m.reserved_bytes <= budgets[bi] && (batch + 1) * m.reserved_bytes > budgets[bi]);
+        }
+    }
+    /* Errors, and a hostile shape answered in closed form (no per-page or per-head loop). */
+    sparkv_memory m = SPARKV_MEMORY_INIT;
+    uint64_t x = 0;
+    CHECK(sparkv_plan_memory(&s, &pol[0], 900, 101, &m) == SPARKV_ERR_CAPACITY);
+    CHECK(sparkv_plan_memory(NULL, &pol[0], 1, 0, &m) == SPARKV_ERR_NULL_POINTER);
+    CHECK(sparkv_plan_memory(&s, &pol[0], 1, 0, NULL) == SPARKV_ERR_NULL_POINTER);
+    CHECK(sparkv_plan_max_prompt(&s, &pol[0], 1000, 0, 0, &x) == SPARKV_ERR_INVALID_SHAPE);
+    CHECK(sparkv_plan_memory(&s, &pol[4], 100, 0, &m) == SPARKV_ERR_INVALID_POLICY);
+    CHECK(strstr(sparkv_last_error(NULL), "evict_budget") != NULL);
+    sparkv_memory bad = SPARKV_MEMORY_INIT;
+    bad.struct_size = 8;
+    CHECK(sparkv_plan_memory(&s, &pol[0], 1, 0, &bad) == SPARKV_ERR_STRUCT_SIZE);
+    sparkv_policy broken = pol[1];
+    broken.key_prune_ratio = 1.5f;
+    CHECK(sparkv_plan_memory(&s, &broken, 1, 0, &m) == SPARKV_ERR_INVALID_POLICY);
+    sparkv_shape gqa = s;
+    gqa.n_q_heads = 5;
+    CHECK(sparkv_plan_memory(&gqa, &pol[0], 1, 0, &m) == SPARKV_ERR_GQA);
+    sparkv_shape huge = make_shape(65536, 4096, 4096, 256, 1ull << 40);
+    CHECK(sparkv_plan_memory(&huge, &pol[0], 1ull << 40, 0, &m) == SPARKV_ERR_INVALID_SHAPE);
+    CHECK_OK(sparkv_plan_memory(&huge, &pol[1], 1ull << 20, 0, &m));
+    CHECK_OK(sparkv_plan_max_prompt(&huge, &pol[1], UINT64_MAX, 1, 0, &x));
+    CHECK(x > 0);
+    free(k); free(v); free(qw);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_strings();
@@ -1860,6 +1965,7 @@ int main(void) {
     test_policies();
     test_eviction_errors();
     test_typed_inputs();
+    test_plan();
     sparkv_cache *c = make_error_cache();
     test_prefill_errors(c);
     test_append_errors(c);

@@ -103,6 +103,23 @@ struct CLIArgumentTests {
         try expectUsageError(["demo", "--threads", "5000"], "--threads 5000 is out of range", usage: "demo")
     }
 
+    @Test func planRejectsBadBudgetsAndSizes() throws {
+        try expectUsageError(["plan", "--memory", "0"], "--memory", usage: "plan")
+        try expectUsageError(["plan", "--memory", "16GiB", "--batch", "0"], "--batch must be at least 1", usage: "plan")
+        try expectUsageError(["plan", "--memory", "16GiB", "--capacity", "9999999999999"], "--capacity must be in",
+                             usage: "plan")
+    }
+
+    /// The planner's table: dense f16 for Llama-3-8B is 32 layers x 8 heads x 128 x 2 x 2 bytes =
+    /// 131072 per token plus page metadata; 16 GiB holds 130816 tokens of it (256-token pages).
+    @Test func planPrintsEachPolicyBesideLlamaCpp() throws {
+        let r = try SparKVExecutable.run(["plan", "--shape", "llama3-8b", "--memory", "16GiB"], timeout: 60)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let dense = r.stdout.split(separator: "\n").first { $0.hasPrefix("dense ") }.map(String.init) ?? ""
+        #expect(dense.hasSuffix(" 130816"), "\(r.stdout)")
+        #expect(r.stdout.contains("llama.cpp q8_0") && r.stdout.contains("spark:0.8"))
+    }
+
     /// `9999999999999999k` overflowed in `* 1024`; bench threads are bounded like the others.
     @Test func benchRejectsOverflowingContextsAndThreads() throws {
         try expectUsageError(["bench", "decode", "--contexts", "9999999999999999k"],

@@ -37,6 +37,7 @@ from .config import (
     c_integer,
     to_enum,
 )
+from .plan import llama_cpp_bytes, plan_max_batch, plan_max_prompt, plan_memory
 from .errors import (
     CapacityError,
     EmptyLayerError,
@@ -108,6 +109,10 @@ def draw_standard(
 
 
 __all__ = [
+    "llama_cpp_bytes",
+    "plan_max_batch",
+    "plan_max_prompt",
+    "plan_memory",
     "ALL_LAYERS",
     "MEMORY_FIELDS",
     "CapacityError",
