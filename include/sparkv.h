@@ -401,6 +401,23 @@ SPARKV_API sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer
  */
 SPARKV_API sparkv_status sparkv_attend(sparkv_cache *cache, uint32_t layer, const float *q, float *out);
 
+/**
+ * Decode attention of a batch: one query per sequence, each sequence its own cache, all for the
+ * same `layer`, in one parallel region over (sequence, KV head, token chunk) items, so a server
+ * decoding a batch pays one OpenMP region per layer instead of one per sequence.
+ *  caches : n_caches >= 1 handles with equal n_q_heads, n_kv_heads and head_dim (policies,
+ *           lengths and kernels may differ); the same handle may appear more than once
+ *  q      : [n_caches][n_q_heads][D]  one post-RoPE query per sequence
+ *  out    : [n_caches][n_q_heads][D]  written only when every sequence succeeds (may not alias q)
+ * Each sequence's output is bit-identical to sparkv_attend on its cache with its query, on any
+ * thread count and in any batch. Threads: caches[0]'s policy.threads. On failure the status is the
+ * first failing sequence's (in index order) and sparkv_last_error(NULL) reads
+ * "attend_batch: sequence i: <its message>". Same threading rule as sparkv_attend: no call may
+ * modify any of the caches meanwhile.
+ */
+SPARKV_API sparkv_status sparkv_attend_batch(sparkv_cache *const *caches, uint32_t n_caches, uint32_t layer,
+                                             const float *q, float *out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Memory report                                                                                */
 /* ------------------------------------------------------------------------------------------ */

@@ -262,6 +262,50 @@ public final class KVCache {
         }
     }
 
+    /// Decode attention of a batch: one query per sequence, each sequence its own cache, all for
+    /// one layer, in one parallel region (`sparkv_attend_batch`). Each sequence's output is
+    /// bit-identical to ``attend(layer:query:)`` on its cache.
+    ///
+    /// - Parameters:
+    ///   - caches: at least one cache; equal `queryHeads`, `kvHeads` and `headDim` (policies and
+    ///     lengths may differ; a cache may appear more than once).
+    ///   - layer: the layer every cache attends.
+    ///   - queries: `[caches.count][queryHeads][headDim]`.
+    /// - Returns: `[caches.count][queryHeads][headDim]`.
+    /// - Throws: ``SparKVError/invalidShape(_:)`` for an empty batch, mismatched shapes or a wrong
+    ///   query count; otherwise the first failing sequence's error, its message prefixed with
+    ///   "attend_batch: sequence i:".
+    ///
+    /// ```swift
+    /// let outs = try KVCache.attend(batch: [a, b, c], layer: 0, queries: qa + qb + qc)
+    /// ```
+    public static func attend(batch caches: [KVCache], layer: Int, queries: [Float]) throws -> [Float] {
+        guard let first = caches.first else { throw SparKVError.invalidShape("attend_batch: the batch is empty") }
+        guard let n = UInt32(exactly: caches.count) else {
+            throw SparKVError.invalidShape("attend_batch: \(caches.count) caches exceed 2^32 - 1")
+        }
+        let cLayer = try first.layerIndex(layer, in: "attend_batch")
+        let per = first.shape.queryHeads * first.shape.headDim
+        let (count, overflow) = per.multipliedReportingOverflow(by: caches.count)
+        guard !overflow, queries.count == count else {
+            throw SparKVError.invalidShape("attend_batch: queries hold \(queries.count) elements; "
+                                           + "[\(caches.count)][queryHeads \(first.shape.queryHeads)][headDim \(first.shape.headDim)] needs \(count)")
+        }
+        var out = [Float](repeating: 0, count: count)
+        let handles: [OpaquePointer?] = caches.map { $0.handle }
+        let status = handles.withUnsafeBufferPointer { h in
+            queries.withUnsafeBufferPointer { q in
+                out.withUnsafeMutableBufferPointer { o in
+                    sparkv_attend_batch(h.baseAddress, n, cLayer, q.baseAddress, o.baseAddress)
+                }
+            }
+        }
+        try withExtendedLifetime(caches) {
+            try SparKVError.check(status, detail: String(cString: sparkv_last_error(nil)))
+        }
+        return out
+    }
+
     /// Decode attention returning a new `[queryHeads][headDim]` array.
     ///
     /// ```swift

@@ -1954,6 +1954,84 @@ static void test_plan(void) {
     free(k); free(v); free(qw);
 }
 
+/* sparkv_attend_batch: each sequence's output bit-identical to sparkv_attend on its own cache (any
+ * mix of policies, lengths and kernels, the same cache twice, any order); failures name the sequence and write
+ * nothing. */
+static void test_attend_batch(void) {
+    g_section = "batched attend";
+    enum { BQ = 8, BKV = 2, BD = 128, NB = 5 };
+    rng r = {9090};
+    const uint64_t lengths[NB] = {700, 1, 256, 513, 1030};
+    sparkv_cache *c[NB + 1] = {NULL};
+    sparkv_shape s = make_shape(2, BQ, BKV, BD, 1100);
+    float *k = falloc((size_t)BKV * 1100 * BD), *v = falloc((size_t)BKV * 1100 * BD), *qw = falloc((size_t)BQ * 32 * BD);
+    fill_normal(&r, k, (size_t)BKV * 1100 * BD, 1.0f);
+    fill_normal(&r, v, (size_t)BKV * 1100 * BD, 1.0f);
+    fill_normal(&r, qw, (size_t)BQ * 32 * BD, 1.0f);
+    for (int i = 0; i < NB; i++) {
+        sparkv_policy p = sparkv_default_policy();
+        if (i == 0) p.key_prune_ratio = 0.8f;
+        if (i == 2) { p.key_prune_ratio = 0.5f; p.recovery = SPARKV_RECOVER_GAUSSIAN; p.value_precision = SPARKV_I8; }
+        if (i == 3) { p.key_prune_ratio = 0.5f; p.key_pruning = SPARKV_KEYS_THINK; p.recovery = SPARKV_RECOVER_NONE; p.sign_bits = 0; }
+        if (i == 4) { p.key_prune_ratio = 0.8f; p.key_precision = SPARKV_I8; p.value_prune_ratio = 0.25f; }
+        CHECK_OK(sparkv_cache_create(&s, &p, &c[i]));
+        if (!c[i]) goto done;
+        const uint64_t nw = lengths[i] < 32 ? lengths[i] : 32;
+        CHECK_OK(sparkv_prefill(c[i], 1, k, v, lengths[i], qw, nw));
+        CHECK_OK(sparkv_append(c[i], 1, k, v));
+    }
+    if (sparkv_kernel_supported(SPARKV_KERNEL_AVX2)) CHECK_OK(sparkv_cache_set_kernel(c[1], SPARKV_KERNEL_AVX2));
+    CHECK_OK(sparkv_cache_set_kernel(c[3], SPARKV_KERNEL_PORTABLE));
+    {
+        const size_t per = (size_t)BQ * BD;
+        float *q = falloc(per * (NB + 1)), *want = falloc(per * (NB + 1)), *got = falloc(per * (NB + 1));
+        fill_normal(&r, q, per * (NB + 1), 1.0f);
+        c[NB] = c[0]; /* the same cache twice, with another query */
+        for (int i = 0; i <= NB; i++) CHECK_OK(sparkv_attend(c[i], 1, q + per * i, want + per * i));
+        {
+            memset(got, 0, sizeof(float) * per * (NB + 1));
+            CHECK_OK(sparkv_attend_batch(c, NB + 1, 1, q, got));
+            CHECK(memcmp(want, got, sizeof(float) * per * (NB + 1)) == 0);
+            /* a sub-batch in another order gives the same rows */
+            sparkv_cache *sub[2] = {c[4], c[2]};
+            float qsub[2 * BQ * BD], osub[2 * BQ * BD];
+            memcpy(qsub, q + per * 4, per * sizeof(float));
+            memcpy(qsub + per, q + per * 2, per * sizeof(float));
+            CHECK_OK(sparkv_attend_batch(sub, 2, 1, qsub, osub));
+            CHECK(memcmp(osub, want + per * 4, per * sizeof(float)) == 0);
+            CHECK(memcmp(osub + per, want + per * 2, per * sizeof(float)) == 0);
+        }
+        /* failures: nothing written, the sequence named */
+        for (size_t i = 0; i < per * (NB + 1); i++) got[i] = 7.0f;
+        CHECK(sparkv_attend_batch(c, NB + 1, 0, q, got) == SPARKV_ERR_EMPTY);
+        CHECK(strstr(sparkv_last_error(NULL), "attend_batch: sequence 0: attend: layer 0 holds no token") != NULL);
+        q[per * 3 + 5] = NAN;
+        CHECK(sparkv_attend_batch(c, NB + 1, 1, q, got) == SPARKV_ERR_NON_FINITE);
+        CHECK(strstr(sparkv_last_error(NULL), "sequence 3") != NULL);
+        q[per * 3 + 5] = 0.0f;
+        CHECK(sparkv_attend_batch(c, NB + 1, 2, q, got) == SPARKV_ERR_LAYER);
+        CHECK(sparkv_attend_batch(c, 0, 1, q, got) == SPARKV_ERR_INVALID_SHAPE);
+        CHECK(sparkv_attend_batch(NULL, 1, 1, q, got) == SPARKV_ERR_NULL_POINTER);
+        sparkv_cache *holes[2] = {c[0], NULL};
+        CHECK(sparkv_attend_batch(holes, 2, 1, q, got) == SPARKV_ERR_NULL_POINTER);
+        sparkv_shape other = make_shape(2, BQ, BKV * 2, BD, 64);
+        sparkv_cache *odd = NULL;
+        sparkv_policy dp = sparkv_default_policy();
+        CHECK_OK(sparkv_cache_create(&other, &dp, &odd));
+        sparkv_cache *mixed[2] = {c[0], odd};
+        CHECK(sparkv_attend_batch(mixed, 2, 1, q, got) == SPARKV_ERR_INVALID_SHAPE);
+        CHECK(strstr(sparkv_last_error(NULL), "caches[1] has 8 query heads, 4 KV heads") != NULL);
+        sparkv_cache_free(odd);
+        int untouched = 1;
+        for (size_t i = 0; i < per * (NB + 1); i++) untouched &= got[i] == 7.0f;
+        CHECK(untouched);
+        free(q); free(want); free(got);
+    }
+done:
+    for (int i = 0; i < NB; i++) sparkv_cache_free(c[i]);
+    free(k); free(v); free(qw);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_version_and_strings();
@@ -1966,6 +2044,7 @@ int main(void) {
     test_eviction_errors();
     test_typed_inputs();
     test_plan();
+    test_attend_batch();
     sparkv_cache *c = make_error_cache();
     test_prefill_errors(c);
     test_append_errors(c);

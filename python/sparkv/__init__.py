@@ -22,7 +22,7 @@ from typing import Tuple, Union
 from . import _lib
 from ._lib import LibraryNotFoundError, library_path
 from ._version import __version__
-from .cache import MEMORY_FIELDS, KVCache
+from .cache import MEMORY_FIELDS, KVCache, attend_batch
 from .config import (
     U32,
     U64,
@@ -109,6 +109,7 @@ def draw_standard(
 
 
 __all__ = [
+    "attend_batch",
     "llama_cpp_bytes",
     "plan_max_batch",
     "plan_max_prompt",

@@ -124,6 +124,7 @@ _PROTOTYPES = {
     "sparkv_plan_memory": (c_int, [POINTER(CShape), POINTER(CPolicy), c_uint64, c_uint64, POINTER(CMemory)]),
     "sparkv_plan_max_prompt": (c_int, [POINTER(CShape), POINTER(CPolicy), c_uint64, c_uint64, c_uint64, POINTER(c_uint64)]),
     "sparkv_plan_max_batch": (c_int, [POINTER(CShape), POINTER(CPolicy), c_uint64, c_uint64, c_uint64, POINTER(c_uint64)]),
+    "sparkv_attend_batch": (c_int, [POINTER(c_void_p), c_uint32, c_uint32, c_void_p, c_void_p]),
     "sparkv_prefill_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64]),
     "sparkv_append_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p]),
     "sparkv_attend": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p]),

@@ -441,3 +441,43 @@ class KVCache:
 
 
 __all__ = ["KVCache", "MEMORY_FIELDS"]
+
+
+def attend_batch(caches: Sequence[KVCache], layer: int, q: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Decode attention of a batch: one query per sequence, each sequence its own cache, all for
+    ``layer``, in one parallel region (``sparkv_attend_batch``). Each row of the result is
+    bit-identical to ``caches[i].attend(layer, q[i])``.
+
+    caches: at least one KVCache, equal n_q_heads, n_kv_heads and head_dim (a cache may repeat);
+    q: ``(len(caches), n_q_heads, head_dim)`` float32. Returns the same shape (written into ``out``
+    when given). A failure raises the first failing sequence's error, named in its message.
+    """
+    caches = list(caches)
+    if not caches:
+        raise ValueError("caches must hold at least one KVCache")
+    for i, c in enumerate(caches):
+        if not isinstance(c, KVCache):
+            raise TypeError(f"caches[{i}] must be a KVCache, got {type(c).__name__}")
+    s = caches[0]._shape
+    layer = caches[0]._layer(layer)
+    n = len(caches)
+    q_ptr = _float32_array("q", q, (n, s.n_q_heads, s.head_dim), ("n_caches", "n_q_heads", "head_dim"))
+    if out is None:
+        out = np.empty((n, s.n_q_heads, s.head_dim), dtype=np.float32)
+    o_ptr = _float32_array("out", out, (n, s.n_q_heads, s.head_dim), ("n_caches", "n_q_heads", "head_dim"), writes=True)
+    if np.shares_memory(q, out):
+        raise ValueError("out must not overlap q")
+    # every distinct cache's lock, in a fixed order (no deadlock with another batch)
+    unique = sorted({id(c): c for c in caches}.values(), key=id)
+    for c in unique:
+        c._lock.acquire()
+    try:
+        handles = (ctypes.c_void_p * n)(*[c._live() for c in caches])
+        lib = caches[0]._lib
+        status = lib.sparkv_attend_batch(handles, n, layer, q_ptr, o_ptr)
+        if status != 0:
+            raise error_for(status, (lib.sparkv_last_error(None) or b"").decode("utf-8", "replace"))
+    finally:
+        for c in reversed(unique):
+            c._lock.release()
+    return out
