@@ -1,8 +1,10 @@
+import CSparKVModel
+
 /// A ggml tensor type (the numbers are ggml's `ggml_type` codes as stored in GGUF).
 ///
 /// Every case here can be sized (block length and bytes per block), so a file holding any of them
-/// opens and its tensors can be located; only ``isDequantizable`` types (F32, F16, Q8_0, Q4_1) can
-/// be turned into floats by ``GGUFTensor/dequantizeRow(_:)``. A type code not listed here makes
+/// opens and its tensors can be located; only ``isDequantizable`` types (F32, F16, Q8_0, Q4_1,
+/// Q5_0, Q4_K, Q6_K) can be turned into floats by ``GGUFTensor/dequantizeRow(_:)``. A type code not listed here makes
 /// ``GGUFFile/init(path:)`` throw ``GGUFError/unsupportedTensorType(tensor:type:)``.
 ///
 /// ```swift
@@ -73,10 +75,11 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
         }
     }
 
-    /// Whether ``GGUFTensor/dequantizeRow(_:)`` supports the type: F32, F16, Q8_0 and Q4_1.
+    /// Whether ``GGUFTensor/dequantizeRow(_:)`` supports the type: F32, F16, Q8_0, Q4_1, Q5_0, Q4_K
+    /// and Q6_K (the types the model kernels read).
     public var isDequantizable: Bool {
         switch self {
-        case .f32, .f16, .q8_0, .q4_1: return true
+        case .f32, .f16, .q8_0, .q4_1, .q5_0, .q4_K, .q6_K: return true
         default: return false
         }
     }
@@ -95,6 +98,8 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
     /// - Q8_0, per block of 32: fp16 `d`, then 32 int8 `q`; value `j` = `d * q[j]`.
     /// - Q4_1, per block of 32: fp16 `d`, fp16 `m`, then 16 bytes; byte `j` holds value `j` in its
     ///   low nibble and value `j + 16` in its high nibble; value = `d * q + m` (in float, no FMA).
+    /// - Q5_0, Q4_K, Q6_K: decoded by the model kernels' C dequantizer (`svm_embed_row`, whose
+    ///   header `sparkv_model.h` gives the bit layouts), so embedding lookups and this agree exactly.
     ///
     /// ```swift
     /// var row = [Float](repeating: 0, count: tensor.rowLength)
@@ -139,6 +144,22 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
                     out[j] = Float(byte & 0x0f) * d + m
                     out[j + 16] = Float(byte >> 4) * d + m
                 }
+            }
+        case .q5_0, .q4_K, .q6_K:
+            guard let type = svm_type(ggml: self) else {
+                throw GGUFError.unsupportedTensorType(tensor: "(dequantize)", type: rawValue)
+            }
+            // In chunks whose length fits the C call's Int32 (a multiple of every block length).
+            let chunk = 1 << 24
+            var start = 0
+            while start < count {
+                let n = min(chunk, count - start)
+                let status = svm_embed_row(source + start / blockLength * blockBytes, type, 0, Int32(n),
+                                           destination + start)
+                guard status == SVM_OK else {
+                    throw GGUFError.invalidFile("\(name) dequantization failed: \(String(cString: svm_status_string(status)))")
+                }
+                start += n
             }
         default:
             throw GGUFError.unsupportedTensorType(tensor: "(dequantize)", type: rawValue)

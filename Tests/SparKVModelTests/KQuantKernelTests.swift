@@ -6,6 +6,8 @@
 import CSparKVModel
 import Testing
 
+@testable import SparKVModel
+
 // MARK: - Test data and the reference decoder
 
 /// SplitMix64: deterministic test data.
@@ -443,5 +445,44 @@ struct KQuantKernelTests {
             #expect(svm_matmul(wb.baseAddress, svm_type(rawValue: 13), 2, 256, x, 1, &y) == SVM_ERR_TYPE)  // Q5_K
         }
         #expect(y == [42, 42])
+    }
+
+    /// GGUF's Swift side: the new types are dequantizable (through the C decoder) and agree with
+    /// the test's decoder; the loader's table accepts them; an unsupported K-quant is still refused
+    /// with its name.
+    @Test(arguments: [(SVM_Q5_0, GGUFTensorType.q5_0), (SVM_Q4_K, .q4_K), (SVM_Q6_K, .q6_K)])
+    func ggufTypesDequantizeLikeTheReference(type: svm_type, ggml: GGUFTensorType) throws {
+        #expect(ggml.isDequantizable && LlamaConfig.matrixTypes.contains(ggml))
+        #expect(ggml.blockLength == Int(svm_block_size(type)))
+        #expect(ggml.byteCount(values: 512) == Int(svm_row_bytes(type, 512)))
+        let w = KWeights(type: type, rows: 2, cols: 512, seed: 17)
+        var out = [Float](repeating: .nan, count: 1024)
+        try w.bytes.withUnsafeBytes { src in
+            try out.withUnsafeMutableBufferPointer { dst in
+                guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+                try ggml.dequantize(s, count: 1024, into: d)
+            }
+        }
+        for k in 0..<1024 {
+            let want = w.decoded[k].value
+            #expect(abs(Double(out[k]) - want) <= 3e-7 * (abs(want) + 1e-3), "element \(k)")
+        }
+        #expect(!GGUFTensorType.q5_K.isDequantizable && svm_type(ggml: .q5_K) == nil)
+    }
+
+    /// A model whose matrices are Q5_0, Q4_K and Q6_K loads and runs (the loader passes the type
+    /// to the kernels); zero blocks give zero weights, so the logits are finite.
+    @Test func aModelWithKQuantMatricesLoadsAndRuns() throws {
+        var tiny = TinyLlama()
+        tiny.hidden = 256
+        tiny.heads = 2
+        tiny.feedForward = 512
+        tiny.typeOverride["blk.0.ffn_down.weight"] = .q4_K
+        tiny.typeOverride["blk.0.ffn_up.weight"] = .q6_K
+        tiny.typeOverride["blk.1.attn_q.weight"] = .q5_0
+        tiny.typeOverride["token_embd.weight"] = .q6_K
+        let model = try tiny.model()
+        let state = try model.prefill(tokens: [1, 2, 3])
+        #expect(state.lastLogits.count == 32 && state.lastLogits.allSatisfy(\.isFinite))
     }
 }
