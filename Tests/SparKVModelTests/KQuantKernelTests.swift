@@ -447,8 +447,8 @@ struct KQuantKernelTests {
         #expect(y == [42, 42])
     }
 
-    /// GGUF's Swift side: the new types are dequantizable (through the C decoder) and agree with
-    /// the test's decoder; the loader's table accepts them; an unsupported K-quant is still refused
+    /// GGUF's Swift side: the new types are dequantizable, agree with the test's decoder and give
+    /// the C dequantizer's floats bit for bit; the loader's table accepts them; an unsupported K-quant is still refused
     /// with its name.
     @Test(arguments: [(SVM_Q5_0, GGUFTensorType.q5_0), (SVM_Q4_K, .q4_K), (SVM_Q6_K, .q6_K)])
     func ggufTypesDequantizeLikeTheReference(type: svm_type, ggml: GGUFTensorType) throws {
@@ -466,6 +466,12 @@ struct KQuantKernelTests {
         for k in 0..<1024 {
             let want = w.decoded[k].value
             #expect(abs(Double(out[k]) - want) <= 3e-7 * (abs(want) + 1e-3), "element \(k)")
+        }
+        // the Swift reader and the C kernels' dequantizer compute the same floats
+        for r in 0..<2 {
+            let (st, c) = embed(w.bytes, type, row: r, cols: 512)
+            #expect(st == SVM_OK)
+            #expect(c.map(\.bitPattern) == out[(512 * r)..<(512 * (r + 1))].map(\.bitPattern), "row \(r)")
         }
         #expect(!GGUFTensorType.q5_K.isDequantizable && svm_type(ggml: .q5_K) == nil)
     }
