@@ -239,8 +239,8 @@ private struct KCase: Sendable, CustomStringConvertible {
 }
 
 /// Shapes per type: odd row counts (partial tiles), several blocks per row (an odd count of 32-blocks
-/// for Q5_0: the AVX-512 pair without a second block), odd token counts, and one case with many
-/// tokens (n = 131 > the 64-token cache tile, split over threads).
+/// for Q5_0: the AVX-512 pair without a second block), odd token counts, one case with many
+/// tokens (n = 131 > the 64-token cache tile, split over threads) and one with many rows.
 private func cases(_ type: svm_type) -> [KCase] {
     let k = geometry(type).values
     return [
@@ -249,6 +249,7 @@ private func cases(_ type: svm_type) -> [KCase] {
         KCase(rows: 13, cols: 3 * k, n: 5),
         KCase(rows: 5, cols: 2 * k, n: 131),
         KCase(rows: 67, cols: k == 32 ? 640 : 1536, n: 1),  // Gemma 3 270M's hidden (640) for Q5_0
+        KCase(rows: 261, cols: 2 * k, n: 2),                  // many rows: every thread has several tiles
     ]
 }
 
