@@ -12,7 +12,8 @@ struct LlamaWeight {
     init(_ file: GGUFFile, _ name: String) throws {
         let t = try file.tensor(named: name)
         guard let type = svm_type(ggml: t.type) else {
-            throw ModelError.unsupportedWeight(tensor: name, detail: "type \(t.type) is not F32, F16, Q8_0, Q4_1, Q5_0, Q4_K or Q6_K")
+            throw ModelError.unsupportedWeight(
+                tensor: name, detail: "type \(t.type) is not " + LlamaConfig.matrixTypes.map(\.name).joined(separator: ", "))
         }
         self.name = name
         self.data = t.data
