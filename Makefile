@@ -222,6 +222,10 @@ test-diff: $(BUILD)/test_differential
 $(BUILD)/test_robustness: Tests/C/test_robustness.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_robustness.c \
 	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
+# Decode-time compression: aged pages against prefill's encoding, attention over the stored tokens.
+$(BUILD)/test_decode_compression: Tests/C/test_decode_compression.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
+	    Tests/C/test_decode_compression.c Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
 # Prefill kernels (saliency, selection, split) per ISA against naive versions and the reference.
 $(BUILD)/test_prefill_kernels: Tests/C/test_prefill_kernels.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
@@ -232,9 +236,10 @@ $(BUILD)/test_differential_opt: Tests/C/test_differential.c Tests/C/reference.c 
 	$(CC) -std=c11 -O2 $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_differential.c \
 	    Tests/C/reference.c $(OBJS) $(OMP_LDFLAGS) -lm
 test-c: $(BUILD)/test_api $(BUILD)/test_robustness $(BUILD)/test_differential $(BUILD)/test_prefill_kernels \
-        $(BUILD)/test_differential_opt
+        $(BUILD)/test_differential_opt $(BUILD)/test_decode_compression
 	$(SAN_ENV) $(BUILD)/test_api
 	$(SAN_ENV) $(BUILD)/test_robustness
+	$(SAN_ENV) $(BUILD)/test_decode_compression
 	$(DIFF_ENV) $(BUILD)/test_prefill_kernels
 	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
 	OMP_WAIT_POLICY=passive $(BUILD)/test_differential_opt 300 20261130

@@ -8,11 +8,16 @@
 #include <string.h>
 
 sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
-    return sparkv_append_typed(cache, layer, SPARKV_DTYPE_F32, keys, values);
+    return sparkv_append_step(cache, layer, SPARKV_DTYPE_F32, keys, values, NULL);
 }
 
 sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
                                   const void *value_data) {
+    return sparkv_append_step(cache, layer, dtype, key_data, value_data, NULL);
+}
+
+sparkv_status sparkv_append_step(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
+                                 const void *value_data, const float *q) {
     if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "append: cache is NULL");
     sv_clear_error(cache);
     if (!sv_dtype_valid(dtype))
@@ -31,7 +36,15 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
                        (unsigned long long)sh->capacity);
     sparkv_status st = sv_check_rows(cache, "keys", keys, nkv, 1, d, cache->policy.key_precision);
     if (st == SPARKV_OK) st = sv_check_rows(cache, "values", values, nkv, 1, d, cache->policy.value_precision);
+    if (st == SPARKV_OK && q) st = sv_check_finite(cache, "queries", q, sh->n_q_heads, 1, d);
     if (st != SPARKV_OK) return st;
+    /* the decode-query ring is allocated before anything is written, so a failure changes nothing */
+    const int observe = q && sv_decode_wants_queries(cache, layer);
+    float *ring = NULL;
+    if (observe && !L->qring) {
+        ring = (float *)malloc((size_t)sv_qring_bytes(cache));
+        if (!ring) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
+    }
 
     /* Heads share page boundaries: either all need a new page or none does. */
     const sv_page *last = L->heads[0].n_pages ? L->heads[0].pages[L->heads[0].n_pages - 1] : NULL;
@@ -54,6 +67,7 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
         if (failed) {
             if (fresh) for (uint32_t h = 0; h < nkv; h++) sv_page_free(fresh[h]);
             free(fresh);
+            free(ring);
             return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
         }
         for (uint32_t h = 0; h < nkv; h++) {
@@ -75,5 +89,7 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
     }
     L->n_tokens++;
     L->n_seen++;
+    if (observe) sv_decode_observe(cache, layer, q, ring);
+    sv_decode_age(cache, layer);
     return SPARKV_OK;
 }

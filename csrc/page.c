@@ -222,6 +222,7 @@ static sv_page *new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_
 
 void sv_page_free(sv_page *page) {
     if (!page) return;
+    free(page->qn);
     block_free(page->base);
     free(page);
 }
