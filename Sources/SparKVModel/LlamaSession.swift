@@ -69,19 +69,16 @@ public final class LlamaSession {
 
     /// Runs one token at the next position and returns the logits of the token after it.
     public func step(token: Int) throws -> [Float] {
-        let c = model.config, d = c.headDim
+        let c = model.config
         guard position < c.maxPositions else {
             throw ModelError.tooManyTokens(tokens: position + 1, limit: c.maxPositions)
         }
         try x.withUnsafeMutableBufferPointer { try model.embed(token, into: $0.baseAddress!) }
         var pos = [Int32(position)]
         for (layer, block) in model.blocks.enumerated() {
+            try model.checkAttentionSpan(layer: layer, positions: position + 1)
             svm_rmsnorm(x, block.attentionNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
-            try block.q.apply(h, 1, &q, exact: model.exactMatmul)
-            try block.k.apply(h, 1, &k, exact: model.exactMatmul)
-            try block.v.apply(h, 1, &v, exact: model.exactMatmul)
-            svm_rope_adjacent(&q, 1, Int32(c.queryHeads), Int32(d), &pos, c.ropeBase)
-            svm_rope_adjacent(&k, 1, Int32(c.kvHeads), Int32(d), &pos, c.ropeBase)
+            try model.attentionInputs(block, layer: layer, n: 1, h: h, positions: &pos, q: &q, k: &k, v: &v)
             // one token: token-major [1][heads][d] is SparKV's [heads][d]
             try cache.append(layer: layer, keys: k, values: v)
             try cache.attend(layer: layer, query: q, into: &att)

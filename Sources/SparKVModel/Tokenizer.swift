@@ -15,7 +15,7 @@ public enum TokenizerError: Error, Hashable, Sendable, CustomStringConvertible {
         case .unsupportedModel(let model):
             return "unsupported tokenizer model \(quoted(model)) (only \"gpt2\" byte-level BPE is implemented)"
         case .unsupportedPreTokenizer(let name):
-            return "unsupported pre-tokenizer \(quoted(name)) (implemented: smollm and its family, gpt2)"
+            return "unsupported pre-tokenizer \(quoted(name)) (implemented: smollm and its family, gpt2, qwen2)"
         case .invalidVocabulary(let detail):
             return "invalid tokenizer vocabulary: \(detail)"
         case .invalidTokenID(let id, let size):

@@ -27,17 +27,19 @@ enum ChatTemplate {
     static let smolLM2SystemPrompt = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
     /// The system prompt a ChatML Jinja template inserts when the conversation has none: the
-    /// literal text between "<|im_start|>system" + newline and "<|im_end|>" inside the template.
-    /// Nil when the template has no such literal (or the text holds template syntax).
+    /// first literal text between "<|im_start|>system" + newline and "<|im_end|>" inside the
+    /// template that holds no template syntax. Every occurrence is tried: Qwen2's template opens a
+    /// system message with a variable content first (its tools branch) and has the literal
+    /// default later. Nil when the template has no such literal.
     static func defaultSystemPrompt(in template: String) -> String? {
         for opener in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
-            guard let start = template.firstRange(of: opener) else { continue }
-            guard let end = template[start.upperBound...].firstRange(of: "<|im_end|>") else { continue }
-            let text = String(template[start.upperBound..<end.lowerBound])
-            if text.isEmpty || text.contains("{") || text.contains("}") || text.contains("'") || text.contains("\"") {
-                continue
+            var rest = template[...]
+            while let start = rest.firstRange(of: opener) {
+                rest = rest[start.upperBound...]
+                guard let end = rest.firstRange(of: "<|im_end|>") else { break }
+                let text = String(rest[..<end.lowerBound])
+                if !text.isEmpty && !text.contains(where: { "{}'\"".contains($0) }) { return text }
             }
-            return text
         }
         return nil
     }

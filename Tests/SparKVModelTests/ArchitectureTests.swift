@@ -1,0 +1,218 @@
+import Foundation
+import Testing
+
+@testable import SparKVModel
+
+// Issue 13: architectures as data, read from each model's GGUF metadata; an architecture or a
+// tokenizer this library cannot run is a typed error naming it, never a silent run as Llama.
+
+@Suite("Architectures: read from each model's metadata")
+struct ArchitectureMetadataTests {
+    @Test func smolLM2IsLlamaWithAdjacentPairRoPE() throws {
+        let file = try SmolLM2Fixture.requireFile()
+        let arch = try ModelArchitecture(gguf: file)
+        #expect(arch.name == "llama" && arch.ropeStyle == .adjacentPairs && arch.activation == .silu)
+        #expect(!arch.hasQKVBias && !arch.hasQKNorm && !arch.hasPostNorms && !arch.scalesEmbedding)
+        #expect(arch.globalRoPEBase == 100_000 && arch.slidingWindow == nil && arch.tiedOutput)
+        #expect(arch.ropeBase(layer: 29) == 100_000 && !arch.isSlidingWindow(layer: 0))
+    }
+
+    /// The numbers of the issue: 28 layers, 12 query heads, 2 KV heads, head_dim 128, Q/K/V biases,
+    /// NEOX RoPE base 1e6, 151,936 tokens.
+    @Test func qwen2HasBiasesAndHalfSplitRoPEWithBaseOneMillion() throws {
+        let file = try KnownModelFixture.requireFile(.qwen25Coder1_5B)
+        let config = try LlamaConfig(metadataOf: file)
+        let arch = config.architecture
+        #expect(arch.name == "qwen2" && arch.ropeStyle == .halfSplit && arch.activation == .silu)
+        #expect(arch.hasQKVBias && !arch.hasQKNorm && !arch.hasPostNorms && !arch.scalesEmbedding)
+        #expect(arch.globalRoPEBase == 1_000_000 && arch.slidingWindow == nil && !arch.tiedOutput)
+        #expect((0..<28).allSatisfy { arch.ropeBase(layer: $0) == 1_000_000 && !arch.isSlidingWindow(layer: $0) })
+        #expect(config.layers == 28 && config.queryHeads == 12 && config.kvHeads == 2 && config.headDim == 128)
+        #expect(config.hidden == 1536 && config.feedForward == 8960 && config.vocabularySize == 151_936)
+        #expect(config.contextLength == 32768 && config.ropeBase == 1_000_000 && config.rmsEpsilon == 1e-6)
+        // The table has the biases, and the file has exactly the table's tensors (types aside).
+        let table = config.expectedTensors()
+        #expect(table.contains { $0.name == "blk.27.attn_k.bias" && $0.shape == [256] })
+        let required = Set(table.filter(\.required).map(\.name)), known = Set(table.map(\.name))
+        let names = Set(file.tensors.map(\.name))
+        #expect(required.subtracting(names).isEmpty && names.subtracting(known).isEmpty)
+        for spec in table where file.hasTensor(named: spec.name) {
+            #expect(try file.tensor(named: spec.name).shape == spec.shape, "\(spec.name)")
+        }
+    }
+
+    /// Gemma 3 270M: 18 layers, 4 query heads, 1 KV head, head_dim 256 (not hidden / heads), QK-norm,
+    /// post-norms, GELU, scaled embeddings, tied output; a 512-token window on 5 of every 6 layers
+    /// with RoPE base 1e4 there and 1e6 on the global layers.
+    @Test func gemma3SlidesFiveLayersOfSixWithTheirOwnRoPEBase() throws {
+        let file = try KnownModelFixture.requireFile(.gemma3_270M)
+        let config = try LlamaConfig(metadataOf: file)
+        let arch = config.architecture
+        #expect(arch.name == "gemma3" && arch.ropeStyle == .halfSplit && arch.activation == .geluTanh)
+        #expect(!arch.hasQKVBias && arch.hasQKNorm && arch.hasPostNorms && arch.scalesEmbedding && arch.tiedOutput)
+        #expect(arch.slidingWindow == 512 && arch.slidingWindowPattern == 6)
+        let global = (0..<18).filter { !arch.isSlidingWindow(layer: $0) }
+        #expect(global == [5, 11, 17])
+        #expect(global.allSatisfy { arch.ropeBase(layer: $0) == 1_000_000 })
+        #expect((0..<18).filter(arch.isSlidingWindow).allSatisfy { arch.ropeBase(layer: $0) == 10_000 })
+        #expect(config.layers == 18 && config.queryHeads == 4 && config.kvHeads == 1 && config.headDim == 256)
+        #expect(config.hidden == 640 && config.feedForward == 2048 && config.vocabularySize == 262_144)
+        let table = config.expectedTensors()
+        let required = Set(table.filter(\.required).map(\.name)), known = Set(table.map(\.name))
+        let names = Set(file.tensors.map(\.name))
+        #expect(required.subtracting(names).isEmpty && names.subtracting(known).isEmpty)
+        for spec in table where file.hasTensor(named: spec.name) {
+            #expect(try file.tensor(named: spec.name).shape == spec.shape, "\(spec.name)")
+        }
+    }
+}
+
+@Suite("Architectures: what is not supported is named")
+struct UnsupportedArchitectureTests {
+    @Test(arguments: ["phi3", "gemma2", "qwen3", "mistral", ""])
+    func anUnknownArchitectureIsATypedErrorNamingIt(name: String) throws {
+        var tiny = TinyLlama()
+        tiny.architecture = name
+        let error = modelError { _ = try tiny.model() }
+        #expect(error == .unsupportedArchitecture(name))
+        #expect(error?.description == "unsupported model architecture \"\(name)\" (supported: llama, qwen2, gemma3)")
+    }
+
+    @Test func gemma3WithoutItsSlidingWindowIsAMissingKey() throws {
+        var tiny = TinyLlama()
+        tiny.architecture = "gemma3"
+        // Drop the window the tiny Gemma carries: an unknown value would be a silent wrong run.
+        var builder = tiny.builder()
+        builder.metadata.removeAll { $0.0 == "gemma3.attention.sliding_window" }
+        let bytes = builder.build().bytes
+        let error = thrownError(GGUFError.self) { _ = try LlamaModel(file: try GGUFFile(bytes: bytes)) }
+        #expect(error == .missingKey("gemma3.attention.sliding_window"))
+    }
+
+    @Test func aScaledRoPEIsRefused() throws {
+        var tiny = TinyLlama()
+        tiny.architecture = "qwen2"
+        tiny.metadata = [("qwen2.rope.scaling.type", .string("yarn"))]
+        guard case .invalidConfig(key: "qwen2.rope.scaling.type", _) = modelError({ _ = try tiny.model() }) else {
+            Issue.record("a YaRN-scaled RoPE was accepted"); return
+        }
+    }
+
+    /// A Qwen2 file without its biases would run as a bias-free model.
+    @Test func qwen2WithoutItsBiasesIsAMissingTensor() throws {
+        var tiny = TinyLlama()
+        tiny.architecture = "qwen2"
+        tiny.omitted = ["blk.1.attn_v.bias"]
+        #expect(thrownError(GGUFError.self) { _ = try tiny.model() } == .missingTensor("blk.1.attn_v.bias"))
+    }
+
+    /// Gemma's SentencePiece vocabulary (`tokenizer.ggml.model` = "llama") is not implemented.
+    @Test func anUnknownTokenizerModelIsATypedError() throws {
+        let file = try KnownModelFixture.requireFile(.gemma3_270M)
+        let error = thrownError(TokenizerError.self) { _ = try Tokenizer(gguf: file) }
+        #expect(error == .unsupportedModel("llama"))
+        #expect(error?.description.contains("\"llama\"") == true)
+    }
+
+    @Test(arguments: ["llama-bpe", "deepseek-coder", "default", "qwen"])
+    func anUnknownPreTokenizerIsATypedError(name: String) throws {
+        let alphabet = (0..<256).map { String(Unicode.Scalar(ByteLevel.scalarForByte[$0])!) }
+        let error = thrownError(TokenizerError.self) {
+            _ = try Tokenizer(tokens: alphabet, tokenTypes: nil, merges: [], preTokenizer: name)
+        }
+        #expect(error == .unsupportedPreTokenizer(name))
+    }
+}
+
+@Suite("Architectures: one forward pass reads the description")
+struct ArchitectureForwardTests {
+    /// Half-split RoPE is adjacent-pair RoPE on the channels reordered (0, d/2, 1, d/2+1, ...).
+    @Test func halfSplitRoPEIsAdjacentPairsOnInterleavedChannels() throws {
+        let n = 3, heads = 2, d = 8
+        var random = TestRandom(state: 42)
+        let x = (0..<n * heads * d).map { _ in Float(random.below(2000)) / 1000 - 1 }
+        let positions: [Int32] = [0, 7, 1000]
+        var neox = x
+        try neox.withUnsafeMutableBufferPointer { p in
+            try ModelArchitecture.RoPEStyle.halfSplit.rotate(p.baseAddress!, tokens: n, heads: heads, headDim: d,
+                                                             positions: positions, base: 10_000)
+        }
+        // interleaved[2i] = x[i], interleaved[2i+1] = x[i + d/2]
+        let order = (0..<d).map { $0 % 2 == 0 ? $0 / 2 : d / 2 + $0 / 2 }
+        var adjacent = (0..<n * heads).flatMap { row in order.map { x[row * d + $0] } }
+        try adjacent.withUnsafeMutableBufferPointer { p in
+            try ModelArchitecture.RoPEStyle.adjacentPairs.rotate(p.baseAddress!, tokens: n, heads: heads, headDim: d,
+                                                                 positions: positions, base: 10_000)
+        }
+        for row in 0..<n * heads {
+            for (j, channel) in order.enumerated() {
+                #expect(abs(adjacent[row * d + j] - neox[row * d + channel]) < 1e-5)
+            }
+        }
+        #expect(neox[0..<d] == x[0..<d])   // position 0 is not rotated
+    }
+
+    @Test func geluTanhGatesLikeTheFormula() {
+        var gate: [Float] = [-3, -0.5, 0, 0.5, 3]
+        let up: [Float] = [1, 2, 3, -1, 0.5]
+        func gelu(_ x: Double) -> Double {
+            let inner: Double = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+            return 0.5 * x * (1 + Foundation.tanh(inner))
+        }
+        var expected: [Float] = []
+        for (x, u) in zip(gate, up) { expected.append(Float(gelu(Double(x)) * Double(u))) }
+        gate.withUnsafeMutableBufferPointer { g in
+            ModelArchitecture.Activation.geluTanh.gate(g.baseAddress!, up, count: 5)
+        }
+        for (a, b) in zip(gate, expected) { #expect(abs(a - b) < 1e-6) }
+    }
+
+    /// Decoding a token through the cache gives the logits a prefill of the whole sequence gives:
+    /// biases, QK-norm, RoPE style and base, post-norms, activation and embedding scale are applied
+    /// the same way on both paths.
+    @Test(arguments: ["llama", "qwen2", "gemma3"])
+    func decodeAgreesWithPrefill(architecture: String) throws {
+        var tiny = TinyLlama()
+        tiny.architecture = architecture
+        let model = try tiny.model()
+        model.exactMatmul = true
+        #expect(model.config.architecture.name == architecture)
+        let tokens = [3, 1, 4, 1, 5]
+        let full = try model.prefill(tokens: tokens)
+        let session = try LlamaSession(model: model, policy: .dense, capacity: 8)
+        try session.load(try model.prefill(tokens: Array(tokens.dropLast())))
+        let stepped = try session.step(token: tokens.last!)
+        let reference = Array(full.lastLogits)
+        #expect(stepped.count == reference.count)
+        let worst = zip(stepped, reference).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst < 1e-3, "largest logit difference \(worst)")
+    }
+
+    /// The same weights with Qwen2's biases and with zero biases give other logits: the biases
+    /// are used.
+    @Test func qwen2BiasesChangeTheLogits() throws {
+        var tiny = TinyLlama()
+        tiny.architecture = "qwen2"
+        var builder = tiny.builder()
+        let withBias = try LlamaModel(file: try GGUFFile(bytes: builder.build().bytes)).prefill(tokens: [1, 2, 3]).lastLogits
+        for i in builder.tensors.indices where builder.tensors[i].name.hasSuffix(".bias") {
+            builder.tensors[i].data = [UInt8](repeating: 0, count: builder.tensors[i].data.count)
+        }
+        let zeroBias = try LlamaModel(file: try GGUFFile(bytes: builder.build().bytes)).prefill(tokens: [1, 2, 3]).lastLogits
+        #expect(zip(withBias, zeroBias).contains { abs($0 - $1) > 1e-4 })
+    }
+
+    /// Gemma's sliding layers attend to their window only; past it the model refuses to run
+    /// rather than compute full attention (another model).
+    @Test func aSlidingLayerPastItsWindowIsAnError() throws {
+        var tiny = TinyLlama()
+        tiny.architecture = "gemma3"   // window 8, context 16
+        let model = try tiny.model()
+        _ = try model.prefill(tokens: Array(repeating: 1, count: 8))
+        #expect(modelError { _ = try model.prefill(tokens: Array(repeating: 1, count: 9)) }
+            == .slidingWindowExceeded(layer: 0, window: 8, positions: 9))
+        let session = try LlamaSession(model: model, policy: .dense, capacity: 12)
+        try session.load(try model.prefill(tokens: Array(repeating: 1, count: 8)))
+        #expect(modelError { _ = try session.step(token: 2) } == .slidingWindowExceeded(layer: 0, window: 8, positions: 9))
+    }
+}
