@@ -1,6 +1,7 @@
 /* Rows of floats to and from a storage precision. The plain-C conversions in half.h are the
  * reference; on x86-64 with F16C the same rounding is done 8 values at a time. */
 #include "internal.h"
+#include "cpu_features.h"
 #include "half.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -15,8 +16,7 @@ static _Atomic int f16c_state = -1;
 static int have_f16c(void) {
     int state = atomic_load_explicit(&f16c_state, memory_order_relaxed);
     if (state < 0) {
-        __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        state = sv_cpu_f16c();
         atomic_store_explicit(&f16c_state, state, memory_order_relaxed);
     }
     return state;

@@ -2,29 +2,14 @@
  * one that built it, so nothing here depends on -march. */
 #include "internal.h"
 #include "attend.h"
+#include "cpu_features.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static int cpu_has_avx2(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
-#else
-    return 0;
-#endif
-}
-
-static int cpu_has_avx512(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
-#else
-    return 0;
-#endif
-}
+/* The attention kernels' levels, from the project's one probe (cpu_features.h). */
+static int cpu_has_avx2(void) { return sv_cpu_avx2(); }
+static int cpu_has_avx512(void) { return sv_cpu_avx512_vbmi2(); }
 
 int sparkv_kernel_supported(sparkv_kernel kernel) {
     switch (kernel) {

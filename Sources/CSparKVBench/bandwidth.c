@@ -3,6 +3,7 @@
 #include "sparkv_bench.h"
 
 #include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
+#include "cpu_features.h" /* csrc/: the project's one CPU probe */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +61,12 @@ __attribute__((target("avx512f"))) static uint64_t sum_avx512_pf(const uint64_t 
 
 static sum_fn pick(int prefetch, int *simd) {
 #ifdef SPARKV_BENCH_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) {
+    /* the project's one probe (csrc/cpu_features.h) */
+    if (sv_cpu_avx512()) {
         *simd = 3;
         return prefetch ? sum_avx512_pf : sum_avx512;
     }
-    if (__builtin_cpu_supports("avx2")) {
+    if (sv_cpu_avx2()) {
         *simd = 2;
         return prefetch ? sum_avx2_pf : sum_avx2;
     }

@@ -6,24 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cpu_has_avx2(void) {
-#if SVM_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return 0;
-#endif
-}
-
-static int cpu_has_avx512(void) {
-#if SVM_X86
-    __builtin_cpu_init();
-    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-    return 0;
-#endif
-}
+/* The model kernels' levels, from the project's one probe (csrc/cpu_features.h). The AVX-512 path
+ * needs VNNI (vpdpbusd), not VBMI2 as SparKV's attention does. */
+static int cpu_has_avx2(void) { return sv_cpu_avx2(); }
+static int cpu_has_avx512(void) { return sv_cpu_avx512_vnni(); }
 
 int svm_isa_supported(svm_isa isa) {
     switch (isa) {
@@ -125,28 +111,4 @@ void svm_release_scratch(void) {
         g_scratch[i].ptr = NULL;
         g_scratch[i].size = 0;
     }
-}
-
-/* ---- half ---- */
-uint16_t svm_float_to_half(float f) {
-    uint32_t x = svm_f32_bits(f);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (ax < 0x38800000u) {
-        if (ax < 0x33000000u) return (uint16_t)sign;
-        uint32_t e = ax >> 23;
-        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e;
-        uint32_t r = m >> shift;
-        uint32_t rem = m & ((1u << shift) - 1u);
-        uint32_t half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (r & 1u))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = ax - 0x38000000u;
-    uint32_t lsb = (r >> 13) & 1u;
-    r += 0xfffu + lsb;
-    return (uint16_t)(sign | (r >> 13));
 }

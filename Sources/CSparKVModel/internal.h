@@ -12,6 +12,9 @@
 
 #include "sparkv_model.h"
 
+#include "cpu_features.h" /* csrc/: the project's one CPU probe */
+#include "half.h"         /* csrc/: the project's one fp16 conversion */
+
 #include <stdint.h>
 #include <string.h>
 
@@ -37,27 +40,76 @@ typedef struct {
     int8_t qs[32];
 } svm_block_q8_0; /* 34 bytes */
 
+#define SVM_QK_K 256 /* values per K-quant super-block (8 sub-blocks of 32) */
+
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4]; /* bit j (little-endian uint32) = 5th bit of value j */
+    uint8_t qs[16];
+} svm_block_q5_0; /* 22 bytes */
+
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12]; /* 8 x (6-bit scale, 6-bit min), packed: svm_q4_k_scale_min */
+    uint8_t qs[128];
+} svm_block_q4_k; /* 144 bytes */
+
+typedef struct {
+    uint8_t ql[128];   /* low 4 bits */
+    uint8_t qh[64];    /* high 2 bits */
+    int8_t scales[16]; /* one per 16 values */
+    uint16_t d;
+} svm_block_q6_k; /* 210 bytes */
+
 _Static_assert(sizeof(svm_block_q4_1) == 20, "Q4_1 block is 20 bytes");
 _Static_assert(sizeof(svm_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(svm_block_q5_0) == 22, "Q5_0 block is 22 bytes");
+_Static_assert(sizeof(svm_block_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(svm_block_q6_k) == 210, "Q6_K block is 210 bytes");
 
-static inline uint32_t svm_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float svm_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-/* IEEE binary16 -> float (exact). */
-static inline float svm_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f) return svm_bits_f32(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        float f = (float)man * 5.9604644775390625e-8f; /* man * 2^-24, exact */
-        return sign ? -f : f;
-    }
-    return svm_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+/* 1 for the types whose fast matmul lives in matmul_kquant*.c (Q5_0, Q4_K, Q6_K). */
+static inline int svm_is_kquant_path(svm_type type) {
+    return type == SVM_Q5_0 || type == SVM_Q4_K || type == SVM_Q6_K;
 }
 
-/* float -> IEEE binary16, round to nearest even. */
-uint16_t svm_float_to_half(float f);
+/* Q4_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. Bytes 0-3 hold
+ * scales 0-3 in their low 6 bits, bytes 4-7 mins 0-3; sub-blocks 4-7 take their low 4 bits from
+ * the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits from the spare top bits of
+ * bytes 0-3 (scales) and 4-7 (mins). */
+static inline void svm_q4_k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Q5_0 value index j (0..31) of a block as 0..31 (value = d * (q - 16)). */
+static inline int svm_q5_0_q(const svm_block_q5_0 *b, int j) {
+    uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+    int lo = j < 16 ? (b->qs[j] & 15) : (b->qs[j - 16] >> 4);
+    return lo | (int)((qh >> j) & 1u) << 4;
+}
+
+/* Q6_K value index v (0..255) of a super-block as 0..63 (value = d * scales[v / 16] * (q - 32)).
+ * Each half of 128 values uses 64 ql bytes and 32 qh bytes: value 128h + 32k + l (k = 0..3,
+ * l = 0..31) has its low 4 bits in ql[64h + l + 32(k & 1)] (low nibble for k < 2, high for
+ * k >= 2) and its top 2 bits in bits 2k..2k+1 of qh[32h + l]. */
+static inline int svm_q6_k_q(const svm_block_q6_k *b, int v) {
+    int h = v >> 7, k = (v >> 5) & 3, l = v & 31;
+    int ql = b->ql[64 * h + l + 32 * (k & 1)];
+    int lo = k < 2 ? (ql & 15) : (ql >> 4);
+    return lo | ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4;
+}
+
+/* Half conversion: csrc/half.h is the project's one definition (IEEE binary16, round to nearest
+ * even; F16C gives identical results). */
+static inline uint32_t svm_f32_bits(float f) { return sv_f32_bits(f); }
+static inline float svm_bits_f32(uint32_t u) { return sv_bits_f32(u); }
+static inline float svm_half_to_float(uint16_t h) { return sv_half_to_float(h); }
+static inline uint16_t svm_float_to_half(float f) { return sv_float_to_half(f); }
 
 /* ---- Q8 activations --------------------------------------------------------------------------
  * One X row quantized per block b of 32: q[32] int8, d[b] = amax/127 (float), s[b] = d[b] * sum q
@@ -91,6 +143,15 @@ size_t svm_avx512_x_stride(svm_type type, int cols);
 void svm_avx512_prepare_x(svm_type type, const float *x, int cols, uint8_t *dst);
 void svm_avx512_tile(svm_type type, const uint8_t *W, size_t row_bytes, int nr, int cols, const uint8_t *X,
                      size_t x_stride, int nt, float *Y, int ldy);
+/* Q5_0 / Q4_K / Q6_K (matmul_kquant*.c): X in the portable layout on every path (q[cols] int8,
+ * d[nb] float, s[nb] float per 32-value block; svm_avx2_prepare_x on both SIMD ISAs), tiles as
+ * above. */
+void svm_kquant_portable_tile(svm_type type, const uint8_t *W, size_t row_bytes, int nr, int cols, const uint8_t *X,
+                              size_t x_stride, int nt, float *Y, int ldy);
+void svm_kquant_avx2_tile(svm_type type, const uint8_t *W, size_t row_bytes, int nr, int cols, const uint8_t *X,
+                          size_t x_stride, int nt, float *Y, int ldy);
+void svm_kquant_avx512_tile(svm_type type, const uint8_t *W, size_t row_bytes, int nr, int cols, const uint8_t *X,
+                            size_t x_stride, int nt, float *Y, int ldy);
 
 /* ---- attention block kernels ----
  * scores:      S[i][j] = sum_d Q[i][d] * Kt[d][j]   (i < nq, j < 64; Kt is a 64-key block

@@ -97,17 +97,20 @@ svm_status svm_matmul(const void *W, svm_type type, int rows, int cols, const fl
     void (*prepare)(svm_type, const float *, int, uint8_t *) = portable_prepare_x;
     void (*tile)(svm_type, const uint8_t *, size_t, int, int, const uint8_t *, size_t, int, float *, int) =
         portable_tile;
+    const int kq = svm_is_kquant_path(type);
+    if (kq) tile = svm_kquant_portable_tile;
 #if SVM_X86
     switch (svm_current_isa()) {
     case SVM_ISA_AVX512:
-        stride = svm_avx512_x_stride;
-        prepare = svm_avx512_prepare_x;
-        tile = svm_avx512_tile;
+        /* Q5_0 / K-quants keep the portable activation layout (AVX2 prepares it bit-identically) */
+        stride = kq ? svm_avx2_x_stride : svm_avx512_x_stride;
+        prepare = kq ? svm_avx2_prepare_x : svm_avx512_prepare_x;
+        tile = kq ? svm_kquant_avx512_tile : svm_avx512_tile;
         break;
     case SVM_ISA_AVX2:
         stride = svm_avx2_x_stride;
         prepare = svm_avx2_prepare_x;
-        tile = svm_avx2_tile;
+        tile = kq ? svm_kquant_avx2_tile : svm_avx2_tile;
         break;
     default: break;
     }

@@ -54,7 +54,7 @@ typedef enum svm_status {
     SVM_OK = 0,
     SVM_ERR_ARG = -1,         /**< a required pointer is NULL or a size is <= 0 / inconsistent */
     SVM_ERR_TYPE = -2,        /**< the weight type is not one of svm_type */
-    SVM_ERR_SHAPE = -3,       /**< cols is not a multiple of the type's block size (32) */
+    SVM_ERR_SHAPE = -3,       /**< cols is not a multiple of the type's block size (32 or 256) */
     SVM_ERR_MEMORY = -4,      /**< a scratch allocation failed */
     SVM_ERR_UNSUPPORTED = -5, /**< the requested ISA is not supported by this CPU */
 } svm_status;
@@ -95,31 +95,53 @@ int svm_get_threads(void);
 
 /**
  * A weight matrix W of shape [rows][cols] is stored row-major; each row is cols/B blocks along cols
- * (B = block size, 32 for quantized types, 1 for F32/F16). Rows are contiguous: row r starts at
- * byte r * svm_row_bytes(type, cols). Scales are IEEE fp16, little-endian.
+ * (B = block size: 1 for F32/F16, 32 for Q4_1/Q5_0/Q8_0, 256 for the K-quants Q4_K/Q6_K). Rows
+ * are contiguous: row r starts at byte r * svm_row_bytes(type, cols). Scales are IEEE fp16,
+ * little-endian; bit fields are little-endian.
  *  - SVM_F32:  float.
  *  - SVM_F16:  IEEE half.
  *  - SVM_Q4_1: 20-byte blocks of 32 values: fp16 d, fp16 m, 16 bytes qs; byte i holds element i in
  *              its low nibble and element i+16 in its high nibble; value = d*q + m (q in 0..15).
+ *  - SVM_Q5_0: 22-byte blocks of 32 values: fp16 d, 4 bytes qh (a little-endian uint32 whose bit j
+ *              is bit 4 of element j), 16 bytes qs (byte i: low 4 bits of element i in its low
+ *              nibble, of element i+16 in its high nibble); value = d*(q - 16) (q in 0..31).
  *  - SVM_Q8_0: 34-byte blocks of 32 values: fp16 d, 32 int8 q; value = d*q.
+ *  - SVM_Q4_K: 144-byte super-blocks of 256 values = 8 sub-blocks j of 32: fp16 d, fp16 dmin,
+ *              12 bytes of 6-bit scales sc[j] and mins m[j] (j < 4: sc = byte[j] & 63,
+ *              m = byte[j+4] & 63; j >= 4: sc = (byte[j+4] & 15) | (byte[j-4] >> 6) << 4,
+ *              m = (byte[j+4] >> 4) | (byte[j] >> 6) << 4), then 128 bytes qs: sub-blocks 2i and
+ *              2i+1 are the low and high nibbles of qs[32i .. 32i+31];
+ *              value = (d*sc[j])*q - dmin*m[j] (q in 0..15).
+ *  - SVM_Q6_K: 210-byte super-blocks of 256 values: ql[128], qh[64], int8 scales[16], fp16 d.
+ *              Value v = 128h + 32k + l (h < 2, k < 4, l < 32) has its low 4 bits in
+ *              ql[64h + 32(k & 1) + l] (low nibble for k < 2, high nibble for k >= 2) and its top
+ *              2 bits in bits 2k, 2k+1 of qh[32h + l]; value = (d*scales[v/16])*(q - 32) (q in 0..63).
  * Dequantized values are computed in float as written (d*q + m, no fused multiply-add).
  */
 typedef enum svm_type {
     SVM_F32 = 0,
     SVM_F16 = 1,
     SVM_Q4_1 = 3,
+    SVM_Q5_0 = 6,
     SVM_Q8_0 = 8,
+    SVM_Q4_K = 12,
+    SVM_Q6_K = 14,
 } svm_type;
 
-/** Values per block (1 for F32/F16, 32 for Q4_1/Q8_0); 0 for an unknown type. */
+/** Values per block (1 for F32/F16, 32 for Q4_1/Q5_0/Q8_0, 256 for Q4_K/Q6_K); 0 for an unknown type. */
 int svm_block_size(svm_type type);
 /** Bytes of one row of `cols` values; 0 if the type is unknown or cols is not a multiple of the block. */
 size_t svm_row_bytes(svm_type type, int cols);
-/** "f32", "f16", "q4_1", "q8_0" or "unknown". */
+/** "f32", "f16", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k" or "unknown". */
 const char *svm_type_name(svm_type type);
 
 /** Quantize `rows` rows of `cols` floats into `type` blocks (ggml's reference rounding:
- *  Q8_0 d = amax/127, q = round(x/d); Q4_1 d = (max-min)/15, m = min, q = round((x-m)/d) clamped).
+ *  Q8_0 d = amax/127, q = round(x/d); Q4_1 d = (max-min)/15, m = min, q = round((x-m)/d) clamped;
+ *  Q5_0 d = -(signed value of largest magnitude)/16, q = x/d + 16 rounded, clamped to 31).
+ *  Q4_K and Q6_K use a plain quantizer, not ggml's searched one: Q4_K per sub-block step
+ *  (max - min(min, 0))/15 and offset -min(min, 0), as 6-bit multiples of d = max step/63 and
+ *  dmin = max offset/63; Q6_K per 16 values step -(signed value of largest magnitude)/32, as int8
+ *  multiples of d = max |step|/127. Real weights come from GGUF files.
  *  For building weights in tests and benchmarks; dst holds rows * svm_row_bytes(type, cols) bytes. */
 svm_status svm_quantize(svm_type type, const float *src, int rows, int cols, void *dst);
 
@@ -134,19 +156,26 @@ svm_status svm_embed_row(const void *W, svm_type type, int row, int cols, float 
 /**
  * Y[n][rows] = X[n][cols] . W^T, with W [rows][cols] in `type` (the layout above). Y must not
  * overlap X. Fast path, the one a forward pass uses:
- *  - Q4_1 / Q8_0 weights: each row of X is first quantized to 8-bit blocks of 32 ("Q8
+ *  - Quantized weights: each row of X is first quantized to 8-bit blocks of 32 ("Q8
  *    activations": dx = amax/127 in float, qx = x*(1/dx) rounded to nearest-even, qsum = sum qx;
- *    dx = 0 and qx = 0 for an all-zero block), then per block b of row r and token t the integer
- *    dot isum = sum qw*qx is exact and
+ *    dx = 0 and qx = 0 for an all-zero block), then per block b of 32 columns of row r and token t
+ *    the integer dot isum = sum qw*qx is exact and, in float,
  *        Q8_0: y += (dw*dx) * isum           Q4_1: y += (dw*dx) * isum + mw * (dx*qsum)
- *    in float (the portable path adds the blocks in order; SIMD paths in vector lanes). The error
- *    against the exact product is at most sum_b (dx_b/2) * sum_{k in b} |w_k| plus float rounding:
- *    the same 8-bit activation rounding llama.cpp uses.
+ *        Q5_0: y += (dw*dx) * isum           (qw = q - 16)
+ *        Q4_K: y += (d*dx) * (sc[j]*isum) - (dmin*m[j]) * (dx*qsum)   (qw = q, sub-block j = b mod 8)
+ *        Q6_K: y += (d*dx) * (sc[2j]*isum_lo + sc[2j+1]*isum_hi)      (qw = q - 32; lo/hi = the two
+ *              halves of 16, each with its own scale; the integer combination is exact)
+ *    The K-quants thus use the same 32-value activation blocks as the others (not ggml's Q8_K
+ *    256-blocks): one activation layout for every type. The portable path adds the blocks in
+ *    order; SIMD paths in vector lanes. The error against the exact product is at most
+ *    sum_b (dx_b/2) * sum_{k in b} |w_k| plus float rounding: the same 8-bit activation rounding
+ *    llama.cpp uses.
  *  - F32 / F16 weights: same as svm_matmul_exact.
  * Work split: threads take contiguous groups of 4 rows (tokens too when rows are few); each walks
  * 16-row x 64-token cache tiles in register tiles of up to 4 rows x 4 tokens (AVX2: 2 x 2), so a
  * weight block loaded is reused for several tokens (prefill) and n = 1 (decode) streams the
- * weights once. The AVX-512 path needs VNNI (vpdpbusd); AVX2 uses vpmaddubsw + vpmaddwd.
+ * weights once (Q5_0/Q4_K/Q6_K: each row's block is unpacked once per tile and reused for its
+ * tokens). The AVX-512 path needs VNNI (vpdpbusd); AVX2 uses vpmaddubsw + vpmaddwd.
  * Errors: SVM_ERR_ARG (NULL, rows/cols/n <= 0), SVM_ERR_TYPE, SVM_ERR_SHAPE, SVM_ERR_MEMORY.
  */
 svm_status svm_matmul(const void *W, svm_type type, int rows, int cols, const float *X, int n, float *Y);
