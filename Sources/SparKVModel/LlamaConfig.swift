@@ -147,7 +147,7 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
     }
 
     /// Types of the matrices (the quantized matmul and embedding kernels).
-    public static let matrixTypes: [GGUFTensorType] = [.f32, .f16, .q8_0, .q4_1]
+    public static let matrixTypes: [GGUFTensorType] = [.f32, .f16, .q8_0, .q4_1, .q5_0, .q4_K, .q6_K]
     /// Types of the RMSNorm weights and the Q/K/V biases (dequantized once at load).
     public static let normTypes: [GGUFTensorType] = [.f32, .f16]
 
@@ -155,7 +155,7 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
     /// architecture's complete table.
     ///
     /// ```swift
-    /// config.expectedTensors().first   // token_embd.weight [576, 49152] F32/F16/Q8_0/Q4_1
+    /// config.expectedTensors().first   // token_embd.weight [576, 49152] F32/F16/Q8_0/Q4_1/Q5_0/Q4_K/Q6_K
     /// ```
     public func expectedTensors() -> [TensorSpec] {
         let q = queryHeads * headDim, kv = kvHeads * headDim

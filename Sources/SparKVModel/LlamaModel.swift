@@ -12,7 +12,8 @@ struct LlamaWeight {
     init(_ file: GGUFFile, _ name: String) throws {
         let t = try file.tensor(named: name)
         guard let type = svm_type(ggml: t.type) else {
-            throw ModelError.unsupportedWeight(tensor: name, detail: "type \(t.type) is not F32, F16, Q8_0 or Q4_1")
+            throw ModelError.unsupportedWeight(
+                tensor: name, detail: "type \(t.type) is not " + LlamaConfig.matrixTypes.map(\.name).joined(separator: ", "))
         }
         self.name = name
         self.data = t.data
@@ -37,6 +38,9 @@ extension svm_type {
         case .f16: self = SVM_F16
         case .q4_1: self = SVM_Q4_1
         case .q8_0: self = SVM_Q8_0
+        case .q5_0: self = SVM_Q5_0
+        case .q4_K: self = SVM_Q4_K
+        case .q6_K: self = SVM_Q6_K
         default: return nil
         }
     }

@@ -106,12 +106,15 @@ struct UnsupportedArchitectureTests {
         #expect(thrownError(GGUFError.self) { _ = try tiny.model() } == .missingTensor("blk.1.attn_v.bias"))
     }
 
-    /// Gemma's SentencePiece vocabulary (`tokenizer.ggml.model` = "llama") is not implemented.
-    @Test func anUnknownTokenizerModelIsATypedError() throws {
-        let file = try KnownModelFixture.requireFile(.gemma3_270M)
+    @Test(arguments: ["t5", "bert", "rwkv", "ugm"])
+    func anUnknownTokenizerModelIsATypedError(name: String) throws {
+        var builder = GGUFBuilder()
+        builder.metadata = [("tokenizer.ggml.model", .string(name)),
+                            ("tokenizer.ggml.tokens", .array(GGUFArray(elementType: .string, elements: [.string("a")])))]
+        let file = try GGUFFile(bytes: builder.build().bytes)
         let error = thrownError(TokenizerError.self) { _ = try Tokenizer(gguf: file) }
-        #expect(error == .unsupportedModel("llama"))
-        #expect(error?.description.contains("\"llama\"") == true)
+        #expect(error == .unsupportedModel(name))
+        #expect(error?.description.contains("\"\(name)\"") == true)
     }
 
     @Test(arguments: ["llama-bpe", "deepseek-coder", "default", "qwen"])
