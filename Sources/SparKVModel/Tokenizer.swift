@@ -95,6 +95,15 @@ public struct Tokenizer: Sendable {
     /// (0xC0, 0xC1, 0xF5...0xFF): any text without those characters round-trips exactly.
     public let unencodableBytes: [UInt8]
 
+    /// The turn markers of the model's chat template, from its vocabulary: ``ChatFormat/gemma``
+    /// with `<start_of_turn>`/`<end_of_turn>`, ``ChatFormat/chatML`` with
+    /// `<|im_start|>`/`<|im_end|>`, nil when it has neither (a base model without chat turns).
+    public var chatFormat: ChatFormat? {
+        if tokenID("<start_of_turn>") != nil && tokenID("<end_of_turn>") != nil { return .gemma }
+        if tokenID("<|im_start|>") != nil && tokenID("<|im_end|>") != nil { return .chatML }
+        return nil
+    }
+
     /// Number of vocabulary entries (49152 for SmolLM2).
     public var vocabularySize: Int { tokens.count }
 

@@ -46,10 +46,13 @@ enum ChatTemplate {
 }
 
 extension Tokenizer {
-    /// The ChatML prompt of a conversation, as SmolLM2-Instruct's chat template renders it:
-    /// each message as `<|im_start|>{role}\n{content}<|im_end|>\n`, preceded by the template's
-    /// default system message (``defaultSystemPrompt``) when the first message is not a system
-    /// message (an empty conversation gets none), and followed by `<|im_start|>assistant\n` when `addGenerationPrompt` is true.
+    /// The chat prompt of a conversation in the model's ``chatFormat`` (ChatML when the
+    /// vocabulary has no turn markers: check ``chatFormat`` first to refuse such a model), as
+    /// SmolLM2-Instruct's template renders it: each message as
+    /// `<|im_start|>{role}\n{content}<|im_end|>\n`, preceded by the template's default system
+    /// message (``defaultSystemPrompt``) when the first message is not a system message (an empty
+    /// conversation gets none), and followed by `<|im_start|>assistant\n` when
+    /// `addGenerationPrompt` is true (see ``ChatFormat`` for Gemma's).
     /// Encode the result with ``encode(_:addSpecial:parseSpecial:)`` (special tokens parsed).
     ///
     /// ```swift
@@ -58,18 +61,10 @@ extension Tokenizer {
     /// // + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     /// ```
     public func chatPrompt(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
-        var out = ""
-        if let first = messages.first, first.role != "system", let system = defaultSystemPrompt {
-            out += "<|im_start|>system\n" + system + "<|im_end|>\n"
-        }
-        for message in messages {
-            out += "<|im_start|>" + message.role + "\n" + message.content + "<|im_end|>\n"
-        }
-        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
-        return out
+        (chatFormat ?? .chatML).render(messages, defaultSystem: defaultSystemPrompt, addGenerationPrompt: addGenerationPrompt)
     }
 
-    /// The ChatML prompt of one user message, with `system` as the system message (the
+    /// The chat prompt of one user message, with `system` as the system message (the
     /// template's default when nil).
     ///
     /// ```swift

@@ -108,6 +108,9 @@ struct GenerateCommand: ParsableCommand {
         llama.exactMatmul = exactMatmul
         _ = try ModelArguments.parsePolicy(self.policy, headDim: llama.config.headDim)   // values vs the model
         let tokenizer = try Tokenizer(gguf: llama.file)
+        if chat && tokenizer.chatFormat == nil {
+            throw ValidationError("--chat: the model's vocabulary has no chat turn markers (<|im_start|> or <start_of_turn>)")
+        }
         if interactive {
             try chatLoop(llama: llama, tokenizer: tokenizer, policy: policy, sampler: &sampler)
             return
@@ -213,7 +216,8 @@ struct GenerateCommand: ParsableCommand {
         let capacity = llama.config.contextLength + 1
         var session: LlamaSession?
         var pending: [Int] = []     // sampled tokens not yet run through the model
-        let endOfTurn = tokenizer.encode("<|im_end|>", addSpecial: false, parseSpecial: true)
+        let format = tokenizer.chatFormat ?? .chatML   // checked in execute()
+        let endOfTurn = tokenizer.encode(format.endOfTurn, addSpecial: false, parseSpecial: true)
         if tty { printError("Chat with \(llama.displayName) (policy \(policy)); end with Ctrl-D.") }
         while true {
             if tty { FileHandle.standardError.write(Data("> ".utf8)) }
@@ -223,8 +227,7 @@ struct GenerateCommand: ParsableCommand {
             if let session {
                 var feed = pending
                 if let last = pending.last, !tokenizer.isEndOfGeneration(last) { feed += endOfTurn }
-                feed += tokenizer.encode("\n<|im_start|>user\n" + line + "<|im_end|>\n<|im_start|>assistant\n",
-                                         addSpecial: false, parseSpecial: true)
+                feed += tokenizer.encode(format.nextTurn(user: line), addSpecial: false, parseSpecial: true)
                 guard session.position + feed.count + maxTokens < capacity else {
                     // Not a usage error: the conversation so far was fine; end it with what it said.
                     printError("sparkv generate: the conversation fills the model's context of "
