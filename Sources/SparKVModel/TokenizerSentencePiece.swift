@@ -16,7 +16,11 @@ struct SentencePieceModel: Sendable {
     /// The bytes a token stands for: "▁" as a space, `<0xXX>` byte tokens as their byte.
     static func bytes(of token: String, type: GGUFTokenType) -> [UInt8] {
         if type == .byte, let byte = byteValue(token) { return [byte] }
-        return Array(token.unicodeScalars.map { $0 == "\u{2581}" ? " " : $0 }.reduce(into: "") { $0.unicodeScalars.append($1) }.utf8)
+        var out: [UInt8] = []
+        for scalar in token.unicodeScalars {
+            if scalar == "\u{2581}" { out.append(0x20) } else { out += Array(String(scalar).utf8) }
+        }
+        return out
     }
 
     /// The byte of a token spelled `<0xXX>`.

@@ -89,6 +89,26 @@ struct UnsupportedArchitectureTests {
         #expect(error == .missingKey("gemma3.attention.sliding_window"))
     }
 
+    /// A hyper-parameter the family needs is looked up under its own prefix, and its absence named.
+    @Test(arguments: ["qwen2", "gemma3"])
+    func aMissingHyperparameterIsNamed(architecture: String) throws {
+        var tiny = TinyLlama()
+        tiny.architecture = architecture
+        var builder = tiny.builder()
+        builder.metadata.removeAll { $0.0 == "\(architecture).block_count" }
+        let error = thrownError(GGUFError.self) { _ = try LlamaModel(file: try GGUFFile(bytes: builder.build().bytes)) }
+        #expect(error == .missingKey("\(architecture).block_count"))
+    }
+
+    /// A SentencePiece vocabulary without its scores cannot merge: a missing key, not a guess.
+    @Test func sentencePieceWithoutScoresIsAMissingKey() throws {
+        var builder = GGUFBuilder()
+        builder.metadata = [("tokenizer.ggml.model", .string("llama")),
+                            ("tokenizer.ggml.tokens", .array(GGUFArray(elementType: .string, elements: [.string("a")])))]
+        let file = try GGUFFile(bytes: builder.build().bytes)
+        #expect(thrownError(GGUFError.self) { _ = try Tokenizer(gguf: file) } == .missingKey("tokenizer.ggml.scores"))
+    }
+
     @Test func aScaledRoPEIsRefused() throws {
         var tiny = TinyLlama()
         tiny.architecture = "qwen2"
