@@ -243,11 +243,15 @@ public final class LlamaModel: @unchecked Sendable {
             for (i, t) in tokens.enumerated() { try embed(t, into: xb.baseAddress! + i * c.hidden) }
         }
         for (layer, block) in blocks.enumerated() {
-            try checkAttentionSpan(layer: layer, positions: n)
             svm_rmsnorm(x, block.attentionNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h)
             try attentionInputs(block, layer: layer, n: n, h: h, positions: positions, q: &q, k: &k, v: &v)
-            try svmCheck(svm_causal_attention(q, k, v, Int32(n), Int32(c.queryHeads), Int32(c.kvHeads), Int32(d),
-                                              attentionScale, &att), "causal attention")
+            if let window = c.architecture.slidingWindow, c.architecture.isSlidingWindow(layer: layer), n > window {
+                try slidingWindowAttention(q: q, k: k, v: v, tokens: n, queryHeads: c.queryHeads, kvHeads: c.kvHeads,
+                                           headDim: d, window: window, scale: attentionScale, out: &att)
+            } else {
+                try svmCheck(svm_causal_attention(q, k, v, Int32(n), Int32(c.queryHeads), Int32(c.kvHeads), Int32(d),
+                                                  attentionScale, &att), "causal attention")
+            }
             keys.append(headMajor(k, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
             values.append(headMajor(v, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
             windows.append(headMajor(q, tokens: n, heads: c.queryHeads, headDim: d, from: n - w))
@@ -265,17 +269,6 @@ public final class LlamaModel: @unchecked Sendable {
         }
         return PromptState(tokens: tokens, keys: keys, values: values, windowQueries: windows, windowCount: w,
                            logits: logits, logitRows: rows)
-    }
-
-    /// Sliding-window attention is not implemented: a sliding layer runs only while every position
-    /// is inside its window (full attention is then the same computation).
-    ///
-    /// - Throws: ``ModelError/slidingWindowExceeded(layer:window:positions:)``.
-    func checkAttentionSpan(layer: Int, positions: Int) throws {
-        let arch = config.architecture
-        if arch.isSlidingWindow(layer: layer), let window = arch.slidingWindow, positions > window {
-            throw ModelError.slidingWindowExceeded(layer: layer, window: window, positions: positions)
-        }
     }
 
     /// x += post(Wo.att); x += post(Wdown.act(Wgate.h) * Wup.h) with h = rmsnorm(x) — the rest of
@@ -299,9 +292,14 @@ public final class LlamaModel: @unchecked Sendable {
 }
 
 extension LlamaConfig {
-    /// The shape of a SparKV cache for this model holding up to `capacity` tokens per layer.
+    /// The layers whose keys and values a SparKV cache holds: all but the sliding-window layers
+    /// (which keep their window in a ``SlidingWindowKV``).
+    public var cachedLayers: [Int] { (0..<layers).filter { !architecture.isSlidingWindow(layer: $0) } }
+
+    /// The shape of a SparKV cache for this model holding up to `capacity` tokens per layer of
+    /// ``cachedLayers``.
     public func cacheShape(capacity: Int) -> ModelShape {
-        ModelShape(layers: layers, queryHeads: queryHeads, kvHeads: kvHeads, headDim: headDim, capacity: capacity)
+        ModelShape(layers: cachedLayers.count, queryHeads: queryHeads, kvHeads: kvHeads, headDim: headDim, capacity: capacity)
     }
 }
 

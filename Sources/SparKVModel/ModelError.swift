@@ -35,9 +35,6 @@ public enum ModelError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The environment variable `variable` (`SPARKV_MODEL`) is set to `value`, which names no
     /// usable model file.
     case environmentPath(variable: String, value: String, reason: String)
-    /// A sliding-window layer would attend to more positions than its window: windowed attention
-    /// is not implemented, and full attention would compute another model.
-    case slidingWindowExceeded(layer: Int, window: Int, positions: Int)
     /// A thread count outside `1...ModelLimits.maxThreads` (0 or nil means the default).
     case invalidThreads(Int)
 
@@ -64,9 +61,6 @@ public enum ModelError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .environmentPath(variable, value, reason):
             return "\(variable)=\(value) names no model file (\(reason)); point it at the GGUF file or a "
                 + "directory holding it, or unset it to search models/"
-        case let .slidingWindowExceeded(layer, window, positions):
-            return "layer \(layer) attends to a sliding window of \(window) tokens, and \(positions) positions exceed it "
-                + "(sliding-window attention is not implemented: keep prompt and output within \(window) tokens)"
         case let .invalidThreads(n):
             return "thread count \(n) is out of range (1...\(ModelLimits.maxThreads), or 0 for the default)"
         }

@@ -162,9 +162,18 @@ struct GenerateCommand: ParsableCommand {
                 \(turn.stopped ? " (ended at a --stop string)" : "")
                 prefill \(fmt(summary.prefillTokensPerSecond)) tokens/s, decode \(fmt(summary.decodeTokensPerSecond)) tokens/s \
                 (\(summary.threads) threads; kernels: \(summary.kernel))
-                KV cache: \(summary.kvBytes) bytes = \(fmt(100 * summary.ratioToDense))% of dense fp16 (\(summary.denseBytes) bytes)
+                KV cache: \(summary.kvBytes) bytes = \(fmt(100 * summary.ratioToDense))% of dense fp16 (\(summary.denseBytes) bytes)\
+                \(slidingNote(session))
                 """)
         }
+    }
+
+    /// The sliding-window layers' bytes, which the cache's report leaves out ("" without them).
+    private func slidingNote(_ session: LlamaSession) -> String {
+        let bytes = session.slidingWindowBytes
+        guard bytes > 0 else { return "" }
+        let slides = (0..<session.model.config.layers).filter(session.model.config.architecture.isSlidingWindow).count
+        return "; plus \(bytes) bytes of dense float32 windows in the \(slides) sliding-window layers"
     }
 
     /// One decoded turn: its tokens (the last one not yet run through the model), its text, and

@@ -144,18 +144,10 @@ enum ModelArguments {
     }
 
     /// The prompt must fit the model's context, and `maxTokens` more tokens the positions a
-    /// session decodes to (``LlamaConfig/maxPositions``) and, for a sliding-window model (Gemma 3),
-    /// its window.
+    /// session decodes to (``LlamaConfig/maxPositions``).
     static func checkLength(promptTokens: Int, maxTokens: Int, config: LlamaConfig, flag: String = "--max-tokens") throws {
         guard promptTokens <= config.contextLength else {
             throw ValidationError(ModelError.promptTooLong(tokens: promptTokens, contextLength: config.contextLength).description)
-        }
-        // A sliding-window model runs only within its window (ModelError.slidingWindowExceeded):
-        // say so before the prefill rather than after it.
-        if let window = config.architecture.slidingWindow, promptTokens > window || maxTokens > window - promptTokens {
-            throw ValidationError("\(flag) \(maxTokens): the \(promptTokens)-token prompt and the tokens decoded after it "
-                                  + "must fit the model's \(window)-token sliding window (sliding-window attention is not "
-                                  + "implemented yet)")
         }
         // Subtraction: prompt + maxTokens could overflow for a huge --max-tokens.
         let room = config.maxPositions - promptTokens

@@ -197,6 +197,7 @@ struct ArchitectureForwardTests {
     func decodeAgreesWithPrefill(architecture: String) throws {
         var tiny = TinyLlama()
         tiny.architecture = architecture
+        if architecture == "gemma3" { tiny.layers = 6 }   // one global layer for the SparKV cache
         let model = try tiny.model()
         model.exactMatmul = true
         #expect(model.config.architecture.name == architecture)
@@ -225,17 +226,55 @@ struct ArchitectureForwardTests {
         #expect(zip(withBias, zeroBias).contains { abs($0 - $1) > 1e-4 })
     }
 
-    /// Gemma's sliding layers attend to their window only; past it the model refuses to run
-    /// rather than compute full attention (another model).
-    @Test func aSlidingLayerPastItsWindowIsAnError() throws {
+    /// Past its window a sliding layer attends to the last `window` positions only, in the
+    /// prefill and in decoding alike; the session holds no more than the window for it.
+    @Test func slidingLayersSeeOnlyTheirWindow() throws {
         var tiny = TinyLlama()
-        tiny.architecture = "gemma3"   // window 8, context 16
+        tiny.architecture = "gemma3"   // window 8, context 16; layers 0-4 slide, layer 5 is global
+        tiny.layers = 6
         let model = try tiny.model()
-        _ = try model.prefill(tokens: Array(repeating: 1, count: 8))
-        #expect(modelError { _ = try model.prefill(tokens: Array(repeating: 1, count: 9)) }
-            == .slidingWindowExceeded(layer: 0, window: 8, positions: 9))
-        let session = try LlamaSession(model: model, policy: .dense, capacity: 12)
-        try session.load(try model.prefill(tokens: Array(repeating: 1, count: 8)))
-        #expect(modelError { _ = try session.step(token: 2) } == .slidingWindowExceeded(layer: 0, window: 8, positions: 9))
+        model.exactMatmul = true
+        #expect(model.config.cachedLayers == [5])
+        let tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
+        let full = try model.prefill(tokens: tokens)
+        let session = try LlamaSession(model: model, policy: .dense, capacity: 16)
+        try session.load(try model.prefill(tokens: Array(tokens.dropLast())))
+        let stepped = try session.step(token: tokens.last!)
+        let worst = zip(stepped, full.lastLogits).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst < 1e-3, "largest logit difference \(worst)")
+        #expect(session.slidingWindowBytes == 5 * 2 * 8 * 16 * 4)
+        // A window as long as the prompt is full attention: other logits.
+        tiny.metadata = [("gemma3.attention.sliding_window", .uint32(16))]
+        let unwindowed = try tiny.model().prefill(tokens: tokens).lastLogits
+        #expect(zip(unwindowed, full.lastLogits).contains { abs($0 - $1) > 1e-4 })
+    }
+
+    /// The windowed prefill attention against a float64 reference written out loop by loop.
+    @Test func slidingWindowAttentionMatchesANaiveReference() throws {
+        let n = 11, queryHeads = 4, kvHeads = 2, d = 8, window = 4
+        let scale = 1 / Float(d).squareRoot()
+        var random = TestRandom(state: 7)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float(random.below(2001)) / 1000 - 1 } }
+        let q = values(n * queryHeads * d), k = values(n * kvHeads * d), v = values(n * kvHeads * d)
+        var out = [Float](repeating: 0, count: n * queryHeads * d)
+        try slidingWindowAttention(q: q, k: k, v: v, tokens: n, queryHeads: queryHeads, kvHeads: kvHeads, headDim: d,
+                                   window: window, scale: scale, out: &out)
+        for t in 0..<n {
+            for h in 0..<queryHeads {
+                let g = h / (queryHeads / kvHeads)
+                let seen = Array(max(0, t - window + 1)...t)
+                let scores = seen.map { j in
+                    (0..<d).reduce(0.0) { $0 + Double(q[(t * queryHeads + h) * d + $1]) * Double(k[(j * kvHeads + g) * d + $1]) }
+                        * Double(scale)
+                }
+                let top = scores.max()!
+                let weights = scores.map { Foundation.exp($0 - top) }
+                let total = weights.reduce(0, +)
+                for c in 0..<d {
+                    let expected = zip(seen, weights).reduce(0.0) { $0 + $1.1 * Double(v[($1.0 * kvHeads + g) * d + c]) } / total
+                    #expect(abs(Double(out[(t * queryHeads + h) * d + c]) - expected) < 1e-5)
+                }
+            }
+        }
     }
 }
