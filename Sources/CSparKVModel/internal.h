@@ -3,8 +3,9 @@
  *
  * Files: cpu.c (ISA choice, threads, status strings, scratch), quant.c (block formats, reference
  * quantization, Q8 activations), matmul.c (driver, work split, portable and exact paths),
- * matmul_avx2.c / matmul_avx512.c (integer-dot micro-kernels), elementwise.c (RMSNorm, RoPE,
- * SwiGLU, add, softmax), attention.c (prefill attention driver, online softmax) with
+ * matmul_avx2.c / matmul_avx512.c (integer-dot micro-kernels of Q8_0 / Q4_1), matmul_kquant.c
+ * with matmul_kquant_avx2.c / matmul_kquant_avx512.c (those of Q5_0 / Q4_K / Q6_K), elementwise.c
+ * (RMSNorm, RoPE, SwiGLU, add, softmax), attention.c (prefill attention driver, online softmax) with
  * attention_kernels.h (portable block kernels) and attention_avx2.c / attention_avx512.c,
  * bench.c (timing helpers). */
 #ifndef SVM_INTERNAL_H

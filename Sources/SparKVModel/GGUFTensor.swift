@@ -1,8 +1,8 @@
 /// A ggml tensor type (the numbers are ggml's `ggml_type` codes as stored in GGUF).
 ///
 /// Every case here can be sized (block length and bytes per block), so a file holding any of them
-/// opens and its tensors can be located; only ``isDequantizable`` types (F32, F16, Q8_0, Q4_1) can
-/// be turned into floats by ``GGUFTensor/dequantizeRow(_:)``. A type code not listed here makes
+/// opens and its tensors can be located; only ``isDequantizable`` types (F32, F16, Q8_0, Q4_1,
+/// Q5_0, Q4_K, Q6_K) can be turned into floats by ``GGUFTensor/dequantizeRow(_:)``. A type code not listed here makes
 /// ``GGUFFile/init(path:)`` throw ``GGUFError/unsupportedTensorType(tensor:type:)``.
 ///
 /// ```swift
@@ -73,10 +73,11 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
         }
     }
 
-    /// Whether ``GGUFTensor/dequantizeRow(_:)`` supports the type: F32, F16, Q8_0 and Q4_1.
+    /// Whether ``GGUFTensor/dequantizeRow(_:)`` supports the type: F32, F16, Q8_0, Q4_1, Q5_0, Q4_K
+    /// and Q6_K (the types the model kernels read).
     public var isDequantizable: Bool {
         switch self {
-        case .f32, .f16, .q8_0, .q4_1: return true
+        case .f32, .f16, .q8_0, .q4_1, .q5_0, .q4_K, .q6_K: return true
         default: return false
         }
     }
@@ -95,6 +96,18 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
     /// - Q8_0, per block of 32: fp16 `d`, then 32 int8 `q`; value `j` = `d * q[j]`.
     /// - Q4_1, per block of 32: fp16 `d`, fp16 `m`, then 16 bytes; byte `j` holds value `j` in its
     ///   low nibble and value `j + 16` in its high nibble; value = `d * q + m` (in float, no FMA).
+    /// - Q5_0, per block of 32: fp16 `d`, a little-endian UInt32 `qh` whose bit `j` is bit 4 of
+    ///   `q[j]`, then 16 bytes holding the low 4 bits as in Q4_1; value = `d * (q - 16)`.
+    /// - Q4_K, per super-block of 256 = 8 sub-blocks of 32: fp16 `d`, fp16 `dmin`, 12 bytes of
+    ///   6-bit scales and mins (see ``q4KScaleMin(_:_:)``), 128 bytes: sub-blocks `2i` and `2i+1`
+    ///   are the low and high nibbles of bytes `32i..<32i+32`; value = `(d * sc) * q - dmin * m`.
+    /// - Q6_K, per super-block of 256: `ql[128]`, `qh[64]`, int8 `scales[16]`, fp16 `d`; value
+    ///   `v = 128h + 32k + l` has its low 4 bits in `ql[64h + 32(k % 2) + l]` (low nibble for
+    ///   `k < 2`, high for `k >= 2`) and its top 2 bits in bits `2k, 2k+1` of `qh[32h + l]`;
+    ///   value = `(d * scales[v / 16]) * (q - 32)`.
+    ///
+    /// These are the C kernels' definitions too (`sparkv_model.h`), computed with the same float
+    /// operations, so both give identical floats.
     ///
     /// ```swift
     /// var row = [Float](repeating: 0, count: tensor.rowLength)
@@ -140,9 +153,62 @@ public enum GGUFTensorType: UInt32, Sendable, Hashable, CaseIterable, CustomStri
                     out[j + 16] = Float(byte >> 4) * d + m
                 }
             }
+        case .q5_0:
+            for block in 0..<(count / 32) {
+                let base = source + block * 22
+                let d = halfToFloat(base.loadUnaligned(as: UInt16.self))
+                let qh = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+                let out = destination + block * 32
+                for j in 0..<16 {
+                    let byte = base.load(fromByteOffset: 6 + j, as: UInt8.self)
+                    let q0 = Int(byte & 0x0f) | Int((qh >> UInt32(j)) & 1) << 4
+                    let q1 = Int(byte >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+                    out[j] = d * Float(q0 - 16)
+                    out[j + 16] = d * Float(q1 - 16)
+                }
+            }
+        case .q4_K:
+            for block in 0..<(count / 256) {
+                let base = source + block * 144
+                let d = halfToFloat(base.loadUnaligned(as: UInt16.self))
+                let dmin = halfToFloat(base.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                let scales = UnsafeRawBufferPointer(start: base + 4, count: 12)
+                for j in 0..<8 {
+                    let (sc, m) = Self.q4KScaleMin(j, scales)
+                    let ds = d * Float(sc), mo = dmin * Float(m)
+                    let out = destination + block * 256 + 32 * j
+                    for l in 0..<32 {
+                        let byte = base.load(fromByteOffset: 16 + 32 * (j / 2) + l, as: UInt8.self)
+                        out[l] = ds * Float(j % 2 == 0 ? byte & 0x0f : byte >> 4) - mo
+                    }
+                }
+            }
+        case .q6_K:
+            for block in 0..<(count / 256) {
+                let base = source + block * 210
+                let d = halfToFloat(base.loadUnaligned(fromByteOffset: 208, as: UInt16.self))
+                let out = destination + block * 256
+                for v in 0..<256 {
+                    let h = v / 128, k = (v / 32) % 4, l = v % 32
+                    let ql = base.load(fromByteOffset: 64 * h + 32 * (k % 2) + l, as: UInt8.self)
+                    let qh = base.load(fromByteOffset: 128 + 32 * h + l, as: UInt8.self)
+                    let q = Int(k < 2 ? ql & 0x0f : ql >> 4) | Int((qh >> UInt8(2 * k)) & 3) << 4
+                    let scale = Int8(bitPattern: base.load(fromByteOffset: 192 + v / 16, as: UInt8.self))
+                    out[v] = (d * Float(scale)) * Float(q - 32)
+                }
+            }
         default:
             throw GGUFError.unsupportedTensorType(tensor: "(dequantize)", type: rawValue)
         }
+    }
+
+    /// Q4_K's 6-bit scale and min of sub-block `j` (0..<8) from the 12 packed bytes: bytes 0-3 hold
+    /// scales 0-3 in their low 6 bits and bytes 4-7 mins 0-3; sub-blocks 4-7 take their low 4 bits
+    /// from the nibbles of bytes 8-11 (scale low, min high) and their top 2 bits from the spare top
+    /// bits of bytes 0-3 (scales) and 4-7 (mins).
+    static func q4KScaleMin(_ j: Int, _ s: UnsafeRawBufferPointer) -> (scale: Int, min: Int) {
+        if j < 4 { return (Int(s[j] & 63), Int(s[j + 4] & 63)) }
+        return (Int(s[j + 4] & 0x0f) | Int(s[j - 4] >> 6) << 4, Int(s[j + 4] >> 4) | Int(s[j] >> 6) << 4)
     }
 }
 

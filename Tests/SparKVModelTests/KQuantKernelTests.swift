@@ -6,6 +6,8 @@
 import CSparKVModel
 import Testing
 
+@testable import SparKVModel
+
 // MARK: - Test data and the reference decoder
 
 /// SplitMix64: deterministic test data.
@@ -237,8 +239,8 @@ private struct KCase: Sendable, CustomStringConvertible {
 }
 
 /// Shapes per type: odd row counts (partial tiles), several blocks per row (an odd count of 32-blocks
-/// for Q5_0: the AVX-512 pair without a second block), odd token counts, and one case with many
-/// tokens (n = 131 > the 64-token cache tile, split over threads).
+/// for Q5_0: the AVX-512 pair without a second block), odd token counts, one case with many
+/// tokens (n = 131 > the 64-token cache tile, split over threads) and one with many rows.
 private func cases(_ type: svm_type) -> [KCase] {
     let k = geometry(type).values
     return [
@@ -247,6 +249,7 @@ private func cases(_ type: svm_type) -> [KCase] {
         KCase(rows: 13, cols: 3 * k, n: 5),
         KCase(rows: 5, cols: 2 * k, n: 131),
         KCase(rows: 67, cols: k == 32 ? 640 : 1536, n: 1),  // Gemma 3 270M's hidden (640) for Q5_0
+        KCase(rows: 261, cols: 2 * k, n: 2),                  // many rows: every thread has several tiles
     ]
 }
 
@@ -443,5 +446,50 @@ struct KQuantKernelTests {
             #expect(svm_matmul(wb.baseAddress, svm_type(rawValue: 13), 2, 256, x, 1, &y) == SVM_ERR_TYPE)  // Q5_K
         }
         #expect(y == [42, 42])
+    }
+
+    /// GGUF's Swift side: the new types are dequantizable, agree with the test's decoder and give
+    /// the C dequantizer's floats bit for bit; the loader's table accepts them; an unsupported K-quant is still refused
+    /// with its name.
+    @Test(arguments: [(SVM_Q5_0, GGUFTensorType.q5_0), (SVM_Q4_K, .q4_K), (SVM_Q6_K, .q6_K)])
+    func ggufTypesDequantizeLikeTheReference(type: svm_type, ggml: GGUFTensorType) throws {
+        #expect(ggml.isDequantizable && LlamaConfig.matrixTypes.contains(ggml))
+        #expect(ggml.blockLength == Int(svm_block_size(type)))
+        #expect(ggml.byteCount(values: 512) == Int(svm_row_bytes(type, 512)))
+        let w = KWeights(type: type, rows: 2, cols: 512, seed: 17)
+        var out = [Float](repeating: .nan, count: 1024)
+        try w.bytes.withUnsafeBytes { src in
+            try out.withUnsafeMutableBufferPointer { dst in
+                guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+                try ggml.dequantize(s, count: 1024, into: d)
+            }
+        }
+        for k in 0..<1024 {
+            let want = w.decoded[k].value
+            #expect(abs(Double(out[k]) - want) <= 3e-7 * (abs(want) + 1e-3), "element \(k)")
+        }
+        // the Swift reader and the C kernels' dequantizer compute the same floats
+        for r in 0..<2 {
+            let (st, c) = embed(w.bytes, type, row: r, cols: 512)
+            #expect(st == SVM_OK)
+            #expect(c.map(\.bitPattern) == out[(512 * r)..<(512 * (r + 1))].map(\.bitPattern), "row \(r)")
+        }
+        #expect(!GGUFTensorType.q5_K.isDequantizable && svm_type(ggml: .q5_K) == nil)
+    }
+
+    /// A model whose matrices are Q5_0, Q4_K and Q6_K loads and runs (the loader passes the type
+    /// to the kernels); zero blocks give zero weights, so the logits are finite.
+    @Test func aModelWithKQuantMatricesLoadsAndRuns() throws {
+        var tiny = TinyLlama()
+        tiny.hidden = 256
+        tiny.heads = 2
+        tiny.feedForward = 512
+        tiny.typeOverride["blk.0.ffn_down.weight"] = .q4_K
+        tiny.typeOverride["blk.0.ffn_up.weight"] = .q6_K
+        tiny.typeOverride["blk.1.attn_q.weight"] = .q5_0
+        tiny.typeOverride["token_embd.weight"] = .q6_K
+        let model = try tiny.model()
+        let state = try model.prefill(tokens: [1, 2, 3])
+        #expect(state.lastLogits.count == 32 && state.lastLogits.allSatisfy(\.isFinite))
     }
 }
