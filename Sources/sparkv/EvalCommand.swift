@@ -7,7 +7,7 @@ import SparKVModel
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Measure what each KV-cache policy costs in accuracy and bytes with SmolLM2-135M.",
+        abstract: "Measure what each KV-cache policy costs in accuracy and bytes on a real model (SmolLM2-135M by default).",
         discussion: """
             Three protocols, the same prompts for every policy (each prompt is prefilled densely once and \
             its keys/values handed to every policy's cache):
@@ -46,7 +46,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the passkey trials.")
     var seed: UInt64 = 1
 
-    @Option(name: .long, help: "Path of the GGUF model (default: $SPARKV_MODEL or models/).")
+    @Option(name: .long, help: ModelArguments.modelHelp)
     var model: String?
 
     @Option(name: .long, help: "Threads of the model kernels and caches (default: OpenMP's).")
@@ -122,7 +122,7 @@ struct EvalCommand: ParsableCommand {
         let progress = ProgressBox(Progress(task: "eval", total: units))
         eval.progress = { message in progress.step(message) }
         defer { progress.finish() }
-        var report = EvalReport(model: ModelFiles.smolLM2FileName, text: self.text, textTokens: available)
+        var report = EvalReport(model: llama.displayName, text: self.text, textTokens: available)
         let clock = ContinuousClock(), start = clock.now
         for p in prefixList where p + scored <= available {
             report.continuation += try eval.continuation(text: text, prefix: p, scored: scored, policies: policies)
@@ -149,7 +149,7 @@ struct EvalCommand: ParsableCommand {
             // positions after a 1920-token GPL-3 prefix; measured by the issue's author)
             points += [FrontierPlot.Point(label: "llama.cpp q8_0 (reference)", bytes: 0.53, kl: 0.005, reference: true),
                        FrontierPlot.Point(label: "llama.cpp q4_0 (reference)", bytes: 0.28, kl: 0.067, reference: true)]
-            let title = "SmolLM2-135M: K+V bytes vs KL(dense || policy), P = \(longest), \(scored) scored tokens"
+            let title = "\(llama.displayName): K+V bytes vs KL(dense || policy), P = \(longest), \(scored) scored tokens"
             try FrontierPlot(title: title, points: points).svg().write(toFile: plot, atomically: true, encoding: .utf8)
         }
         if let json {
