@@ -40,9 +40,9 @@ sparkv_status sparkv_append_step(sparkv_cache *cache, uint32_t layer, sparkv_dty
     if (st != SPARKV_OK) return st;
     /* the decode-query ring is allocated before anything is written, so a failure changes nothing */
     const int observe = q && sv_decode_wants_queries(cache, layer);
-    float *ring = NULL;
+    double *ring = NULL;
     if (observe && !L->qring) {
-        ring = (float *)malloc((size_t)sv_qring_bytes(cache));
+        ring = (double *)malloc((size_t)sv_qring_bytes(cache));
         if (!ring) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
     }
 

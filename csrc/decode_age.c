@@ -19,7 +19,7 @@ static int layer_ages(const sparkv_cache *c, const sv_layer *L) {
 }
 
 uint64_t sv_qring_bytes(const sparkv_cache *c) {
-    return (uint64_t)c->shape.n_q_heads * c->policy.window * c->shape.head_dim * sizeof(float);
+    return (uint64_t)c->shape.n_kv_heads * c->policy.window * c->shape.head_dim * sizeof(double);
 }
 
 int sv_decode_wants_queries(const sparkv_cache *c, uint32_t layer) {
@@ -27,30 +27,29 @@ int sv_decode_wants_queries(const sparkv_cache *c, uint32_t layer) {
     return layer_ages(c, L) && L->prompt_keys == SV_KEYS_SPARK; /* only SparK's saliency reads norms */
 }
 
-void sv_decode_observe(sparkv_cache *c, uint32_t layer, const float *q, float *ring) {
+void sv_decode_observe(sparkv_cache *c, uint32_t layer, const float *q, double *ring) {
     sv_layer *L = &c->layers[layer];
-    const uint32_t d = c->shape.head_dim, w = c->policy.window, nq = c->shape.n_q_heads;
+    const uint32_t d = c->shape.head_dim, w = c->policy.window, g = c->group;
     if (!L->qring) L->qring = ring;
-    for (uint32_t i = 0; i < nq; i++)
-        memcpy(L->qring + ((size_t)i * w + L->qring_next) * d, q + (size_t)i * d, d * sizeof(float));
+    const sv_rows rows = {q, SPARKV_DTYPE_F32}; /* [n_q][1][D]: a window of one row */
+    for (uint32_t h = 0; h < c->shape.n_kv_heads; h++)
+        sv_group_mean(rows, 1, 0, g, h * g, d, L->qring + ((size_t)h * w + L->qring_next) * d);
     L->qring_next = (L->qring_next + 1) % w;
     if (L->qring_n < w) L->qring_n++;
 }
 
-/* Norms (D floats, then their mean c) of KV head h from the ring, oldest query first. */
-static int ring_norms(const sparkv_cache *c, const sv_layer *L, uint32_t h, float *out) {
-    const uint32_t d = c->shape.head_dim, w = c->policy.window, n = L->qring_n, g = c->group;
-    float *rows = (float *)malloc(sizeof(float) * (size_t)g * n * d);
-    if (!rows) return -1;
+/* Norms (D floats, then their mean c) of KV head h from the ring: the sum of squared group means,
+ * oldest query first, as sv_window_qnorm adds them. */
+static void ring_norms(const sparkv_cache *c, const sv_layer *L, uint32_t h, float *out) {
+    const uint32_t d = c->shape.head_dim, w = c->policy.window, n = L->qring_n;
     const uint32_t oldest = n < w ? 0 : L->qring_next;
-    for (uint32_t i = 0; i < g; i++)
-        for (uint32_t k = 0; k < n; k++)
-            memcpy(rows + ((size_t)i * n + k) * d, L->qring + ((size_t)(h * g + i) * w + (oldest + k) % w) * d,
-                   d * sizeof(float));
-    const sv_rows q = {rows, SPARKV_DTYPE_F32};
-    sv_window_qnorm(q, n, n, g, 0, d, out, &out[d]);
-    free(rows);
-    return 0;
+    double acc[SPARKV_MAX_HEAD_DIM];
+    for (uint32_t j = 0; j < d; j++) acc[j] = 0.0;
+    for (uint32_t k = 0; k < n; k++) {
+        const double *m = L->qring + ((size_t)h * w + (oldest + k) % w) * d;
+        for (uint32_t j = 0; j < d; j++) acc[j] += m[j] * m[j];
+    }
+    sv_qnorm_finish(acc, d, out, &out[d]);
 }
 
 /* Re-encodes page `pi` of every head; 0, or -1 (out of memory or a statistic beyond fp16: the
@@ -79,7 +78,7 @@ static int age_page(sparkv_cache *c, sv_layer *L, uint64_t pi) {
             qn = (float *)malloc(sizeof(float) * (d + 1));
             if (!qn) { failed = 1; break; }
             if (L->qring_n) {
-                if (ring_norms(c, L, h, qn) != 0) { free(qn); failed = 1; break; }
+                ring_norms(c, L, h, qn);
             } else {
                 memcpy(qn, hs->qn, d * sizeof(float));
                 qn[d] = hs->c;

@@ -76,8 +76,9 @@ typedef struct sv_layer {
     sv_key_mode prompt_keys; /* how the prompt's keys are stored */
     sv_head *heads;        /* n_kv_heads */
     /* decode-time compression (decode_age.c) */
-    float *qring;          /* the last policy.window decode queries passed to append, [n_q][window][D],
-                              a ring (NULL until the first) */
+    double *qring;         /* the last policy.window decode queries passed to append, as their group
+                              means (what the norms square), [n_kv][window][D], a ring (NULL until
+                              the first) */
     uint32_t qring_n;      /* queries in the ring (<= window) */
     uint32_t qring_next;   /* ring slot the next query goes to */
     uint64_t next_age;     /* page index (of every head) of the oldest page not yet considered for aging */
@@ -159,6 +160,11 @@ SPARKV_HIDDEN void sv_load_values(float *dst, const void *src, const uint16_t *s
 SPARKV_HIDDEN uint16_t sv_quant_scale(float amax, sparkv_precision p);
 
 /* saliency.c */
+/* The group mean of window row w (double, heads ascending: the mean sv_window_qnorm squares), and
+ * qn_j = sqrt(acc_j), c = mean qn (1 if 0) from acc_j = the sum of squared means over the window. */
+SPARKV_HIDDEN void sv_group_mean(sv_rows q_window, uint64_t n_window_total, uint64_t w, uint32_t group,
+                                 uint32_t first_q_head, uint32_t d, double *mean);
+SPARKV_HIDDEN void sv_qnorm_finish(const double *acc, uint32_t d, float *qn, float *c);
 SPARKV_HIDDEN void sv_window_qnorm(sv_rows q_window, uint64_t n_window_total, uint32_t n_use,
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
 
@@ -186,7 +192,7 @@ SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uin
  * sv_decode_observe records one (ring: a fresh sv_qring_bytes allocation the layer adopts if it has
  * none yet, else unused); sv_decode_age re-encodes the pages that have aged. */
 SPARKV_HIDDEN int sv_decode_wants_queries(const sparkv_cache *cache, uint32_t layer);
-SPARKV_HIDDEN void sv_decode_observe(sparkv_cache *cache, uint32_t layer, const float *q, float *ring);
+SPARKV_HIDDEN void sv_decode_observe(sparkv_cache *cache, uint32_t layer, const float *q, double *ring);
 SPARKV_HIDDEN void sv_decode_age(sparkv_cache *cache, uint32_t layer);
 SPARKV_HIDDEN uint64_t sv_qring_bytes(const sparkv_cache *cache);
 

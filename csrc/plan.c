@@ -89,7 +89,7 @@ static sparkv_status plan(const sparkv_cache *c, uint32_t n_kv, uint64_t prompt,
         /* the layer's decode-query ring (SparK with compress_decode), once per layer */
         uint64_t ring = 0;
         if (prompt && appended && c->policy.compress_decode && c->prompt_keys == SV_KEYS_SPARK)
-            ring = sv_qring_bytes(c) * n_kv; /* the model has one KV head: n_q_heads = group */
+            ring = sv_qring_bytes(c) * n_kv; /* the model has one KV head */
         f[0] += n_keep + appended;
         f[1] += (u128)m.key_bytes * n_kv;
         f[2] += (u128)m.key_meta_bytes * n_kv + ring;

@@ -399,8 +399,8 @@ SPARKV_API sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer
  * keys, value pruning, precisions; never eviction) by the same encoder prefill uses, from the
  * values as stored: the result is exactly the page sparkv_prefill would build from those values
  * with those window queries. SparK pages get window-query norms of their own, computed as prefill
- * computes them from the last policy.window queries passed here (the layer keeps them: n_q_heads x
- * window x D floats per layer, counted in key_meta_bytes); until a query is passed, the prompt's
+ * computes them from the last policy.window queries passed here (the layer keeps their group means:
+ * n_kv_heads x window x D doubles per layer, counted in key_meta_bytes); until a query is passed, the prompt's
  * norms. Only prefilled layers compress decode tokens (a layer filled by appends alone has no key
  * mode or ThinK channel set to use). A page whose statistics would exceed fp16 stays dense (exact).
  * The newest decode_recent tokens (and any partial page) are always dense.
@@ -461,7 +461,7 @@ SPARKV_API sparkv_status sparkv_attend_batch(sparkv_cache *const *caches, uint32
  *                   SparK: D/8 (mask) + D/8 (signs, if sign_bits) + 2*n_stats + sc(kp, 1);
  *                   ThinK: sc(kp, 1); plus per KV head D*4 + 4 (SparK qn, c) or D/8 (ThinK mask);
  *                   plus, with compress_decode, D*4 + 4 per aged SparK page (its own qn, c) and
- *                   n_q_heads * window * D * 4 per SparK layer that has been passed a decode query
+ *                   n_kv_heads * window * D * 8 per SparK layer that has been passed a decode query
  *   value_bytes     rb(vp, D); value-pruned: rb(vp, T_v)
  *   value_meta_bytes  sc(vp, D/g); value-pruned: D/8 (mask) + 2 (fill) + sc(vp, 1)
  *  Example, D = 128, SparK r = 0.8 (T = 26), MEAN with sign bits, K int8: 26 + 2 (scale) + 16 + 16

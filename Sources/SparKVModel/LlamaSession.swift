@@ -104,7 +104,8 @@ public final class LlamaSession {
             try model.attentionInputs(block, layer: layer, n: 1, h: h, positions: &pos, q: &q, k: &k, v: &v)
             if let cached = cacheLayer[layer] {
                 // one token: token-major [1][heads][d] is SparKV's [heads][d]
-                try cache.append(layer: cached, keys: k, values: v)
+                // the step's query feeds decode-time compression (CompressionPolicy.decodeCompression)
+                try cache.append(layer: cached, keys: k, values: v, query: q)
                 try cache.attend(layer: cached, query: q, into: &att)
             } else {
                 windows[layer]?.append(position: position, key: k, value: v)

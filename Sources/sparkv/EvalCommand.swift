@@ -181,7 +181,7 @@ struct EvalReport: Codable {
 
     /// One row per policy: bytes (from the longest prefix), then each metric.
     func table(policies: [String], prefixes: [Int], passkeyLengths: [Int]) -> (text: String, csv: String) {
-        var header = ["policy", "K %", "K meta %", "V %", "total %"]
+        var header = ["policy", "K %", "K meta %", "V %", "total %", "end %"]
         for p in prefixes { header += ["dNLL@\(p)", "top1@\(p)", "KL@\(p)"] }
         if !greedy.isEmpty { header += ["greedy prefix", "greedy all"] }
         for l in passkeyLengths { header += ["passkey@\(l)"] }
@@ -194,6 +194,7 @@ struct EvalReport: Codable {
                 row += [pct(Double(m.keyBytes) / d), pct(Double(m.keyMetaBytes) / d),
                         pct(Double(m.valueBytes + m.valueMetaBytes) / d), pct(m.ratioToDense)]
             } else { row += ["-", "-", "-", "-"] }
+            if let e = longest?.endMemory, e.denseBytes > 0 { row.append(pct(e.ratioToDense)) } else { row.append("-") }
             for p in prefixes {
                 if let r = continuation.first(where: { $0.policy == policy && $0.prefixTokens == p }) {
                     row += [String(format: "%+.4f", r.deltaNLL), String(format: "%.3f", r.top1Agreement),
@@ -213,7 +214,8 @@ struct EvalReport: Codable {
             rows.append(row)
         }
         var text = textTable([header] + rows)
-        text += "\n\nbytes: % of a dense fp16 cache of the same prompt (P = \(prefixes.max() ?? 0)); dNLL: mean NLL minus dense's "
+        text += "\n\nbytes: % of a dense fp16 cache of the same prompt (P = \(prefixes.max() ?? 0)); end: after the scored "
+            + "tokens were appended (decode(R) policies compress them as they age); dNLL: mean NLL minus dense's "
             + "(nats/token); top1: argmax agreement with dense; KL: mean KL(dense||policy); greedy: tokens equal to dense's "
             + "up to the first divergence / overall; passkey: correct/trials. \(textTokens) tokens of text; "
             + String(format: "%.0f s.", seconds)
