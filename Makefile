@@ -9,7 +9,7 @@
 #
 # Compilers: CC=cc (default), CC=gcc (OpenMP from libgomp) or CC=clang (OpenMP from the newest
 # /usr/lib/llvm-N that has omp.h; override OMP_LLVM_INCLUDE / OMP_LLVM_LIBDIR for another place). Changing CC or the flags
-# rebuilds everything. Every csrc/*.c is compiled: new kernel files need no change here.
+# rebuilds everything. Every csrc/*/*.c is compiled: new kernel files need no change here.
 
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
@@ -83,12 +83,17 @@ endif
 # -ffp-contract=off: no FMA contraction, so results do not depend on the compiler or the ISA (the
 # library's kernels, the sanitizer build and the test's reference all round every operation).
 FP_FLAGS   := -ffp-contract=off
-LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS)
+# csrc/ by concern: platform (CPU probe, fp16, OpenMP), core (handle, policy, errors, planner),
+# storage (the page format, its encoder, quantization, recovery), pipeline (prefill and append
+# stages), attention (decode kernels). Every folder is on the include path.
+CSRC_DIRS  := $(sort $(dir $(wildcard csrc/*/*.c csrc/*/*.h)))
+CSRC_INC   := $(patsubst %/,-I%,$(CSRC_DIRS))
+LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden $(FP_FLAGS) -Iinclude $(CSRC_INC) $(OMP_CFLAGS)
 WARNFLAGS  ?= -Wall -Wextra -Wno-unused-parameter
 SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
 SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-SRCS     := $(sort $(wildcard csrc/*.c))
+SRCS     := $(sort $(wildcard csrc/*/*.c))
 OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 
@@ -205,7 +210,7 @@ check-header: $(HDR_TU)
 # API test: the test and every csrc file built with ASan + UBSan, no shared library involved.
 $(BUILD)/san/%.o: csrc/%.c $(BUILD)/compile.stamp
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude $(CSRC_INC) $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/test_api: Tests/C/test_api.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c Tests/C/reference.c \
 	    $(SAN_OBJS) $(OMP_LDFLAGS) -lm
@@ -228,7 +233,7 @@ $(BUILD)/test_decode_compression: Tests/C/test_decode_compression.c Tests/C/refe
 	    Tests/C/test_decode_compression.c Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
 # Prefill kernels (saliency, selection, split) per ISA against naive versions and the reference.
 $(BUILD)/test_prefill_kernels: Tests/C/test_prefill_kernels.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
-	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude $(CSRC_INC) -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
 	    Tests/C/test_prefill_kernels.c Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
 # The differential test again, linked against the optimized objects the library ships: the
 # instrumented build above does not unroll the SIMD kernels' loops (SV_UNROLLED), this one does.
@@ -298,10 +303,10 @@ FUZZ_SEED    ?= 0
 FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                 LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/api/lsan.supp):print_suppressions=0
 # The library objects get coverage but no libFuzzer main; OpenMP from LLVM 14's libomp, as for CC=clang.
-$(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+$(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp -isystem $(OMP_LLVM_INCLUDE) \
-	    -Icsrc -c $< -o $@
+	    $(CSRC_INC) -c $< -o $@
 $(FUZZ_DIR)/fuzz_api: Tests/Fuzz/api/fuzz_api.c $(HEADER) $(FUZZ_OBJS)
 	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Wall -Wextra -fuse-ld=lld -o $@ $< $(FUZZ_OBJS) \
 	    -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR) -lm
@@ -321,9 +326,9 @@ TSAN_DISPATCH ?= $(wildcard $(dir $(SAN_CC))../lib/swift/linux/libdispatch.so)
 TSAN_DISPATCH_DIR = $(dir $(TSAN_DISPATCH))
 TSAN_LIBS     = $(if $(TSAN_DISPATCH),-L$(TSAN_DISPATCH_DIR) -Wl$(TSAN_COMMA)-rpath$(TSAN_COMMA)$(TSAN_DISPATCH_DIR) -ldispatch -lBlocksRuntime)
 TSAN_COMMA   := ,
-$(TSAN_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+$(TSAN_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
-	$(SAN_CC) $(TSAN_CFLAGS) -Wno-unknown-pragmas -Icsrc -c $< -o $@
+	$(SAN_CC) $(TSAN_CFLAGS) -Wno-unknown-pragmas $(CSRC_INC) -c $< -o $@
 $(TSAN_DIR)/test_threads: Tests/C/test_threads.c $(HEADER) $(TSAN_OBJS)
 	$(SAN_CC) $(TSAN_CFLAGS) -Wall -Wextra -pthread -fuse-ld=lld -o $@ $< $(TSAN_OBJS) -lm $(TSAN_LIBS)
 test-tsan: $(TSAN_DIR)/test_threads
