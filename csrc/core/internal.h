@@ -131,7 +131,7 @@ SPARKV_HIDDEN void sv_page_free(sv_page *page);
 /* page->alloc_bytes of a page before it is built: a prompt page of n tokens (kept_bytes as above),
  * or (prompt 0) an append page. */
 SPARKV_HIDDEN size_t sv_page_alloc_bytes(const sparkv_cache *cache, int prompt, uint32_t n, uint64_t kept_bytes);
-/* cache.c: adds the used bytes of a page of n tokens (stored as `keys`, values pruned or not,
+/* page.c: adds the used bytes of a page of n tokens (stored as `keys`, values pruned or not,
  * kept_bytes packed SparK key bytes, sign bits or not) to m, the memory report's formulas. */
 SPARKV_HIDDEN void sv_account_page(const sparkv_cache *cache, sv_key_mode keys, int values_pruned, int signs,
                                    uint64_t n, uint64_t kept_bytes, sparkv_memory *m);

@@ -3,6 +3,7 @@
  * written, so a failure leaves the cache unchanged. */
 #include "internal.h"
 #include "input_rows.h"
+#include "page_encode.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -76,17 +77,10 @@ sparkv_status sparkv_append_step(sparkv_cache *cache, uint32_t layer, sparkv_dty
         }
         free(fresh);
     }
-    const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
-    const size_t qg = cache->policy.quant_group;
     float k_row[SPARKV_MAX_HEAD_DIM], v_row[SPARKV_MAX_HEAD_DIM];
-    for (uint32_t h = 0; h < nkv; h++) {
-        sv_page *p = L->heads[h].pages[L->heads[h].n_pages - 1];
-        sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
-                        p->kscale ? p->kscale + (size_t)p->n * cache->kgroups : NULL, 1, kp, sv_rows_get(keys, h, d, k_row), d, qg);
-        sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
-                        vp, sv_rows_get(values, h, d, v_row), d, qg);
-        p->n++;
-    }
+    for (uint32_t h = 0; h < nkv; h++)
+        sv_encode_dense_token(cache, L->heads[h].pages[L->heads[h].n_pages - 1], sv_rows_get(keys, h, d, k_row),
+                              sv_rows_get(values, h, d, v_row));
     L->n_tokens++;
     L->n_seen++;
     if (observe) sv_decode_observe(cache, layer, q, ring);

@@ -1,7 +1,8 @@
 /* The page encoder: the tokens of one page of one head, stored under the layer's policy (SparK per
  * token, ThinK with the head's channel set, dense keys; value pruning; every precision). Prefill
  * encodes the prompt's pages with it, append the decode tokens that age (decode_age.c): one
- * encoder, so an aged page is exactly the page a prefill of the same values would build. */
+ * encoder, so an aged page is exactly the page a prefill of the same values would build. Appended
+ * tokens enter a dense page one at a time through sv_encode_dense_token. */
 #include "internal.h"
 #include "input_rows.h"
 #include "page_encode.h"
@@ -71,3 +72,14 @@ sv_page *sv_encode_page(const sparkv_cache *c, const sv_encode_input *in, uint64
     return page;
 }
 
+void sv_encode_dense_token(const sparkv_cache *c, sv_page *p, const float *key, const float *value) {
+    const uint32_t d = c->shape.head_dim;
+    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
+    const size_t qg = c->policy.quant_group;
+    sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
+                    p->kscale ? p->kscale + (size_t)p->n * c->kgroups : NULL, 1, kp, key, d, qg);
+    /* value scales are group-major ([D/g][cap]): one token's scales are cap apart */
+    sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
+                    vp, value, d, qg);
+    p->n++;
+}

@@ -20,6 +20,9 @@ typedef struct {
 SPARKV_HIDDEN sv_page *sv_encode_page(const sparkv_cache *cache, const sv_encode_input *in, uint64_t i0, uint32_t n,
                                       struct sv_page_arena *arena);
 
+/* Appends one token (key and value rows of D floats) to a dense page with room: the append path. */
+SPARKV_HIDDEN void sv_encode_dense_token(const sparkv_cache *cache, sv_page *page, const float *key, const float *value);
+
 /* The page's first token whose fp16 statistics or value fill overflowed, or page->n if none. */
 SPARKV_HIDDEN uint32_t sv_page_first_overflow(const sparkv_cache *cache, const sv_page *page);
 
