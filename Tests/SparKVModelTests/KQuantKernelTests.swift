@@ -10,24 +10,6 @@ import Testing
 
 // MARK: - Test data and the reference decoder
 
-/// SplitMix64: deterministic test data.
-private struct KRng {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
-    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * float() } }
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next() >> 32) }
-    mutating func half(_ scale: Float) -> UInt16 { Float16(scale * float()).bitPattern }
-}
-
 /// Values per block and bytes per block, from the format description.
 private func geometry(_ type: svm_type) -> (values: Int, bytes: Int) {
     switch type {
@@ -120,7 +102,7 @@ private struct KWeights {
         self.type = type
         self.rows = rows
         self.cols = cols
-        var rng = KRng(seed)
+        var rng = TestRng(seed)
         let g = geometry(type)
         var bytes: [UInt8] = []
         for _ in 0..<(rows * cols / g.values) {
@@ -359,7 +341,7 @@ struct KQuantKernelTests {
         for path in KPath.available {
             for c in cases(type) {
                 let w = KWeights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.rows * 31 + c.n))
-                var rng = KRng(UInt64(c.cols + c.n))
+                var rng = TestRng(UInt64(c.cols + c.n))
                 let x = rng.floats(c.n * c.cols, scale: 2)
                 let (st, y) = on(path) { multiply(w, x, n: c.n) }
                 #expect(st == SVM_OK)
@@ -380,7 +362,7 @@ struct KQuantKernelTests {
     /// The activation bound must be much tighter than the values, or the looser test proves little.
     @Test func activationBoundIsSmallAgainstTheProduct() {
         let w = KWeights(type: SVM_Q4_K, rows: 8, cols: 512, seed: 3)
-        var rng = KRng(4)
+        var rng = TestRng(4)
         let x = rng.floats(512, scale: 2)
         let ref = References(w, x, n: 1)
         for i in 0..<8 { #expect(ref.actBound[i] < 0.05 * ref.exactMag[i]) }
@@ -390,7 +372,7 @@ struct KQuantKernelTests {
     func matmulIsUnchangedByThreadCount(type: svm_type) {
         let c = KCase(rows: 45, cols: 2 * geometry(type).values * (type == SVM_Q5_0 ? 5 : 1), n: 37)
         let w = KWeights(type: type, rows: c.rows, cols: c.cols, seed: 8)
-        var rng = KRng(9)
+        var rng = TestRng(9)
         let x = rng.floats(c.n * c.cols)
         for path in KPath.available {
             let (_, y1) = on(path, threads: 1) { multiply(w, x, n: c.n) }
@@ -404,7 +386,7 @@ struct KQuantKernelTests {
     func exactMatmulMatchesDoubleReference(type: svm_type) {
         let c = KCase(rows: 9, cols: 2 * geometry(type).values, n: 3)
         let w = KWeights(type: type, rows: c.rows, cols: c.cols, seed: 12)
-        var rng = KRng(13)
+        var rng = TestRng(13)
         let x = rng.floats(c.n * c.cols)
         var y = [Float](repeating: .nan, count: c.n * c.rows)
         let st = w.bytes.withUnsafeBytes {
@@ -419,7 +401,7 @@ struct KQuantKernelTests {
     /// a step of the block's scale.
     @Test(arguments: [SVM_Q5_0, SVM_Q4_K, SVM_Q6_K])
     func quantizeRoundTripsCloseToTheInput(type: svm_type) {
-        var rng = KRng(5)
+        var rng = TestRng(5)
         let rows = 3, cols = 512
         let src = rng.floats(rows * cols, scale: 3)
         var bytes = [UInt8](repeating: 0, count: rows * svm_row_bytes(type, Int32(cols)))

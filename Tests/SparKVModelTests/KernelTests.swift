@@ -13,23 +13,6 @@ import Darwin
 
 // MARK: - Reference helpers
 
-/// SplitMix64: deterministic test data.
-private struct Rng {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
-    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * float() } }
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next() >> 32) }
-}
-
 private func halfBits(_ x: Float) -> UInt16 { Float16(x).bitPattern }
 private func halfValue(_ lo: UInt8, _ hi: UInt8) -> Float { Float(Float16(bitPattern: UInt16(lo) | UInt16(hi) << 8)) }
 
@@ -48,7 +31,7 @@ private struct Weights {
         self.type = type
         self.rows = rows
         self.cols = cols
-        var rng = Rng(seed)
+        var rng = TestRng(seed)
         let src = rng.floats(rows * cols, scale: scale)
         var bytes: [UInt8] = []
         var values: [Float] = []
@@ -274,7 +257,7 @@ struct KernelTests {
 
     @Test(arguments: [SVM_Q4_1, SVM_Q8_0])
     func quantizeRoundTripsWithinHalfAStep(type: svm_type) {
-        var rng = Rng(5)
+        var rng = TestRng(5)
         let rows = 4, cols = 128
         let src = rng.floats(rows * cols, scale: 3)
         var bytes = [UInt8](repeating: 0, count: rows * svm_row_bytes(type, Int32(cols)))
@@ -299,7 +282,7 @@ struct KernelTests {
     func exactMatmulMatchesDoubleReference(type: svm_type) {
         for c in matmulCases {
             let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.rows * 1000 + c.cols))
-            var rng = Rng(UInt64(c.n) + 99)
+            var rng = TestRng(UInt64(c.n) + 99)
             let x = rng.floats(c.n * c.cols)
             let (st, y) = matmul(w, x, n: c.n, exact: true)
             #expect(st == SVM_OK)
@@ -314,7 +297,7 @@ struct KernelTests {
     func exactMatmulIsBitIdenticalOnEveryPath(type: svm_type) {
         for c in matmulCases + [MatmulCase(rows: 5, cols: 37, n: 3)] where c.cols % Int(svm_block_size(type)) == 0 {
             let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.cols))
-            var rng = Rng(77)
+            var rng = TestRng(77)
             let x = rng.floats(c.n * c.cols)
             let results = Path.available.map { path in with(path) { matmul(w, x, n: c.n, exact: true).1 } }
             for r in results.dropFirst() { #expect(bitsEqual(r, results[0]), "\(c)") }
@@ -326,7 +309,7 @@ struct KernelTests {
         for path in Path.available {
             for c in matmulCases {
                 let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.rows * 7 + c.cols))
-                var rng = Rng(UInt64(c.n) * 3 + 1)
+                var rng = TestRng(UInt64(c.n) * 3 + 1)
                 let x = rng.floats(c.n * c.cols, scale: 2)
                 let (st, y) = with(path) { matmul(w, x, n: c.n) }
                 #expect(st == SVM_OK)
@@ -349,7 +332,7 @@ struct KernelTests {
     func simdPathsMatchPortable(type: svm_type) {
         let c = MatmulCase(rows: 99, cols: 576, n: 11)
         let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: 3)
-        var rng = Rng(4)
+        var rng = TestRng(4)
         let x = rng.floats(c.n * c.cols)
         let (_, yp) = with(.portable) { matmul(w, x, n: c.n) }
         let ref = q8Reference(w, x, n: c.n)
@@ -368,7 +351,7 @@ struct KernelTests {
             for c in [MatmulCase(rows: 61, cols: 576, n: 9), MatmulCase(rows: 8, cols: 64, n: 70),
                       MatmulCase(rows: 576, cols: 1536, n: 1), MatmulCase(rows: 130, cols: 224, n: 40)] {
                 let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: 8)
-                var rng = Rng(9)
+                var rng = TestRng(9)
                 let x = rng.floats(c.n * c.cols)
                 let (_, y1) = with(path, threads: 1) { matmul(w, x, n: c.n) }
                 let (_, y2) = with(path, threads: 2) { matmul(w, x, n: c.n) }
@@ -426,7 +409,7 @@ struct KernelTests {
     // MARK: Row-wise and element-wise
 
     @Test func rmsnormMatchesFormula() {
-        var rng = Rng(21)
+        var rng = TestRng(21)
         let n = 3, dim = 576
         let x = rng.floats(n * dim, scale: 4)
         let weight = rng.floats(dim)
@@ -453,7 +436,7 @@ struct KernelTests {
     }
 
     @Test func ropeRotatesAdjacentPairs() {
-        var rng = Rng(31)
+        var rng = TestRng(31)
         let nTok = 5, heads = 3, hd = 64
         let base: Float = 100_000
         let positions: [Int32] = [0, 1, 17, 1000, 8191]
@@ -485,7 +468,7 @@ struct KernelTests {
     }
 
     @Test func swigluMatchesSiluTimesUp() {
-        var rng = Rng(41)
+        var rng = TestRng(41)
         let n = 40_000  // several thread chunks
         let gate = rng.floats(n, scale: 12), up = rng.floats(n, scale: 3)
         var results: [[Float]] = []
@@ -507,7 +490,7 @@ struct KernelTests {
     }
 
     @Test func addAndSoftmax() {
-        var rng = Rng(51)
+        var rng = TestRng(51)
         let a = rng.floats(1000), b = rng.floats(1000)
         var out = [Float](repeating: 0, count: 1000)
         svm_add(a, b, 1000, &out)
@@ -586,7 +569,7 @@ struct KernelTests {
 
     @Test func causalAttentionMatchesNaiveReference() {
         for (ci, c) in Self.attnCases.enumerated() {
-            var rng = Rng(UInt64(100 + ci))
+            var rng = TestRng(UInt64(100 + ci))
             // large query scale so the softmax is peaked and the running max moves between blocks
             let q = rng.floats(c.nQ * c.hq * c.d, scale: 3), k = rng.floats(c.nKV * c.hkv * c.d, scale: 2)
             let v = rng.floats(c.nKV * c.hkv * c.d)
@@ -615,7 +598,7 @@ struct KernelTests {
     @Test func firstQueryCopiesFirstValue() {
         // Causality: the query at position 0 sees only key 0, so its output is v[0] exactly.
         let c = AttnCase(nQ: 40, nKV: 40, hq: 9, hkv: 3, d: 64)
-        var rng = Rng(7)
+        var rng = TestRng(7)
         let q = rng.floats(c.nQ * c.hq * c.d), k = rng.floats(c.nKV * c.hkv * c.d), v = rng.floats(c.nKV * c.hkv * c.d)
         for path in Path.available {
             let (_, out) = with(path) { Self.attention(q, k, v, c, scale: 0.125) }
