@@ -152,7 +152,7 @@ struct ArchitectureForwardTests {
     /// Half-split RoPE is adjacent-pair RoPE on the channels reordered (0, d/2, 1, d/2+1, ...).
     @Test func halfSplitRoPEIsAdjacentPairsOnInterleavedChannels() throws {
         let n = 3, heads = 2, d = 8
-        var random = TestRandom(state: 42)
+        var random = TestRng(42)
         let x = (0..<n * heads * d).map { _ in Float(random.below(2000)) / 1000 - 1 }
         let positions: [Int32] = [0, 7, 1000]
         var neox = x
@@ -253,7 +253,7 @@ struct ArchitectureForwardTests {
     @Test func slidingWindowAttentionMatchesANaiveReference() throws {
         let n = 11, queryHeads = 4, kvHeads = 2, d = 8, window = 4
         let scale = 1 / Float(d).squareRoot()
-        var random = TestRandom(state: 7)
+        var random = TestRng(7)
         func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float(random.below(2001)) / 1000 - 1 } }
         let q = values(n * queryHeads * d), k = values(n * kvHeads * d), v = values(n * kvHeads * d)
         var out = [Float](repeating: 0, count: n * queryHeads * d)

@@ -1,4 +1,4 @@
-// TestRng.swift — the model kernel tests' deterministic data (SplitMix64).
+// TestRng.swift — the model tests' deterministic data (SplitMix64).
 
 /// SplitMix64: deterministic test data for the kernel tests.
 struct TestRng {
@@ -15,6 +15,8 @@ struct TestRng {
     mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
     mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * float() } }
     mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next() >> 32) }
+    /// Uniform in 0..<n.
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     /// fp16 bits of a uniform value in [-scale, scale).
     mutating func half(_ scale: Float) -> UInt16 { Float16(scale * float()).bitPattern }
 }

@@ -74,7 +74,7 @@ struct TinyLlama {
             if let i = meta.firstIndex(where: { $0.0 == key }) { meta[i].1 = value } else { meta.append((key, value)) }
         }
         b.metadata = meta
-        var random = TestRandom(state: 0x711e)
+        var random = TestRng(0x711e)
         for (name, shape) in tensorShapes + extra.map({ ($0.0, $0.1.map(Int.init)) }) where !omitted.contains(name) {
             let dims = shapeOverride[name] ?? shape.map(UInt64.init)
             let type = typeOverride[name] ?? .f32

@@ -15,18 +15,6 @@ func fnv1a<S: Sequence>(_ values: S) -> UInt64 where S.Element: BinaryInteger {
     return h
 }
 
-/// SplitMix64, for reproducible random text.
-struct TestRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
 
 // MARK: - Without the model: the alphabet, the pre-tokenizer and BPE on a tiny vocabulary
 
@@ -88,7 +76,7 @@ struct TokenizerPartsTests {
     }
 
     @Test func piecesTileTheInput() {
-        var random = TestRandom(state: 7)
+        var random = TestRng(7)
         let alphabet: [String] = ["a", "Z", " ", "  ", "\n", "\t", "1", "9", "'", "'s", "!", "é", "ß", "中", "😀", "\u{301}", "\u{a0}", ".", "-"]
         for _ in 0..<500 {
             let text = (0..<random.below(30)).map { _ in alphabet[random.below(alphabet.count)] }.joined()
@@ -126,7 +114,7 @@ struct TokenizerPartsTests {
 
     @Test func shortAndLongBPEAgree() throws {
         let t = try Self.tinyTokenizer()
-        var random = TestRandom(state: 11)
+        var random = TestRng(11)
         let symbols = [0x61, 0x62, 0x63, 0x20].map { t.byteTokens[$0] }
         for _ in 0..<300 {
             let word = (0..<(2 + random.below(80))).map { _ in symbols[random.below(symbols.count)] }
@@ -318,7 +306,7 @@ struct TokenizerSmolLM2Tests {
 
     @Test func randomUTF8RoundTripsExactly() throws {
         let t = try tokenizer
-        var random = TestRandom(state: 2024)
+        var random = TestRng(2024)
         let pools: [ClosedRange<UInt32>] = [
             0x00...0x7f, 0x20...0x7e, 0x20...0x7e, 0x80...0x7ff, 0x300...0x36f, 0x400...0x4ff, 0x3040...0x30ff,
             0x4e00...0x9fff, 0xac00...0xd7a3, 0x1f300...0x1faff, 0x10000...0x10ffff, 0x2000...0x206f, 0xe000...0xf8ff,

@@ -102,9 +102,16 @@ static sparkv_status plan(const sparkv_cache *c, uint32_t n_kv, uint64_t prompt,
     return SPARKV_OK;
 }
 
-static sparkv_status open_plan(const sparkv_shape *shape, const sparkv_policy *policy, sparkv_cache **c) {
+/* The per-sequence memory of one plan, from a model built for it and freed. */
+static sparkv_status plan_once(const sparkv_shape *shape, const sparkv_policy *policy, uint64_t prompt,
+                               uint64_t appended, u128 f[8]) {
     sv_clear_error(NULL);
-    return model_cache(shape, policy, c);
+    sparkv_cache *c = NULL;
+    sparkv_status st = model_cache(shape, policy, &c);
+    if (st != SPARKV_OK) return st;
+    st = plan(c, shape->n_kv_heads, prompt, appended, f);
+    sparkv_cache_free(c);
+    return st;
 }
 
 sparkv_status sparkv_plan_memory(const sparkv_shape *shape, const sparkv_policy *policy, uint64_t prompt_tokens,
@@ -113,12 +120,8 @@ sparkv_status sparkv_plan_memory(const sparkv_shape *shape, const sparkv_policy 
     if (out->struct_size != sizeof(sparkv_memory))
         return sv_fail(NULL, SPARKV_ERR_STRUCT_SIZE, "plan_memory: out->struct_size is %llu, this library expects %u",
                        (unsigned long long)out->struct_size, (unsigned)sizeof(sparkv_memory));
-    sparkv_cache *c = NULL;
-    sparkv_status st = open_plan(shape, policy, &c);
-    if (st != SPARKV_OK) return st;
     u128 f[8];
-    st = plan(c, shape->n_kv_heads, prompt_tokens, appended_tokens, f);
-    sparkv_cache_free(c);
+    sparkv_status st = plan_once(shape, policy, prompt_tokens, appended_tokens, f);
     if (st != SPARKV_OK) return st;
     for (int i = 0; i < 8; i++)
         if (f[i] > UINT64_MAX)
@@ -150,8 +153,9 @@ sparkv_status sparkv_plan_max_prompt(const sparkv_shape *shape, const sparkv_pol
                                      uint64_t batch, uint64_t appended_tokens, uint64_t *out_tokens) {
     if (!out_tokens) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "plan_max_prompt: out_tokens is NULL");
     if (batch == 0) return sv_fail(NULL, SPARKV_ERR_INVALID_SHAPE, "plan_max_prompt: batch is 0");
+    sv_clear_error(NULL);
     sparkv_cache *c = NULL;
-    sparkv_status st = open_plan(shape, policy, &c);
+    sparkv_status st = model_cache(shape, policy, &c);
     if (st != SPARKV_OK) return st;
     const uint32_t n_kv = shape->n_kv_heads;
     const uint64_t cap = c->shape.capacity;
@@ -181,12 +185,8 @@ sparkv_status sparkv_plan_max_prompt(const sparkv_shape *shape, const sparkv_pol
 sparkv_status sparkv_plan_max_batch(const sparkv_shape *shape, const sparkv_policy *policy, uint64_t memory_bytes,
                                     uint64_t prompt_tokens, uint64_t appended_tokens, uint64_t *out_batch) {
     if (!out_batch) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "plan_max_batch: out_batch is NULL");
-    sparkv_cache *c = NULL;
-    sparkv_status st = open_plan(shape, policy, &c);
-    if (st != SPARKV_OK) return st;
     u128 f[8];
-    st = plan(c, shape->n_kv_heads, prompt_tokens, appended_tokens, f);
-    sparkv_cache_free(c);
+    sparkv_status st = plan_once(shape, policy, prompt_tokens, appended_tokens, f);
     if (st != SPARKV_OK) return st;
     *out_batch = f[6] == 0 ? UINT64_MAX : (uint64_t)((u128)memory_bytes / f[6]);
     return SPARKV_OK;

@@ -69,16 +69,7 @@ def _input_array(
     assert isinstance(a, np.ndarray)
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(f"{name} must be a plain numpy.ndarray, got a masked array")
-    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and np.little_endian is False):
-        raise TypeError(f"{name} must be in native (little-endian) byte order")
-    want = "(" + ", ".join(f"{lab}={'*' if e is None else e}" for lab, e in zip(labels, expected)) + ")"
-    if a.ndim != len(expected) or any(e is not None and e != g for e, g in zip(expected, a.shape)):
-        raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
-    if not a.flags.aligned:
-        raise ValueError(f"{name} must be aligned to 2 bytes; pass a fresh copy ({name}.copy())")
-    return a.ctypes.data
+    return _checked_layout(name, a, expected, labels, writes=False, alignment=2)
 
 
 def _float32_array(
@@ -104,13 +95,20 @@ def _float32_array(
             f"{name} must have dtype float32 (native byte order), got {a.dtype}; "
             f"convert it explicitly, e.g. {name}.astype(np.float32)"
         )
+    return _checked_layout(name, a, expected, labels, writes, alignment=4)
+
+
+def _checked_layout(
+    name: str, a: np.ndarray, expected: Sequence[Optional[int]], labels: Sequence[str], writes: bool, alignment: int
+) -> int:
+    """The address of `a` after checking its shape, C-contiguity, alignment and (writes) writeability."""
     want = "(" + ", ".join(f"{lab}={'*' if e is None else e}" for lab, e in zip(labels, expected)) + ")"
     if a.ndim != len(expected) or any(e is not None and e != g for e, g in zip(expected, a.shape)):
         raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
     if not a.flags.aligned:
-        raise ValueError(f"{name} must be aligned to 4 bytes; pass a fresh copy ({name}.copy())")
+        raise ValueError(f"{name} must be aligned to {alignment} bytes; pass a fresh copy ({name}.copy())")
     if writes and not a.flags.writeable:
         raise ValueError(
             f"{name} must be writeable (the result is written into it), got a read-only array "
