@@ -119,6 +119,17 @@ private struct KWeights {
         decoded = []
         for blk in 0..<(rows * cols / g.values) { decoded += decodeBlock(type, bytes, blk * g.bytes) }
     }
+
+    /// The first `rows` rows of a real tensor's bytes.
+    init(type: svm_type, rows: Int, cols: Int, bytes: [UInt8]) {
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.bytes = bytes
+        let g = geometry(type)
+        decoded = []
+        for blk in 0..<(rows * cols / g.values) { decoded += decodeBlock(type, bytes, blk * g.bytes) }
+    }
 }
 
 /// Q8 activations as the header specifies them: per block of 32, dx = amax/127 in float,
@@ -473,5 +484,36 @@ struct KQuantKernelTests {
         let model = try tiny.model()
         let state = try model.prefill(tokens: [1, 2, 3])
         #expect(state.lastLogits.count == 32 && state.lastLogits.allSatisfy(\.isFinite))
+    }
+
+    /// Real tensors: the first 48 rows of one Q4_K and one Q6_K matrix of Qwen2.5-Coder-1.5B and one
+    /// Q5_0 matrix of Gemma 3 270M (the fetched files; the test fails when they are missing), on every
+    /// ISA path against the same double-precision references as the random blocks.
+    @Test(arguments: [(KnownModel.qwen25Coder1_5B, GGUFTensorType.q4_K, SVM_Q4_K),
+                      (.qwen25Coder1_5B, .q6_K, SVM_Q6_K), (.gemma3_270M, .q5_0, SVM_Q5_0)])
+    func matmulMatchesReferencesOnRealTensors(model: KnownModel, ggml: GGUFTensorType, type: svm_type) throws {
+        let file = try KnownModelFixture.requireFile(model)
+        let tensor = try #require(file.tensors.first { $0.type == ggml && $0.shape.count == 2 && $0.shape[1] >= 48 },
+                                  "\(model.rawValue) has no 2-D \(ggml) tensor")
+        let cols = tensor.rowLength, rows = 48
+        let rowBytes = cols / geometry(type).values * geometry(type).bytes
+        let bytes = [UInt8](UnsafeRawBufferPointer(start: tensor.data, count: rows * rowBytes))
+        let w = KWeights(type: type, rows: rows, cols: cols, bytes: bytes)
+        var rng = TestRng(17)
+        let n = 3
+        let x = rng.floats(n * cols, scale: 2)
+        let ref = References(w, x, n: n)
+        for path in KPath.available {
+            let (st, y) = on(path) { multiply(w, x, n: n) }
+            #expect(st == SVM_OK)
+            var worst = 0.0, failures = 0
+            for i in 0..<y.count {
+                worst = max(worst, abs(Double(y[i]) - ref.q8[i]) / ref.q8Mag[i])
+                let bound = ref.actBound[i] + 2e-6 * (ref.exactMag[i] + ref.q8Mag[i])
+                if !(abs(Double(y[i]) - ref.exact[i]) <= bound) { failures += 1 }
+            }
+            #expect(worst <= 4e-6, "\(path) \(tensor.name): relative error \(worst) against the Q8 formula")
+            #expect(failures == 0, "\(path) \(tensor.name): \(failures) elements outside the activation bound")
+        }
     }
 }
