@@ -5,6 +5,7 @@
 #include "attend.h"
 #include "draw.h"
 #include "half.h"
+#include "page_rows.h"
 
 #include <string.h>
 
@@ -24,8 +25,7 @@ void sv_score_spark_portable(const sv_head_ctx *h, const sv_page *page, uint32_t
         uint32_t nk = 0;
         for (uint32_t b = 0; b < nb; b++) nk += (uint32_t)__builtin_popcount(mask[b]);
         /* the token's kept values as attention sees them (dequantized for I8/I4) */
-        sv_load_values(x, (const uint8_t *)page->k + off, page->kscale ? page->kscale + slot : NULL, 1, kp, nk,
-                       nk ? nk : 1);
+        sv_row_load(sv_page_spark_key_row(cache, page, slot, off, nk), x);
         off += sv_row_bytes(kp, nk);
         float s[SPARKV_MAX_GROUP];
         for (uint32_t k = 0; k < g; k++) s[k] = 0.0f;
@@ -77,17 +77,9 @@ static float dot8(const float *a, const float *b, uint32_t n) {
 void sv_score_rows_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *q,
                             uint32_t qstride, uint32_t width, float *scores) {
     const uint32_t g = h->group;
-    const sparkv_precision kp = h->cache->policy.key_precision;
-    const size_t rb = sv_row_bytes(kp, width);
-    /* DENSE rows: one scale per quant_group channels; THINK rows: one per token */
-    const int whole = page->keys == SV_KEYS_DENSE;
-    const size_t group = whole ? h->cache->policy.quant_group : width;
-    const uint32_t ns = whole ? h->cache->kgroups : 1;
     float key[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        const uint32_t slot = t0 + i;
-        sv_load_values(key, (const uint8_t *)page->k + (size_t)slot * rb,
-                       page->kscale ? page->kscale + (size_t)slot * ns : NULL, 1, kp, width, group);
+        sv_row_load(sv_page_key_row(h->cache, page, t0 + i), key); /* `width` values: D or the ThinK T */
         for (uint32_t k = 0; k < g; k++) scores[k * SV_BLOCK + i] = dot8(q + (size_t)k * qstride, key, width);
     }
 }
@@ -102,34 +94,19 @@ static void add_weighted(const float *v, const float *p, uint32_t i, uint32_t d,
 
 void sv_accumulate_v_pruned_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n,
                                      const float *p, float *acc) {
-    const uint32_t d = h->d, tv = h->cache->keep_values;
-    const sparkv_precision vp = h->cache->policy.value_precision;
-    const size_t rb = sv_row_bytes(vp, tv);
-    float v[SPARKV_MAX_HEAD_DIM], kept[SPARKV_MAX_HEAD_DIM];
+    float v[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        const uint32_t slot = t0 + i;
-        const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
-        const float fill = sv_half_to_float(page->vfill[slot]);
-        sv_load_values(kept, (const uint8_t *)page->v + (size_t)slot * rb, page->vscale ? page->vscale + slot : NULL, 1,
-                       vp, tv, tv);
-        uint32_t q = 0;
-        for (uint32_t j = 0; j < d; j++) v[j] = (mask[j >> 3] >> (j & 7) & 1u) ? kept[q++] : fill;
-        add_weighted(v, p, i, d, h->group, acc);
+        sv_page_load_value(h->cache, page, t0 + i, v);
+        add_weighted(v, p, i, h->d, h->group, acc);
     }
 }
 
 void sv_accumulate_v_portable(const sv_head_ctx *h, const sv_page *page, uint32_t t0, uint32_t n, const float *p,
                               float *acc) {
-    const uint32_t d = h->d, g = h->group;
-    const sparkv_precision vp = h->cache->policy.value_precision;
-    const size_t rb = sv_row_bytes(vp, d);
     float v[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
-        const uint32_t slot = t0 + i;
-        /* value scales are group-major: group k of this token at vscale[k * cap + slot] */
-        sv_load_values(v, (const uint8_t *)page->v + (size_t)slot * rb, page->vscale ? page->vscale + slot : NULL,
-                       page->cap, vp, d, h->cache->policy.quant_group);
-        add_weighted(v, p, i, d, g, acc);
+        sv_page_load_value(h->cache, page, t0 + i, v);
+        add_weighted(v, p, i, h->d, h->group, acc);
     }
 }
 

@@ -1,6 +1,7 @@
 /* Cache lifecycle, queries about it, memory accounting and inspection. */
 #include "internal.h"
 #include "half.h"
+#include "page_rows.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -194,8 +195,8 @@ static sparkv_status find_token(const sparkv_cache *cache, uint32_t layer, uint3
 
 sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, uint64_t token,
                                  uint8_t *kept_mask, float *key) {
-    const sv_page *page;
-    uint32_t slot;
+    const sv_page *page = NULL;
+    uint32_t slot = 0;
     sparkv_status st = find_token(cache, layer, kv_head, token, &page, &slot);
     if (st != SPARKV_OK) return st;
     const uint32_t d = cache->shape.head_dim;
@@ -219,26 +220,12 @@ sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint
 
 sparkv_status sparkv_inspect_value(const sparkv_cache *cache, uint32_t layer, uint32_t kv_head, uint64_t token,
                                    float *value) {
-    const sv_page *page;
-    uint32_t slot;
+    const sv_page *page = NULL;
+    uint32_t slot = 0;
     sparkv_status st = find_token(cache, layer, kv_head, token, &page, &slot);
     if (st != SPARKV_OK) return st;
     if (!value) return sv_fail((sparkv_cache *)cache, SPARKV_ERR_NULL_POINTER, "inspect_value: value is NULL");
-    const uint32_t d = cache->shape.head_dim;
-    const sparkv_precision vp = cache->policy.value_precision;
-    if (!page->values_pruned) {
-        sv_load_values(value, (const uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, d),
-                       page->vscale ? page->vscale + slot : NULL, page->cap, vp, d, cache->policy.quant_group);
-        return SPARKV_OK;
-    }
-    const uint32_t tv = cache->keep_values;
-    const uint8_t *mask = page->vmask + (size_t)slot * (d / 8);
-    const float fill = sv_half_to_float(page->vfill[slot]);
-    float kept[SPARKV_MAX_HEAD_DIM];
-    sv_load_values(kept, (const uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, tv),
-                   page->vscale ? page->vscale + slot : NULL, 1, vp, tv, tv);
-    uint32_t p = 0;
-    for (uint32_t j = 0; j < d; j++) value[j] = (mask[j >> 3] >> (j & 7) & 1u) ? kept[p++] : fill;
+    sv_page_load_value(cache, page, slot, value);
     return SPARKV_OK;
 }
 

@@ -6,6 +6,7 @@
  * attention to them is exact. */
 #include "internal.h"
 #include "page_encode.h"
+#include "page_rows.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,6 @@ static void ring_norms(const sparkv_cache *c, const sv_layer *L, uint32_t h, flo
  * page stays dense, which is exact). */
 static int age_page(sparkv_cache *c, sv_layer *L, uint64_t pi) {
     const uint32_t d = c->shape.head_dim, nkv = c->shape.n_kv_heads, n = SPARKV_PAGE_TOKENS;
-    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
-    const size_t qg = c->policy.quant_group;
     float *keys = (float *)malloc(sizeof(float) * (size_t)n * d * 2);
     uint64_t *rows = (uint64_t *)malloc(sizeof(uint64_t) * n);
     sv_page **fresh = (sv_page **)calloc(nkv, sizeof(sv_page *));
@@ -68,10 +67,8 @@ static int age_page(sparkv_cache *c, sv_layer *L, uint64_t pi) {
         const sv_page *old = hs->pages[pi];
         float *values = keys + (size_t)n * d;
         for (uint32_t t = 0; t < n; t++) {
-            sv_load_values(keys + (size_t)t * d, (const uint8_t *)old->k + (size_t)t * sv_row_bytes(kp, d),
-                           old->kscale ? old->kscale + (size_t)t * c->kgroups : NULL, 1, kp, d, qg);
-            sv_load_values(values + (size_t)t * d, (const uint8_t *)old->v + (size_t)t * sv_row_bytes(vp, d),
-                           old->vscale ? old->vscale + t : NULL, old->cap, vp, d, qg);
+            sv_row_load(sv_page_key_row(c, old, t), keys + (size_t)t * d);
+            sv_row_load(sv_page_value_row(c, old, t), values + (size_t)t * d);
         }
         float *qn = NULL;
         if (L->prompt_keys == SV_KEYS_SPARK) {

@@ -5,6 +5,7 @@
 #include "input_rows.h"
 #include "prefill_arena.h"
 #include "prefill_kernels.h"
+#include "page_rows.h"
 
 #include <string.h>
 
@@ -61,9 +62,7 @@ sv_page *sv_spark_page(const sparkv_cache *c, sv_rows keys, const uint64_t *rows
                                     kp == SPARKV_F16 ? (uint16_t *)row : NULL, pruned[t],
                                     page->sign ? page->sign + (size_t)i * nb : NULL, &min_kept[t], &max_pruned[t]);
             /* kept values share one scale: they are the token's large ones, so the grid fits them */
-            if (kp != SPARKV_F16)
-                sv_store_values(row, page->kscale ? page->kscale + i : NULL, 1, kp, kept, n_kept[t],
-                                n_kept[t] ? n_kept[t] : 1);
+            if (kp != SPARKV_F16) sv_row_store(sv_page_spark_key_row(c, page, i, off, n_kept[t]), kept);
             off += sv_row_bytes(kp, n_kept[t]);
         }
         if (!c->n_stats) continue;

@@ -1,5 +1,6 @@
 /* Packing one selected token: kept values, pruned-channel signs, recovery statistics. */
 #include "internal.h"
+#include "page_rows.h"
 #include "half.h"
 #include "prefill_kernels.h"
 
@@ -67,8 +68,6 @@ void sv_pack_value(const sparkv_cache *cache, sv_page *page, uint32_t slot, cons
         if (mask[j >> 3] >> (j & 7) & 1u) kept[nk++] = v[j];
         else { pruned += (double)v[j]; np++; }
     }
-    const sparkv_precision vp = cache->policy.value_precision;
-    sv_store_values((uint8_t *)page->v + (size_t)slot * sv_row_bytes(vp, tv), page->vscale ? page->vscale + slot : NULL,
-                    1, vp, kept, nk, nk ? nk : 1);
+    sv_row_store(sv_page_value_row(cache, page, slot), kept); /* nk == tv: the selection keeps exactly tv */
     page->vfill[slot] = sv_float_to_half((float)(np ? pruned / (double)np : 0.0));
 }

@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "input_rows.h"
 #include "page_encode.h"
+#include "page_rows.h"
 #include "prefill_arena.h"
 #include "prefill_kernels.h"
 
@@ -32,8 +33,6 @@ uint32_t sv_page_first_overflow(const sparkv_cache *c, const sv_page *page) {
 sv_page *sv_encode_page(const sparkv_cache *c, const sv_encode_input *in, uint64_t i0, uint32_t n,
                         sv_page_arena *arena) {
     const uint32_t d = c->shape.head_dim;
-    const sparkv_precision vp = c->policy.value_precision, kp = c->policy.key_precision;
-    const size_t qg = c->policy.quant_group;
     sv_page *page;
     if (c->prompt_keys == SV_KEYS_SPARK) {
         page = sv_spark_page(c, in->keys, in->rows + i0, n, in->qn, in->c, arena);
@@ -48,24 +47,20 @@ sv_page *sv_encode_page(const sparkv_cache *c, const sv_encode_input *in, uint64
             uint32_t m = 0;
             for (uint32_t j = 0; j < d; j++)
                 if (in->think_mask[j >> 3] >> (j & 7) & 1u) row[m++] = k[j];
-            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, t), page->kscale ? page->kscale + i : NULL,
-                            1, kp, row, t, t);
+            sv_row_store(sv_page_key_row(c, page, i), row);
         }
     } else {
         page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
         float scratch[SPARKV_MAX_HEAD_DIM];
         for (uint32_t i = 0; i < n; i++)
-            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, d),
-                            page->kscale ? page->kscale + (size_t)i * c->kgroups : NULL, 1, kp,
-                            sv_rows_get(in->keys, in->rows[i0 + i], d, scratch), d, qg);
+            sv_row_store(sv_page_key_row(c, page, i), sv_rows_get(in->keys, in->rows[i0 + i], d, scratch));
     }
     float scratch[SPARKV_MAX_HEAD_DIM];
     for (uint32_t i = 0; i < n; i++) {
         const float *v = sv_rows_get(in->values, in->rows[i0 + i], d, scratch);
         if (page->values_pruned) sv_pack_value(c, page, i, v);
-        else sv_store_values((uint8_t *)page->v + (size_t)i * sv_row_bytes(vp, d), page->vscale ? page->vscale + i : NULL,
-                             page->cap, vp, v, d, qg);
+        else sv_row_store(sv_page_value_row(c, page, i), v);
     }
     page->n = n;
     page->first = i0;
@@ -73,13 +68,7 @@ sv_page *sv_encode_page(const sparkv_cache *c, const sv_encode_input *in, uint64
 }
 
 void sv_encode_dense_token(const sparkv_cache *c, sv_page *p, const float *key, const float *value) {
-    const uint32_t d = c->shape.head_dim;
-    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
-    const size_t qg = c->policy.quant_group;
-    sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
-                    p->kscale ? p->kscale + (size_t)p->n * c->kgroups : NULL, 1, kp, key, d, qg);
-    /* value scales are group-major ([D/g][cap]): one token's scales are cap apart */
-    sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
-                    vp, value, d, qg);
+    sv_row_store(sv_page_key_row(c, p, p->n), key);
+    sv_row_store(sv_page_value_row(c, p, p->n), value);
     p->n++;
 }

@@ -3,6 +3,7 @@
  * sgn * sqrt(x / c) * rq_j with rq_j = sqrt(c / qn_j), qn_j floored (sv_recip_sqrt_qn). The draws
  * themselves are in draw.c. */
 #include "internal.h"
+#include "page_rows.h"
 #include "draw.h"
 #include "half.h"
 
@@ -25,16 +26,13 @@ void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slo
     const uint32_t d = cache->shape.head_dim;
     const sparkv_precision kp = cache->policy.key_precision;
     if (page->keys == SV_KEYS_DENSE) {
-        const uint32_t ng = cache->kgroups;
-        sv_load_values(key, (const uint8_t *)page->k + (size_t)slot * sv_row_bytes(kp, d),
-                       page->kscale ? page->kscale + (size_t)slot * ng : NULL, 1, kp, d, cache->policy.quant_group);
+        sv_row_load(sv_page_key_row(cache, page, slot), key);
         return;
     }
     float kept[SPARKV_MAX_HEAD_DIM];
     const uint16_t *ks = page->kscale ? page->kscale + slot : NULL;
     if (page->keys == SV_KEYS_THINK) {
-        const uint32_t t = cache->keep_topk;
-        sv_load_values(kept, (const uint8_t *)page->k + (size_t)slot * sv_row_bytes(kp, t), ks, 1, kp, t, t);
+        sv_row_load(sv_page_key_row(cache, page, slot), kept);
         uint32_t p = 0;
         for (uint32_t j = 0; j < d; j++) key[j] = (think_mask[j >> 3] >> (j & 7) & 1u) ? kept[p++] : 0.0f;
         return;

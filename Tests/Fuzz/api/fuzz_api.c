@@ -21,7 +21,8 @@
  *  - memory_report matches the byte formulas of sparkv.h after every prefill/append; eviction keeps
  *    the documented token counts, in prompt order, with the window (or sinks and recent tokens);
  *  - policy_validate agrees with create on a valid shape; threads / pool_kernel beyond the
- *    documented maxima are rejected;
+ *    documented maxima are rejected; sparkv_plan_memory on the same shape and policy answers with
+ *    a known status or consistent totals;
  *  - every stored key/value inspected after a successful prefill/append is finite, recovered key
  *    entries stay within the documented bound (SPARKV_RECOVERY_QN_FLOOR), and dense rows read back
  *    within the rounding bound of their precision (no silent saturation);
@@ -52,7 +53,7 @@
 #define MAX_FLOATS (1u << 20)    /* 4 MB per tensor */
 #define MAX_WORK 30000000ull     /* prefill work estimate above which the harness skips */
 #define MAX_HEAD_SLOTS 4096u     /* n_layers * n_kv_heads the harness lets the library allocate */
-#define LAST_STATUS 17           /* SPARKV_ERR_OVERFLOW */
+#define LAST_STATUS 18           /* SPARKV_ERR_DTYPE */
 #define ST_RANGE 16
 #define ST_OVERFLOW 17
 
@@ -993,6 +994,18 @@ static void run_session(reader *r) {
 #endif
     if (s.pol.threads > 16 && vst == SPARKV_OK) s.pol.threads = 1 + s.pol.threads % 4; /* harness limit */
 
+    /* The planner on the same shape and policy, hostile sizes included: a known status with a
+     * detail, or consistent totals; closed-form, so even 2^40 tokens x 65536 layers answer at once. */
+    {
+        sparkv_memory pm = SPARKV_MEMORY_INIT;
+        const uint64_t prompt = s.sh.capacity / 2, appended = s.sh.capacity - prompt;
+        const sparkv_status pst = sparkv_plan_memory(&s.sh, &s.pol, prompt, appended, &pm);
+        check_status_value(pst, "plan_memory");
+        if (pst != SPARKV_OK) check_error_text(NULL, pst, "plan_memory");
+        else ENSURE(pm.total_bytes == pm.key_bytes + pm.key_meta_bytes + pm.value_bytes + pm.value_meta_bytes &&
+                    pm.reserved_bytes >= pm.total_bytes, "plan_memory totals are inconsistent");
+        if (pst == SPARKV_OK) ENSURE(vst == SPARKV_OK, "plan_memory accepted a policy validation rejects");
+    }
     const int plausible = shape_plausible(&s.sh);
     if (plausible && (uint64_t)s.sh.n_layers * s.sh.n_kv_heads > MAX_HEAD_SLOTS) return; /* harness limit */
     sparkv_cache *dummy = (sparkv_cache *)&s; /* create must set *out to NULL on failure */
