@@ -24,13 +24,11 @@ void sv_recip_sqrt_qn(const float *qn, float c, uint32_t d, float *rq) {
 void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slot, uint64_t kept_offset,
                     const float *rq, uint64_t token_hash, const uint8_t *think_mask, float *key) {
     const uint32_t d = cache->shape.head_dim;
-    const sparkv_precision kp = cache->policy.key_precision;
     if (page->keys == SV_KEYS_DENSE) {
         sv_row_load(sv_page_key_row(cache, page, slot), key);
         return;
     }
     float kept[SPARKV_MAX_HEAD_DIM];
-    const uint16_t *ks = page->kscale ? page->kscale + slot : NULL;
     if (page->keys == SV_KEYS_THINK) {
         sv_row_load(sv_page_key_row(cache, page, slot), kept);
         uint32_t p = 0;
@@ -44,7 +42,7 @@ void sv_recover_key(const sparkv_cache *cache, const sv_page *page, uint32_t slo
     const uint32_t draw_key = sv_draw_key(token_hash);
     uint32_t nk = 0;
     for (uint32_t b = 0; b < d / 8; b++) nk += (uint32_t)__builtin_popcount(mask[b]);
-    sv_load_values(kept, (const uint8_t *)page->k + kept_offset, ks, 1, kp, nk, nk ? nk : 1);
+    sv_row_load(sv_page_spark_key_row(cache, page, slot, kept_offset, nk), kept);
     uint32_t p = 0;
     for (uint32_t j = 0; j < d; j++) {
         if (mask[j >> 3] >> (j & 7) & 1u) {
