@@ -40,7 +40,6 @@ sv_page *sv_encode_page(const sparkv_cache *c, const sv_encode_input *in, uint64
     } else if (c->prompt_keys == SV_KEYS_THINK) {
         page = sv_page_new_prompt_in(c, n, 0, arena);
         if (!page) return NULL;
-        const uint32_t t = c->keep_topk;
         float row[SPARKV_MAX_HEAD_DIM], scratch[SPARKV_MAX_HEAD_DIM];
         for (uint32_t i = 0; i < n; i++) {
             const float *k = sv_rows_get(in->keys, in->rows[i0 + i], d, scratch);
