@@ -93,7 +93,7 @@ OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 
 .PHONY: all shared static pc install uninstall clean check check-symbols check-header check-install \
-        test-c test-diff example test-python FORCE
+        test-c test-diff test-persist example test-python FORCE
 
 all: shared static pc
 shared: $(LIB_SHARED) $(BUILD)/$(SONAME)
@@ -231,9 +231,16 @@ $(BUILD)/test_prefill_kernels: Tests/C/test_prefill_kernels.c Tests/C/reference.
 $(BUILD)/test_differential_opt: Tests/C/test_differential.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(OBJS)
 	$(CC) -std=c11 -O2 $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_differential.c \
 	    Tests/C/reference.c $(OBJS) $(OMP_LDFLAGS) -lm
+# Saved caches: round trips of every storage mode, hostile files, truncation and bit-flip sweeps.
+$(BUILD)/test_persist: Tests/C/test_persist.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_persist.c \
+	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
+test-persist: $(BUILD)/test_persist
+	$(DIFF_ENV) $(BUILD)/test_persist
 test-c: $(BUILD)/test_api $(BUILD)/test_robustness $(BUILD)/test_differential $(BUILD)/test_prefill_kernels \
-        $(BUILD)/test_differential_opt
+        $(BUILD)/test_differential_opt $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_api
+	$(DIFF_ENV) $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_robustness
 	$(DIFF_ENV) $(BUILD)/test_prefill_kernels
 	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
