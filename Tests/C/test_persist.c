@@ -250,6 +250,18 @@ static void test_round_trips(void) {
     q.value_precision = SPARKV_I4;
     q.quant_group = 16;
     round_trip("SparK, i4 keys and values", &s1, &q, 77, 1, 0, 2);
+    q.selection = SPARKV_SELECT_CUMULATIVE; /* odd kept counts: I4 rows end with a padding nibble */
+    q.cumulative_p = 0.7f;
+    round_trip("SparK cumulative, i4 keys (odd rows)", &s1, &q, 90, 1, 0, 2);
+    sparkv_policy think_odd = sparkv_default_policy();
+    think_odd.key_pruning = SPARKV_KEYS_THINK;
+    think_odd.key_prune_ratio = 0.3f; /* T = 64 - floor(19.2) = 45: odd */
+    think_odd.recovery = SPARKV_RECOVER_NONE;
+    think_odd.sign_bits = 0;
+    think_odd.key_precision = SPARKV_I4;
+    think_odd.value_prune_ratio = 0.3f; /* T_v = 64 - 19 = 45: odd */
+    think_odd.value_precision = SPARKV_I4;
+    round_trip("ThinK + value pruning, i4, odd T_v", &s1, &think_odd, 40, 1, 0, 2);
     sparkv_policy di4 = sparkv_default_policy();
     di4.key_precision = SPARKV_I4;
     di4.value_precision = SPARKV_I8;
