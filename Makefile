@@ -9,7 +9,7 @@
 #
 # Compilers: CC=cc (default), CC=gcc (OpenMP from libgomp) or CC=clang (OpenMP from the newest
 # /usr/lib/llvm-N that has omp.h; override OMP_LLVM_INCLUDE / OMP_LLVM_LIBDIR for another place). Changing CC or the flags
-# rebuilds everything. Every csrc/*.c is compiled: new kernel files need no change here.
+# rebuilds everything. Every csrc/*/*.c is compiled: new kernel files need no change here.
 
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
@@ -83,12 +83,17 @@ endif
 # -ffp-contract=off: no FMA contraction, so results do not depend on the compiler or the ISA (the
 # library's kernels, the sanitizer build and the test's reference all round every operation).
 FP_FLAGS   := -ffp-contract=off
-LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS)
+# csrc/ by concern: platform (CPU probe, fp16, OpenMP), core (handle, policy, errors, planner),
+# storage (the page format, its encoder, quantization, recovery), pipeline (prefill and append
+# stages), attention (decode kernels). Every folder is on the include path.
+CSRC_DIRS  := $(sort $(dir $(wildcard csrc/*/*.c csrc/*/*.h)))
+CSRC_INC   := $(patsubst %/,-I%,$(CSRC_DIRS))
+LIB_CFLAGS := -std=c11 -O3 -fPIC -fvisibility=hidden $(FP_FLAGS) -Iinclude $(CSRC_INC) $(OMP_CFLAGS)
 WARNFLAGS  ?= -Wall -Wextra -Wno-unused-parameter
 SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
 SAN_ENV    := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-SRCS     := $(sort $(wildcard csrc/*.c))
+SRCS     := $(sort $(wildcard csrc/*/*.c))
 OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 
@@ -205,7 +210,7 @@ check-header: $(HDR_TU)
 # API test: the test and every csrc file built with ASan + UBSan, no shared library involved.
 $(BUILD)/san/%.o: csrc/%.c $(BUILD)/compile.stamp
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude $(CSRC_INC) $(OMP_CFLAGS) $(WARNFLAGS) $(CPPFLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/test_api: Tests/C/test_api.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(WARNFLAGS) -o $@ Tests/C/test_api.c Tests/C/reference.c \
 	    $(SAN_OBJS) $(OMP_LDFLAGS) -lm
@@ -222,9 +227,13 @@ test-diff: $(BUILD)/test_differential
 $(BUILD)/test_robustness: Tests/C/test_robustness.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
 	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_robustness.c \
 	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
+# Decode-time compression: aged pages against prefill's encoding, attention over the stored tokens.
+$(BUILD)/test_decode_compression: Tests/C/test_decode_compression.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
+	    Tests/C/test_decode_compression.c Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm -lpthread
 # Prefill kernels (saliency, selection, split) per ISA against naive versions and the reference.
 $(BUILD)/test_prefill_kernels: Tests/C/test_prefill_kernels.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
-	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -Icsrc -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude $(CSRC_INC) -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ \
 	    Tests/C/test_prefill_kernels.c Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
 # The differential test again, linked against the optimized objects the library ships: the
 # instrumented build above does not unroll the SIMD kernels' loops (SV_UNROLLED), this one does.
@@ -238,10 +247,11 @@ $(BUILD)/test_persist: Tests/C/test_persist.c Tests/C/reference.c $(wildcard Tes
 test-persist: $(BUILD)/test_persist
 	$(DIFF_ENV) $(BUILD)/test_persist
 test-c: $(BUILD)/test_api $(BUILD)/test_robustness $(BUILD)/test_differential $(BUILD)/test_prefill_kernels \
-        $(BUILD)/test_differential_opt $(BUILD)/test_persist
+        $(BUILD)/test_differential_opt $(BUILD)/test_decode_compression $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_api
 	$(DIFF_ENV) $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_robustness
+	$(SAN_ENV) $(BUILD)/test_decode_compression
 	$(DIFF_ENV) $(BUILD)/test_prefill_kernels
 	$(DIFF_ENV) $(BUILD)/test_differential $(DIFF_ARGS)
 	OMP_WAIT_POLICY=passive $(BUILD)/test_differential_opt 300 20261130
@@ -302,10 +312,10 @@ FUZZ_SEED    ?= 0
 FUZZ_RUN     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                 LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/api/lsan.supp):print_suppressions=0
 # The library objects get coverage but no libFuzzer main; OpenMP from LLVM 14's libomp, as for CC=clang.
-$(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+$(FUZZ_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp -isystem $(OMP_LLVM_INCLUDE) \
-	    -Icsrc -c $< -o $@
+	    $(CSRC_INC) -c $< -o $@
 $(FUZZ_DIR)/fuzz_api: Tests/Fuzz/api/fuzz_api.c $(HEADER) $(FUZZ_OBJS)
 	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Wall -Wextra -fuse-ld=lld -o $@ $< $(FUZZ_OBJS) \
 	    -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR) -lm
@@ -319,10 +329,10 @@ fuzz-api: $(FUZZ_DIR)/fuzz_api
 # under ASan + UBSan. Its library objects are built apart, with -DSPARKV_FUZZ_SKIP_CHECKSUMS: the loader
 # then ignores section checksums so mutations reach the checks behind them (only in this build).
 FUZZ_PERSIST_OBJS := $(patsubst csrc/%.c,$(FUZZ_DIR)/obj-persist/%.o,$(SRCS))
-$(FUZZ_DIR)/obj-persist/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+$(FUZZ_DIR)/obj-persist/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(FUZZ_CFLAGS) -DSPARKV_FUZZ_SKIP_CHECKSUMS -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
-	    -isystem $(OMP_LLVM_INCLUDE) -Icsrc -c $< -o $@
+	    -isystem $(OMP_LLVM_INCLUDE) $(CSRC_INC) -c $< -o $@
 $(FUZZ_DIR)/fuzz_persist: Tests/Fuzz/persist/fuzz_persist.c $(HEADER) $(FUZZ_PERSIST_OBJS)
 	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Wall -Wextra -fuse-ld=lld -o $@ $< \
 	    $(FUZZ_PERSIST_OBJS) -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR) -lm
@@ -330,7 +340,7 @@ fuzz-persist: $(FUZZ_DIR)/fuzz_persist
 	@mkdir -p $(FUZZ_DIR)/corpus-persist
 	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_persist -runs=0 Tests/Fuzz/persist/corpus
 	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_persist -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -timeout=30 -rss_limit_mb=2048 \
-	    -max_len=8192 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/persist- $(FUZZ_DIR)/corpus-persist \
+	    -max_len=16384 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/persist- $(FUZZ_DIR)/corpus-persist \
 	    Tests/Fuzz/persist/corpus
 .PHONY: fuzz-persist
 
@@ -344,9 +354,9 @@ TSAN_DISPATCH ?= $(wildcard $(dir $(SAN_CC))../lib/swift/linux/libdispatch.so)
 TSAN_DISPATCH_DIR = $(dir $(TSAN_DISPATCH))
 TSAN_LIBS     = $(if $(TSAN_DISPATCH),-L$(TSAN_DISPATCH_DIR) -Wl$(TSAN_COMMA)-rpath$(TSAN_COMMA)$(TSAN_DISPATCH_DIR) -ldispatch -lBlocksRuntime)
 TSAN_COMMA   := ,
-$(TSAN_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) $(HEADER)
+$(TSAN_DIR)/obj/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
 	@mkdir -p $(dir $@)
-	$(SAN_CC) $(TSAN_CFLAGS) -Wno-unknown-pragmas -Icsrc -c $< -o $@
+	$(SAN_CC) $(TSAN_CFLAGS) -Wno-unknown-pragmas $(CSRC_INC) -c $< -o $@
 $(TSAN_DIR)/test_threads: Tests/C/test_threads.c $(HEADER) $(TSAN_OBJS)
 	$(SAN_CC) $(TSAN_CFLAGS) -Wall -Wextra -pthread -fuse-ld=lld -o $@ $< $(TSAN_OBJS) -lm $(TSAN_LIBS)
 test-tsan: $(TSAN_DIR)/test_threads

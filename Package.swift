@@ -55,6 +55,10 @@ let ompLinker: [LinkerSetting] = openMP.map { omp in
     return flags + [.linkedLibrary("omp")]
 } ?? []
 let mathLib: [LinkerSetting] = [.linkedLibrary("m")]
+/// csrc/ by concern, each folder on the library's include path: platform (CPU probe, fp16,
+/// OpenMP), core (handle, policy, errors, planner), storage (the page format and its encoder,
+/// quantization, recovery), pipeline (prefill and append stages), attention (decode kernels).
+let csrcFolders = ["platform", "core", "storage", "pipeline", "attention"]
 
 let package = Package(
     name: "SparKV",
@@ -72,14 +76,16 @@ let package = Package(
             path: ".",
             sources: ["csrc"],
             publicHeadersPath: "include",
-            cSettings: [.headerSearchPath("csrc"), .unsafeFlags(baseCFlags + ompCFlags + ["-fvisibility=hidden"])],
+            cSettings: csrcFolders.map { .headerSearchPath("csrc/\($0)") }
+                + [.unsafeFlags(baseCFlags + ompCFlags + ["-fvisibility=hidden"])],
             linkerSettings: ompLinker + mathLib
         ),
         .target(name: "SparKV", dependencies: ["CSparKV"]),
-        // The CLI's C targets (bandwidth probe, Llama kernels) take OpenMP's API from csrc/omp_compat.h.
-        .target(name: "CSparKVBench", cSettings: [.headerSearchPath("../../csrc"), .unsafeFlags(baseCFlags + ompCFlags)],
+        // The CLI's C targets (bandwidth probe, model kernels) share csrc/platform: the CPU probe, fp16
+        // conversion and OpenMP's API (omp_compat.h).
+        .target(name: "CSparKVBench", cSettings: [.headerSearchPath("../../csrc/platform"), .unsafeFlags(baseCFlags + ompCFlags)],
                 linkerSettings: ompLinker + mathLib),
-        .target(name: "CSparKVModel", cSettings: [.headerSearchPath("../../csrc"), .unsafeFlags(baseCFlags + ompCFlags)],
+        .target(name: "CSparKVModel", cSettings: [.headerSearchPath("../../csrc/platform"), .unsafeFlags(baseCFlags + ompCFlags)],
                 linkerSettings: ompLinker + mathLib),
         .target(name: "SparKVModel", dependencies: ["SparKV", "CSparKVModel"]),
         .executableTarget(

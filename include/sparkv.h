@@ -243,6 +243,12 @@ typedef struct sparkv_policy {
                                           Checked only when a precision is I8 or I4 (ignored otherwise). Kept
                                           key values (SparK, ThinK) and kept values of value pruning always
                                           use one scale per token. Default 32 */
+    /* --- decode-time compression (append) --- */
+    int32_t compress_decode;         /**< 1: appended tokens are compressed as they age, under the layer's key
+                                          and value policy (see sparkv_append_step). 0 (default): appended
+                                          tokens stay dense */
+    uint32_t decode_recent;          /**< compress_decode: the newest tokens that always stay dense (attention
+                                          to them is exact). Default 32 */
 } sparkv_policy;
 
 /** A 1-layer default shape (struct_size set, every other field must be filled in by the caller:
@@ -388,6 +394,27 @@ SPARKV_API sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer
                                              const void *keys, const void *values);
 
 /**
+ * One decode step's append: keys and values [n_kv_heads][D] of element type `dtype`, and the step's
+ * post-RoPE query q [n_q_heads][D] (float32, finite; NULL allowed).
+ *
+ * With policy.compress_decode, appended tokens are compressed as they age. They are stored dense
+ * first; once a full page of them (SPARKV_PAGE_TOKENS = 256 tokens) has policy.decode_recent newer
+ * tokens after it, that page is re-encoded under the layer's key and value policy (SparK / ThinK
+ * keys, value pruning, precisions; never eviction) by the same encoder prefill uses, from the
+ * values as stored: the result is exactly the page sparkv_prefill would build from those values
+ * with those window queries. SparK pages get window-query norms of their own, computed as prefill
+ * computes them from the last policy.window queries passed here (the layer keeps their group means:
+ * n_kv_heads x window x D doubles per layer, counted in key_meta_bytes); until a query is passed, the prompt's
+ * norms. Only prefilled layers compress decode tokens (a layer filled by appends alone has no key
+ * mode or ThinK channel set to use). A page whose statistics would exceed fp16 stays dense (exact).
+ * The newest decode_recent tokens (and any partial page) are always dense.
+ * q is only recorded; attention needs sparkv_attend as before. Errors as sparkv_append_typed, plus
+ * SPARKV_ERR_NON_FINITE for q; a failure changes nothing.
+ */
+SPARKV_API sparkv_status sparkv_append_step(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype,
+                                            const void *keys, const void *values, const float *q);
+
+/**
  * Decode attention of one query token over every token `layer` holds.
  *  q   : [n_q_heads][D]   post-RoPE query (finite, else SPARKV_ERR_NON_FINITE)
  *  out : [n_q_heads][D]   softmax(scale * q.K^T) V per query head (written only on success; may not
@@ -436,7 +463,9 @@ SPARKV_API sparkv_status sparkv_attend_batch(sparkv_cache *const *caches, uint32
  *   key_bytes       dense/appended: rb(kp, D); SparK, ThinK: rb(kp, T)
  *   key_meta_bytes  dense/appended: sc(kp, D/g);
  *                   SparK: D/8 (mask) + D/8 (signs, if sign_bits) + 2*n_stats + sc(kp, 1);
- *                   ThinK: sc(kp, 1); plus per KV head D*4 + 4 (SparK qn, c) or D/8 (ThinK mask)
+ *                   ThinK: sc(kp, 1); plus per KV head D*4 + 4 (SparK qn, c) or D/8 (ThinK mask);
+ *                   plus, with compress_decode, D*4 + 4 per aged SparK page (its own qn, c) and
+ *                   n_kv_heads * window * D * 8 per SparK layer that has been passed a decode query
  *   value_bytes     rb(vp, D); value-pruned: rb(vp, T_v)
  *   value_meta_bytes  sc(vp, D/g); value-pruned: D/8 (mask) + 2 (fill) + sc(vp, 1)
  *  Example, D = 128, SparK r = 0.8 (T = 26), MEAN with sign bits, K int8: 26 + 2 (scale) + 16 + 16
@@ -552,7 +581,10 @@ SPARKV_API sparkv_status sparkv_cache_load_buffer(const void *data, size_t size,
  * `appended_tokens` tokens are appended to every layer: the same formulas and page sizes as
  * sparkv_memory_report, evaluated without data. prompt_tokens 0 means no prefill (appends only).
  * Exact for every policy except CUMULATIVE selection, whose kept counts depend on the data: there
- * every token is counted with cumulative_max_keep channels (D when 0), an upper bound.
+ * every token is counted with cumulative_max_keep channels (D when 0), an upper bound. With
+ * compress_decode the appends are taken to be sparkv_append_step calls with a query (SparK layers
+ * then hold the decode-query ring) and every aged page to be compressed (a page whose statistics
+ * would exceed fp16 stays dense, which the plan does not foresee).
  * `out->struct_size` must be sizeof(sparkv_memory). Errors: as sparkv_cache_create for the shape and
  * policy; SPARKV_ERR_CAPACITY when prompt + appended tokens exceed shape->capacity;
  * SPARKV_ERR_INVALID_POLICY when the eviction budget exceeds the prompt minus the window (as

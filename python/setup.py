@@ -23,11 +23,13 @@ def vendor_c_sources() -> None:
     if not os.path.isfile(os.path.join(root, "include", "sparkv.h")):
         return
     shutil.rmtree(VENDORED, ignore_errors=True)
-    for sub, patterns in (("csrc", ("*.c", "*.h")), ("include", ("*.h",))):
-        os.makedirs(os.path.join(VENDORED, sub))
+    # csrc/ keeps its folders (platform, core, storage, pipeline, attention)
+    for sub, patterns in (("csrc", ("*/*.c", "*/*.h")), ("include", ("*.h",))):
         for pattern in patterns:
             for path in glob.glob(os.path.join(root, sub, pattern)):
-                shutil.copy2(path, os.path.join(VENDORED, sub))
+                dest = os.path.join(VENDORED, sub, os.path.relpath(os.path.dirname(path), os.path.join(root, sub)))
+                os.makedirs(dest, exist_ok=True)
+                shutil.copy2(path, dest)
 
 
 class BuildSharedLibrary(build_ext):
@@ -42,7 +44,8 @@ class BuildSharedLibrary(build_ext):
 
 
 vendor_c_sources()
-sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(VENDORED, "csrc", "*.c")))
+sources = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(VENDORED, "csrc", "*", "*.c")))
+csrc_folders = sorted({os.path.relpath(os.path.dirname(os.path.join(HERE, p)), HERE) for p in sources})
 if not sources:
     raise SystemExit("sparkv: no C sources found (expected ../csrc in a checkout, or _c/csrc in an sdist)")
 
@@ -51,7 +54,7 @@ setup(
         Extension(
             "sparkv.libsparkv",
             sources=sources,
-            include_dirs=[os.path.join("_c", "include"), os.path.join("_c", "csrc")],
+            include_dirs=[os.path.join("_c", "include")] + csrc_folders,
             # The flags of the Makefile's library build: no FMA contraction (results independent of
             # the compiler), hidden internals, OpenMP.
             extra_compile_args=["-std=c11", "-O3", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp"],

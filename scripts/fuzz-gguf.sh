@@ -27,6 +27,8 @@ SOURCES=(
     Sources/SparKVModel/GGUFValue.swift Sources/SparKVModel/LlamaConfig.swift Sources/SparKVModel/ModelError.swift
     Sources/SparKVModel/Tokenizer.swift Sources/SparKVModel/TokenizerByteLevel.swift
     Sources/SparKVModel/TokenizerChat.swift Sources/SparKVModel/TokenizerPreTokenizer.swift
+    Sources/SparKVModel/TokenizerSentencePiece.swift Sources/SparKVModel/ChatFormat.swift
+    Sources/SparKVModel/ModelArchitecture.swift
     Tests/Fuzz/GGUF/FuzzGGUF.swift
 )
 echo "[fuzz-gguf] building $OUT/fuzz-gguf (swiftc -sanitize=fuzzer,address)" >&2

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes csrc/draw_tables.h: the 64-point inverse-CDF tables of the sampled recovery draws
+"""Writes csrc/storage/draw_tables.h: the 64-point inverse-CDF tables of the sampled recovery draws
 (sparkv_draw_standard in include/sparkv.h). Point i is the conditional mean of the standard normal
 (unit exponential) over its i-th equal-probability bin [F^-1(i/64), F^-1((i+1)/64)), so the table's
 mean equals the distribution's; the exponential table holds sqrt of that mean, the factor recovery
-multiplies by. Rounded once to float32. Run: python3 scripts/gen-draw-tables.py > csrc/draw_tables.h"""
+multiplies by. Rounded once to float32. Run: python3 scripts/gen-draw-tables.py > csrc/storage/draw_tables.h"""
 import math
 import struct
 from statistics import NormalDist

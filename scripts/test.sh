@@ -21,8 +21,11 @@ if ! python3 -c "import numpy, pytest, ml_dtypes" >/dev/null 2>&1; then
     python3 -m pip install -q numpy pytest ml_dtypes
 fi
 
-# the model tests (GGUF reader, tokenizer, forward pass) run on the real model
-scripts/fetch-model.sh >/dev/null
+# the model tests (GGUF reader, tokenizer, forward pass) run on the real models: SmolLM2 (98 MB),
+# and Qwen2.5-Coder-1.5B (1.1 GB) and Gemma 3 270M (253 MB) for their architectures and tokenizers
+for model in smollm2-135m qwen2.5-coder-1.5b gemma-3-270m; do
+    scripts/fetch-model.sh "$model" >/dev/null
+done
 
 echo "== swift test"
 set +e

@@ -2,8 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "sparkv_bench.h"
 
-#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
-#include "cpu_features.h" /* csrc/: the project's one CPU probe */
+#include "omp_compat.h" /* csrc/platform/: OpenMP or single-threaded stand-ins */
+#include "cpu_features.h" /* csrc/platform/: the project's one CPU probe */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +61,7 @@ __attribute__((target("avx512f"))) static uint64_t sum_avx512_pf(const uint64_t 
 
 static sum_fn pick(int prefetch, int *simd) {
 #ifdef SPARKV_BENCH_X86
-    /* the project's one probe (csrc/cpu_features.h) */
+    /* the project's one probe (csrc/platform/cpu_features.h) */
     if (sv_cpu_avx512()) {
         *simd = 3;
         return prefetch ? sum_avx512_pf : sum_avx512;

@@ -10,7 +10,7 @@
 #include "attention_kernels.h"
 
 #include <math.h>
-#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
+#include "omp_compat.h" /* csrc/platform/: OpenMP or single-threaded stand-ins */
 
 #define QB 16 /* query tokens per task */
 

@@ -2,11 +2,11 @@
  * the library may not be the one that built it), thread count, status strings, per-thread scratch. */
 #include "internal.h"
 
-#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
+#include "omp_compat.h" /* csrc/platform/: OpenMP or single-threaded stand-ins */
 #include <stdlib.h>
 #include <string.h>
 
-/* The model kernels' levels, from the project's one probe (csrc/cpu_features.h). The AVX-512 path
+/* The model kernels' levels, from the project's one probe (csrc/platform/cpu_features.h). The AVX-512 path
  * needs VNNI (vpdpbusd), not VBMI2 as SparKV's attention does. */
 static int cpu_has_avx2(void) { return sv_cpu_avx2(); }
 static int cpu_has_avx512(void) { return sv_cpu_avx512_vnni(); }

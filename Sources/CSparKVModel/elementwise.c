@@ -5,7 +5,7 @@
 #include "internal.h"
 
 #include <math.h>
-#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
+#include "omp_compat.h" /* csrc/platform/: OpenMP or single-threaded stand-ins */
 
 #define EW_CHUNK 16384 /* elements per thread chunk of the element-wise kernels */
 

@@ -13,8 +13,8 @@
 
 #include "sparkv_model.h"
 
-#include "cpu_features.h" /* csrc/: the project's one CPU probe */
-#include "half.h"         /* csrc/: the project's one fp16 conversion */
+#include "cpu_features.h" /* csrc/platform/: the project's one CPU probe */
+#include "half.h"         /* csrc/platform/: the project's one fp16 conversion */
 
 #include <stdint.h>
 #include <string.h>
@@ -105,7 +105,7 @@ static inline int svm_q6_k_q(const svm_block_q6_k *b, int v) {
     return lo | ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4;
 }
 
-/* Half conversion: csrc/half.h is the project's one definition (IEEE binary16, round to nearest
+/* Half conversion: csrc/platform/half.h is the project's one definition (IEEE binary16, round to nearest
  * even; F16C gives identical results). */
 static inline uint32_t svm_f32_bits(float f) { return sv_f32_bits(f); }
 static inline float svm_bits_f32(uint32_t u) { return sv_bits_f32(u); }

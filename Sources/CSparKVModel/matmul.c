@@ -3,7 +3,7 @@
  * specification of the fast path) and the exact dequantize-then-dot reference path. */
 #include "internal.h"
 
-#include "omp_compat.h" /* csrc/: OpenMP or single-threaded stand-ins */
+#include "omp_compat.h" /* csrc/platform/: OpenMP or single-threaded stand-ins */
 
 void svm_dequantize_row(svm_type type, const uint8_t *row, int cols, float *out);
 

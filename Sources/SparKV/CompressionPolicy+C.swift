@@ -52,6 +52,15 @@ extension CompressionPolicy {
                 "quantGroup \(quantGroup) must be a multiple of 8 dividing the head dimension (and fit in 32 bits)")
         }
         c.quant_group = g
+        if let decodeCompression {
+            guard let r = UInt32(exactly: decodeCompression.recent) else {
+                throw SparKVError.invalidPolicy("decodeCompression.recent \(decodeCompression.recent) must be in 0...\(UInt32.max)")
+            }
+            c.compress_decode = 1
+            c.decode_recent = r
+        } else {
+            c.compress_decode = 0
+        }
         guard let w = UInt32(exactly: window), w >= 1 else {
             throw SparKVError.invalidPolicy("window \(window) must be at least 1 (and fit in 32 bits)")
         }
@@ -120,7 +129,8 @@ extension CompressionPolicy {
                   valuePruneRatio: c.value_prune_ratio, keyPrecision: keyPrecision, valuePrecision: valuePrecision,
                   window: Int(c.window), seed: c.seed, threads: c.threads > 0 ? Int(c.threads) : nil,
                   attentionScale: c.attention_scale > 0 ? c.attention_scale : nil,
-                  quantGroup: Int(c.quant_group))
+                  quantGroup: Int(c.quant_group),
+                  decodeCompression: c.compress_decode != 0 ? DecodeCompression(recent: Int(c.decode_recent)) : nil)
     }
 }
 

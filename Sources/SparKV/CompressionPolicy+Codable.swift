@@ -30,6 +30,8 @@ extension CompressionPolicy: Codable {
         case threads
         case attentionScale = "attention_scale"
         case quantGroup = "quant_group"
+        case compressDecode = "compress_decode"
+        case decodeRecent = "decode_recent"
     }
 
     /// Decodes a policy; absent keys take their default value.
@@ -56,7 +58,9 @@ extension CompressionPolicy: Codable {
             seed: try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed,
             threads: try c.decodeIfPresent(Int.self, forKey: .threads),
             attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale),
-            quantGroup: try c.decodeIfPresent(Int.self, forKey: .quantGroup) ?? d.quantGroup)
+            quantGroup: try c.decodeIfPresent(Int.self, forKey: .quantGroup) ?? d.quantGroup,
+            decodeCompression: try c.decodeIfPresent(Bool.self, forKey: .compressDecode) == true
+                ? DecodeCompression(recent: try c.decodeIfPresent(Int.self, forKey: .decodeRecent) ?? 32) : nil)
     }
 
     /// Encodes every field (nil as null) under the C field names; no eviction is `"eviction": null`.
@@ -86,6 +90,8 @@ extension CompressionPolicy: Codable {
             try c.encodeNil(forKey: .attentionScale)
         }
         try c.encode(quantGroup, forKey: .quantGroup)
+        try c.encode(decodeCompression != nil, forKey: .compressDecode)
+        try c.encode(decodeCompression?.recent ?? 32, forKey: .decodeRecent)
     }
 }
 

@@ -39,6 +39,8 @@ extension CompressionPolicy: CustomStringConvertible, LosslessStringConvertible 
           qgroup(N)             channels per scale of i8/i4 rows stored whole:
                                 a multiple of 8 dividing D (default 32)
           window(W)             observation-window queries (default 32)
+          decode(R)             compress appended tokens as they age, keeping the
+                                newest R dense (default 32)
           seed(N) threads(T) scale(X)   draw seed, OpenMP threads, softmax scale
         Examples: snapkv:512+spark:0.8   snapkv(512)+spark(0.8,mean,signed)
                   think(0.5)+vprune(0.5)   pyramidkv(256,4)+spark(0.5,gaussian)
@@ -66,6 +68,7 @@ extension CompressionPolicy: CustomStringConvertible, LosslessStringConvertible 
         if keyPrecision != .f16 { stages.append("kprec(\(keyPrecision.rawValue))") }
         if valuePrecision != .f16 { stages.append("vprec(\(valuePrecision.rawValue))") }
         if quantGroup != 32 { stages.append("qgroup(\(quantGroup))") }
+        if let decodeCompression { stages.append("decode(\(decodeCompression.recent))") }
         if window != 32 { stages.append("window(\(window))") }
         if seed != 0 { stages.append("seed(\(seed))") }
         if let threads { stages.append("threads(\(threads))") }
@@ -257,6 +260,9 @@ private struct CompactParser {
         case "qgroup":
             try expectArgs(name, args, 1...1)
             policy.quantGroup = try int(args, 0, name, default: 32)
+        case "decode":
+            try expectArgs(name, args, 0...1)
+            policy.decodeCompression = .init(recent: try int(args, 0, name, default: 32))
         case "window":
             try expectArgs(name, args, 1...1)
             policy.window = try int(args, 0, name, default: 32)
@@ -272,7 +278,7 @@ private struct CompactParser {
             policy.attentionScale = try float(args, 0, name, default: 0)
         default:
             throw fail("unknown term \"\(name)\"; terms are dense, snapkv, pyramidkv, streaming, spark, think, "
-                       + "vprune, kprec, vprec, qgroup, window, seed, threads, scale")
+                       + "vprune, kprec, vprec, qgroup, decode, window, seed, threads, scale")
         }
     }
 

@@ -334,6 +334,28 @@ public struct CompressionPolicy: Hashable, Sendable {
     /// ```
     public var quantGroup: Int
 
+    /// Decode-time compression: appended tokens are compressed as they age, under the same key
+    /// and value policy as the prompt (see ``KVCache/append(layer:keys:values:query:)``); nil
+    /// (default): appended tokens stay dense.
+    ///
+    /// ```swift
+    /// var policy = CompressionPolicy.spark(ratio: 0.8)
+    /// policy.decodeCompression = .init(recent: 64)   // the newest 64 tokens stay dense
+    /// ```
+    public var decodeCompression: DecodeCompression?
+
+    /// How appended tokens are compressed as they age: every full page (256 tokens) of them with
+    /// ``recent`` newer tokens after it is re-encoded like a prompt page.
+    public struct DecodeCompression: Hashable, Sendable {
+        /// The newest tokens that always stay dense (attention to them is exact). Default 32.
+        public var recent: Int
+
+        /// ```swift
+        /// CompressionPolicy.DecodeCompression(recent: 32)
+        /// ```
+        public init(recent: Int = 32) { self.recent = recent }
+    }
+
     /// Creates a policy; every argument defaults to the C library's default (a dense cache with
     /// f16 keys and values, no eviction, no value pruning).
     ///
@@ -345,7 +367,7 @@ public struct CompressionPolicy: Hashable, Sendable {
                 selection: Selection = .topK, recovery: Recovery = .mean, signBits: Bool = true,
                 valuePruneRatio: Float = 0, keyPrecision: Precision = .f16, valuePrecision: Precision = .f16,
                 window: Int = 32, seed: UInt64 = 0, threads: Int? = nil, attentionScale: Float? = nil,
-                quantGroup: Int = 32) {
+                quantGroup: Int = 32, decodeCompression: DecodeCompression? = nil) {
         self.eviction = eviction
         self.keyPruning = keyPruning
         self.keyPruneRatio = keyPruneRatio
@@ -360,6 +382,7 @@ public struct CompressionPolicy: Hashable, Sendable {
         self.threads = threads
         self.attentionScale = attentionScale
         self.quantGroup = quantGroup
+        self.decodeCompression = decodeCompression
     }
 
     // MARK: Presets

@@ -190,6 +190,9 @@ public final class KVCache {
     ///   - keys: the token's post-RoPE key for every KV head, `[kvHeads][headDim]`, in any
     ///     ``KVElement`` type.
     ///   - values: its values, `[kvHeads][headDim]`, same element type.
+    ///   - query: the step's post-RoPE query `[queryHeads][headDim]`, or nil. With
+    ///     ``CompressionPolicy/decodeCompression``, aged SparK pages take their window-query norms
+    ///     from the last `window` queries passed here (the prompt's until one is).
     /// - Throws: ``SparKVError/invalidShape(_:)`` for a buffer of the wrong size,
     ///   ``SparKVError/capacity(_:)`` when the layer is full, ``SparKVError/nonFinite(_:)``.
     ///
@@ -199,15 +202,20 @@ public final class KVCache {
     /// } }
     /// ```
     public func append<Element: KVElement>(
-        layer: Int, keys: UnsafeBufferPointer<Element>, values: UnsafeBufferPointer<Element>
+        layer: Int, keys: UnsafeBufferPointer<Element>, values: UnsafeBufferPointer<Element>,
+        query: UnsafeBufferPointer<Float>? = nil
     ) throws {
         let cLayer = try layerIndex(layer, in: "append")
         let layout = "[kvHeads \(shape.kvHeads)][headDim \(shape.headDim)]"
         let count = try elementCount("append", shape.kvHeads, 1, shape.headDim)
         try expect(keys.count, count, "append: keys", layout)
         try expect(values.count, count, "append: values", layout)
-        try check(sparkv_append_typed(handle, cLayer, Element.kvElementType.cValue, keys.baseAddress,
-                                      values.baseAddress))
+        if let query {
+            let qCount = try elementCount("append", shape.queryHeads, 1, shape.headDim)
+            try expect(query.count, qCount, "append: query", "[queryHeads \(shape.queryHeads)][headDim \(shape.headDim)]")
+        }
+        try check(sparkv_append_step(handle, cLayer, Element.kvElementType.cValue, keys.baseAddress,
+                                     values.baseAddress, query?.baseAddress))
     }
 
     /// Array convenience for the buffer-pointer ``append(layer:keys:values:)``.
@@ -216,9 +224,15 @@ public final class KVCache {
     /// try cache.append(layer: 0, keys: data.keys(layer: 0, tokens: 4096..<4097),
     ///                  values: data.values(layer: 0, tokens: 4096..<4097))
     /// ```
-    public func append<Element: KVElement>(layer: Int, keys: [Element], values: [Element]) throws {
+    public func append<Element: KVElement>(layer: Int, keys: [Element], values: [Element], query: [Float]? = nil) throws {
         try keys.withUnsafeBufferPointer { k in
-            try values.withUnsafeBufferPointer { v in try append(layer: layer, keys: k, values: v) }
+            try values.withUnsafeBufferPointer { v in
+                if let query {
+                    try query.withUnsafeBufferPointer { q in try append(layer: layer, keys: k, values: v, query: q) }
+                } else {
+                    try append(layer: layer, keys: k, values: v, query: nil)
+                }
+            }
         }
     }
 

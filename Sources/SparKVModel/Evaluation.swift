@@ -47,10 +47,14 @@ public struct Evaluation {
         public var meanKL: Double
         /// Memory of the cache right after the prompt was loaded.
         public var memory: MemoryReport
+        /// Memory after the last scored token was appended (decode-time compression shrinks it).
+        public var endMemory: MemoryReport
     }
 
     /// Teacher-forced continuation: the first `prefix` tokens of `text` go through each policy's
-    /// cache, then the next `scored` tokens are read one by one (appended densely) and scored.
+    /// cache, then the next `scored` tokens are read one by one (appended, dense or compressed as
+    /// they age under a `decode(R)` policy) and scored. A short prefix with many scored tokens is
+    /// the long-generation protocol: it scores decode-time compression.
     /// `policies` should start with the dense policy (the reference); it is added if missing.
     public func continuation(text: String, prefix: Int, scored: Int,
                              policies: [CompressionPolicy]) throws -> [ContinuationResult] {
@@ -88,7 +92,7 @@ public struct Evaluation {
             results.append(ContinuationResult(
                 policy: policy.description, prefixTokens: prefix, scoredTokens: scored, meanNLL: mean,
                 deltaNLL: i == 0 ? 0 : mean - results[0].meanNLL, top1Agreement: Double(agree) / Double(scored),
-                meanKL: kl / Double(scored), memory: memory))
+                meanKL: kl / Double(scored), memory: memory, endMemory: try session.cache.memoryReport()))
         }
         return results
     }

@@ -12,14 +12,17 @@ public enum ModelLimits {
     public static let maxWidth = Int(Int32.max)
 }
 
-/// Hyper-parameters of a Llama-architecture GGUF model, read from its metadata and checked
-/// against each other and against the file's tensors.
+/// Hyper-parameters of a decoder-only GGUF model (Llama, Qwen2, Gemma 3: see
+/// ``ModelArchitecture``), read from its metadata and checked against each other and against the
+/// file's tensors.
 ///
 /// ```swift
 /// let config = try LlamaConfig(gguf: file)
 /// print(config.layers, config.queryHeads, config.kvHeads, config.headDim)   // 30 9 3 64 for SmolLM2-135M
 /// ```
 public struct LlamaConfig: Hashable, Codable, Sendable {
+    /// What the model's family does differently (biases, RoPE style, norms, activation, ...).
+    public var architecture: ModelArchitecture
     /// Transformer blocks (`llama.block_count`).
     public var layers: Int
     /// Width of the residual stream (`llama.embedding_length`).
@@ -30,9 +33,11 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
     public var queryHeads: Int
     /// Key/value heads (`llama.attention.head_count_kv`).
     public var kvHeads: Int
-    /// Channels per head: `hidden / queryHeads` (or `llama.rope.dimension_count`).
+    /// Channels per head: `<arch>.attention.key_length` when present (Gemma 3: 256 with hidden 640
+    /// and 4 heads), else `<arch>.rope.dimension_count`, else `hidden / queryHeads`.
     public var headDim: Int
-    /// RoPE base frequency (`llama.rope.freq_base`, 10000 when absent).
+    /// RoPE base frequency of the global layers (`llama.rope.freq_base`, 10000 when absent; see
+    /// ``ModelArchitecture/ropeBase(layer:)`` for the per-layer base).
     public var ropeBase: Float
     /// RMSNorm epsilon (`llama.attention.layer_norm_rms_epsilon`).
     public var rmsEpsilon: Float
@@ -43,23 +48,30 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
     public var vocabularySize: Int
 
     /// The architectures with a tensor table (``expectedTensors()``).
-    public static let supportedArchitectures = ["llama"]
+    public static let supportedArchitectures = ModelArchitecture.supportedNames
 
     /// Positions a session may decode to: 4x the context (quality degrades past the context, but
     /// nothing breaks); the prompt itself must fit in ``contextLength``.
     public var maxPositions: Int { contextLength * 4 }
 
     /// Reads the hyper-parameters of the file's `general.architecture` (which must be one of
-    /// ``supportedArchitectures``) and checks them and every tensor of the file against the
-    /// architecture's table (``validateTensors(of:)``), so that a model built from them never
-    /// reads outside a tensor.
+    /// ``supportedArchitectures``; see ``ModelArchitecture/init(gguf:)``) and checks them and
+    /// every tensor of the file against the architecture's table (``validateTensors(of:)``), so
+    /// that a model built from them never reads outside a tensor.
     ///
     /// - Throws: ``ModelError/unsupportedArchitecture(_:)``, ``ModelError/invalidConfig(key:detail:)``,
     ///   ``GGUFError/missingKey(_:)``, ``GGUFError/metadataType(key:expected:found:)``, and the
     ///   errors of ``validateTensors(of:)``.
     public init(gguf file: GGUFFile) throws {
-        let arch = try file.string("general.architecture")
-        guard Self.supportedArchitectures.contains(arch) else { throw ModelError.unsupportedArchitecture(arch) }
+        try self.init(metadataOf: file)
+        try validateTensors(of: file)
+    }
+
+    /// The hyper-parameters alone, checked against each other but not against the tensors (which
+    /// may be of types no kernel here reads): ``init(gguf:)`` without ``validateTensors(of:)``.
+    init(metadataOf file: GGUFFile) throws {
+        architecture = try ModelArchitecture(gguf: file)
+        let arch = architecture.name
         func key(_ k: String) -> String { "\(arch).\(k)" }
         /// An integer key: required when `fallback` is nil; a present key of the wrong type is an
         /// error either way (a silent default would hide a corrupt file).
@@ -86,12 +98,25 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
         feedForward = try int("feed_forward_length", 1...ModelLimits.maxWidth)
         queryHeads = try int("attention.head_count", 1...ModelLimits.maxWidth)
         kvHeads = try int("attention.head_count_kv", 1...queryHeads, fallback: queryHeads)
-        headDim = try int("rope.dimension_count", 2...ModelLimits.maxWidth, fallback: hidden / queryHeads)
-        ropeBase = try float("rope.freq_base", fallback: 10000)
+        let declaresHeadDim = file.metadata[key("attention.key_length")] != nil
+        if declaresHeadDim {
+            headDim = try int("attention.key_length", 2...ModelLimits.maxWidth)
+            let valueLength = try int("attention.value_length", 2...ModelLimits.maxWidth, fallback: headDim)
+            guard valueLength == headDim else {
+                throw ModelError.invalidConfig(key: key("attention.value_length"),
+                                               detail: "\(valueLength), but keys have \(headDim) channels")
+            }
+        } else {
+            headDim = try int("rope.dimension_count", 2...ModelLimits.maxWidth, fallback: hidden / queryHeads)
+        }
+        ropeBase = architecture.globalRoPEBase
         rmsEpsilon = try float("attention.layer_norm_rms_epsilon", fallback: 1e-5)
         contextLength = try int("context_length", 1...ModelLimits.maxContextLength, fallback: 2048)
         vocabularySize = try file.tensor(named: "token_embd.weight").rowCount
-        guard queryHeads % kvHeads == 0, headDim * queryHeads == hidden, headDim % 2 == 0 else {
+        // A declared key_length sets the head width apart from hidden (Gemma 3); otherwise the heads
+        // split the residual stream.
+        guard queryHeads % kvHeads == 0, declaresHeadDim || headDim * queryHeads == hidden, headDim % 2 == 0,
+              headDim <= ModelLimits.maxWidth / queryHeads else {
             throw ModelError.invalidConfig(
                 key: "head layout",
                 detail: "hidden \(hidden), heads \(queryHeads)/\(kvHeads), head_dim \(headDim): needs "
@@ -107,7 +132,6 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
                     key: key("vocab_size"), detail: "\(declared), but token_embd.weight has \(vocabularySize) rows")
             }
         }
-        try validateTensors(of: file)
     }
 
     /// One tensor of an architecture's table.
@@ -124,7 +148,7 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
 
     /// Types of the matrices (the quantized matmul and embedding kernels).
     public static let matrixTypes: [GGUFTensorType] = [.f32, .f16, .q8_0, .q4_1, .q5_0, .q4_K, .q6_K]
-    /// Types of the RMSNorm weights (dequantized once at load).
+    /// Types of the RMSNorm weights and the Q/K/V biases (dequantized once at load).
     public static let normTypes: [GGUFTensorType] = [.f32, .f16]
 
     /// Every tensor of the architecture, with the shape these hyper-parameters give it: the
@@ -138,7 +162,10 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
         func matrix(_ name: String, cols: Int, rows: Int, required: Bool = true) -> TensorSpec {
             TensorSpec(name: name, shape: [cols, rows], types: Self.matrixTypes, required: required)
         }
-        func norm(_ name: String) -> TensorSpec { TensorSpec(name: name, shape: [hidden], types: Self.normTypes, required: true) }
+        func norm(_ name: String, width: Int? = nil) -> TensorSpec {
+            TensorSpec(name: name, shape: [width ?? hidden], types: Self.normTypes, required: true)
+        }
+        let arch = architecture
         var table = [
             matrix("token_embd.weight", cols: hidden, rows: vocabularySize),
             norm("output_norm.weight"),
@@ -158,6 +185,16 @@ public struct LlamaConfig: Hashable, Codable, Sendable {
                 matrix(b + "ffn_up.weight", cols: hidden, rows: feedForward),
                 matrix(b + "ffn_down.weight", cols: feedForward, rows: hidden),
             ]
+            if arch.hasQKVBias {
+                table += [norm(b + "attn_q.bias", width: q), norm(b + "attn_k.bias", width: kv),
+                          norm(b + "attn_v.bias", width: kv)]
+            }
+            if arch.hasQKNorm {
+                table += [norm(b + "attn_q_norm.weight", width: headDim), norm(b + "attn_k_norm.weight", width: headDim)]
+            }
+            if arch.hasPostNorms {
+                table += [norm(b + "post_attention_norm.weight"), norm(b + "post_ffw_norm.weight")]
+            }
         }
         return table
     }

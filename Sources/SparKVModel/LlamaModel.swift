@@ -52,15 +52,23 @@ func svmCheck(_ status: svm_status, _ call: @autoclosure () -> String) throws {
     }
 }
 
-/// The weights of one transformer block.
+/// The weights of one transformer block; the optional parts are there exactly when the
+/// architecture has them (``ModelArchitecture``).
 struct LlamaBlock {
     let q, k, v, o, gate, up, down: LlamaWeight
     let attentionNorm: [Float]
     let ffnNorm: [Float]
+    /// Q, K, V biases (Qwen2).
+    var qBias, kBias, vBias: [Float]?
+    /// Per-head RMSNorm weights of queries and keys, `[headDim]` (Gemma 3).
+    var qNorm, kNorm: [Float]?
+    /// RMSNorm weights of the attention and feed-forward outputs (Gemma 3).
+    var postAttentionNorm, postFFNNorm: [Float]?
 }
 
-/// A Llama-architecture model (such as SmolLM2-135M-Instruct) loaded from a GGUF file, run on the
-/// CPU with the quantized kernels of `CSparKVModel`. The weights stay in the file's memory mapping.
+/// A decoder-only model (Llama such as SmolLM2-135M-Instruct, Qwen2, Gemma 3: the differences
+/// are data, ``LlamaConfig/architecture``) loaded from a GGUF file, run on the CPU with the
+/// quantized kernels of `CSparKVModel`. The weights stay in the file's memory mapping.
 ///
 /// A prompt is run once, densely, by ``prefill(tokens:window:allLogits:)``, which returns the
 /// policy-independent ``PromptState`` (every layer's keys, values and observation-window
@@ -103,16 +111,31 @@ public final class LlamaModel: @unchecked Sendable {
         config = try LlamaConfig(gguf: file)
         embedding = try LlamaWeight(file, "token_embd.weight")
         // tied embeddings: no output.weight, the embedding matrix projects to the vocabulary
-        output = file.hasTensor(named: "output.weight") ? try LlamaWeight(file, "output.weight") : embedding
+        output = config.architecture.tiedOutput ? embedding : try LlamaWeight(file, "output.weight")
         outputNorm = try file.tensor(named: "output_norm.weight").dequantizeRow(0)
         var blocks: [LlamaBlock] = []
+        let arch = config.architecture
         for l in 0..<config.layers {
             func w(_ n: String) throws -> LlamaWeight { try LlamaWeight(file, "blk.\(l).\(n).weight") }
-            blocks.append(LlamaBlock(
+            func vector(_ n: String) throws -> [Float] { try file.tensor(named: "blk.\(l).\(n)").dequantizeRow(0) }
+            var block = LlamaBlock(
                 q: try w("attn_q"), k: try w("attn_k"), v: try w("attn_v"), o: try w("attn_output"),
                 gate: try w("ffn_gate"), up: try w("ffn_up"), down: try w("ffn_down"),
-                attentionNorm: try file.tensor(named: "blk.\(l).attn_norm.weight").dequantizeRow(0),
-                ffnNorm: try file.tensor(named: "blk.\(l).ffn_norm.weight").dequantizeRow(0)))
+                attentionNorm: try vector("attn_norm.weight"), ffnNorm: try vector("ffn_norm.weight"))
+            if arch.hasQKVBias {
+                block.qBias = try vector("attn_q.bias")
+                block.kBias = try vector("attn_k.bias")
+                block.vBias = try vector("attn_v.bias")
+            }
+            if arch.hasQKNorm {
+                block.qNorm = try vector("attn_q_norm.weight")
+                block.kNorm = try vector("attn_k_norm.weight")
+            }
+            if arch.hasPostNorms {
+                block.postAttentionNorm = try vector("post_attention_norm.weight")
+                block.postFFNNorm = try vector("post_ffw_norm.weight")
+            }
+            blocks.append(block)
         }
         self.blocks = blocks
     }
@@ -142,7 +165,12 @@ public final class LlamaModel: @unchecked Sendable {
         svm_set_threads(Int32(n))   // in range: the conversion cannot trap
     }
 
-    /// The softmax scale of attention: 1/sqrt(headDim).
+    /// The model's name for reports: `general.name`, else the architecture's name.
+    public var displayName: String {
+        file.metadata["general.name"]?.string ?? config.architecture.name
+    }
+
+    /// The softmax scale of attention: 1/sqrt(headDim) (also Gemma 3's below 27B).
     public var attentionScale: Float { 1 / Float(config.headDim).squareRoot() }
 
     func embed(_ token: Int, into out: UnsafeMutablePointer<Float>) throws {
@@ -150,6 +178,35 @@ public final class LlamaModel: @unchecked Sendable {
             throw ModelError.badToken(id: token, vocabularySize: config.vocabularySize)
         }
         try svmCheck(svm_embed_row(embedding.data, embedding.type, Int32(token), Int32(config.hidden), out), "embed")
+        if config.architecture.scalesEmbedding {
+            // Gemma: the embedding times sqrt(hidden), rounded to float as its reference does.
+            let scale = Float(config.hidden).squareRoot()
+            for i in 0..<config.hidden { out[i] *= scale }
+        }
+    }
+
+    /// The attention inputs of `n` tokens at `positions` from the normalized hidden states
+    /// `h[n][hidden]`: `q[n][queryHeads][headDim]`, `k` and `v` `[n][kvHeads][headDim]`, with the
+    /// architecture's biases, QK-norm and RoPE applied (queries and keys rotated). Prefill and
+    /// decode both call this, so their keys agree.
+    func attentionInputs(_ block: LlamaBlock, layer: Int, n: Int, h: UnsafePointer<Float>, positions: UnsafePointer<Int32>,
+                         q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) throws {
+        let c = config, arch = c.architecture, d = c.headDim
+        let qw = c.queryHeads * d, kw = c.kvHeads * d
+        try block.q.apply(h, n, q, exact: exactMatmul)
+        try block.k.apply(h, n, k, exact: exactMatmul)
+        try block.v.apply(h, n, v, exact: exactMatmul)
+        for (out, bias, width) in [(q, block.qBias, qw), (k, block.kBias, kw), (v, block.vBias, kw)] {
+            guard let bias else { continue }
+            for t in 0..<n { svm_add(out + t * width, bias, Int64(width), out + t * width) }
+        }
+        if let qNorm = block.qNorm, let kNorm = block.kNorm {
+            svm_rmsnorm(q, qNorm, Int32(n * c.queryHeads), Int32(d), c.rmsEpsilon, q)
+            svm_rmsnorm(k, kNorm, Int32(n * c.kvHeads), Int32(d), c.rmsEpsilon, k)
+        }
+        let base = arch.ropeBase(layer: layer)
+        try arch.ropeStyle.rotate(q, tokens: n, heads: c.queryHeads, headDim: d, positions: positions, base: base)
+        try arch.ropeStyle.rotate(k, tokens: n, heads: c.kvHeads, headDim: d, positions: positions, base: base)
     }
 
     /// Runs `tokens` (positions 0..<n) through every layer with dense causal attention.
@@ -185,19 +242,16 @@ public final class LlamaModel: @unchecked Sendable {
         try x.withUnsafeMutableBufferPointer { xb in
             for (i, t) in tokens.enumerated() { try embed(t, into: xb.baseAddress! + i * c.hidden) }
         }
-        for block in blocks {
-            try h.withUnsafeMutableBufferPointer { hb in
-                x.withUnsafeBufferPointer { xb in
-                    svm_rmsnorm(xb.baseAddress!, block.attentionNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, hb.baseAddress!)
-                }
-                try block.q.apply(hb.baseAddress!, n, &q, exact: exactMatmul)
-                try block.k.apply(hb.baseAddress!, n, &k, exact: exactMatmul)
-                try block.v.apply(hb.baseAddress!, n, &v, exact: exactMatmul)
+        for (layer, block) in blocks.enumerated() {
+            svm_rmsnorm(x, block.attentionNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h)
+            try attentionInputs(block, layer: layer, n: n, h: h, positions: positions, q: &q, k: &k, v: &v)
+            if let window = c.architecture.slidingWindow, c.architecture.isSlidingWindow(layer: layer), n > window {
+                try slidingWindowAttention(q: q, k: k, v: v, tokens: n, queryHeads: c.queryHeads, kvHeads: c.kvHeads,
+                                           headDim: d, window: window, scale: attentionScale, out: &att)
+            } else {
+                try svmCheck(svm_causal_attention(q, k, v, Int32(n), Int32(c.queryHeads), Int32(c.kvHeads), Int32(d),
+                                                  attentionScale, &att), "causal attention")
             }
-            svm_rope_adjacent(&q, Int32(n), Int32(c.queryHeads), Int32(d), positions, c.ropeBase)
-            svm_rope_adjacent(&k, Int32(n), Int32(c.kvHeads), Int32(d), positions, c.ropeBase)
-            try svmCheck(svm_causal_attention(q, k, v, Int32(n), Int32(c.queryHeads), Int32(c.kvHeads), Int32(d),
-                                              attentionScale, &att), "causal attention")
             keys.append(headMajor(k, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
             values.append(headMajor(v, tokens: n, heads: c.kvHeads, headDim: d, from: 0))
             windows.append(headMajor(q, tokens: n, heads: c.queryHeads, headDim: d, from: n - w))
@@ -217,25 +271,35 @@ public final class LlamaModel: @unchecked Sendable {
                            logits: logits, logitRows: rows)
     }
 
-    /// x += Wo.att; x += Wdown.swiglu(Wgate.h, Wup.h) with h = rmsnorm(x) — the rest of a block.
+    /// x += post(Wo.att); x += post(Wdown.act(Wgate.h) * Wup.h) with h = rmsnorm(x) — the rest of
+    /// a block (post: the architecture's post-norms, if any; act: its activation).
     func residualAndFFN(_ block: LlamaBlock, n: Int, x: inout [Float], h: inout [Float], att: [Float],
                         gate: inout [Float], up: inout [Float]) throws {
         let c = config
         try block.o.apply(att, n, &h, exact: exactMatmul)
+        if let norm = block.postAttentionNorm { svm_rmsnorm(h, norm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h) }
         svm_add(x, h, Int64(n * c.hidden), &x)
         svm_rmsnorm(x, block.ffnNorm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h)
         try block.gate.apply(h, n, &gate, exact: exactMatmul)
         try block.up.apply(h, n, &up, exact: exactMatmul)
-        svm_swiglu(gate, up, Int64(n * c.feedForward), &gate)
+        gate.withUnsafeMutableBufferPointer { g in
+            c.architecture.activation.gate(g.baseAddress!, up, count: n * c.feedForward)
+        }
         try block.down.apply(gate, n, &h, exact: exactMatmul)
+        if let norm = block.postFFNNorm { svm_rmsnorm(h, norm, Int32(n), Int32(c.hidden), c.rmsEpsilon, &h) }
         svm_add(x, h, Int64(n * c.hidden), &x)
     }
 }
 
 extension LlamaConfig {
-    /// The shape of a SparKV cache for this model holding up to `capacity` tokens per layer.
+    /// The layers whose keys and values a SparKV cache holds: all but the sliding-window layers
+    /// (which keep their window in a ``SlidingWindowKV``).
+    public var cachedLayers: [Int] { (0..<layers).filter { !architecture.isSlidingWindow(layer: $0) } }
+
+    /// The shape of a SparKV cache for this model holding up to `capacity` tokens per layer of
+    /// ``cachedLayers``.
     public func cacheShape(capacity: Int) -> ModelShape {
-        ModelShape(layers: layers, queryHeads: queryHeads, kvHeads: kvHeads, headDim: headDim, capacity: capacity)
+        ModelShape(layers: cachedLayers.count, queryHeads: queryHeads, kvHeads: kvHeads, headDim: headDim, capacity: capacity)
     }
 }
 

@@ -17,8 +17,13 @@ import SparKV
 public final class LlamaSession {
     /// The model.
     public let model: LlamaModel
-    /// The compressed KV cache.
+    /// The compressed KV cache of the layers in ``LlamaConfig/cachedLayers`` (all layers but
+    /// sliding-window ones), in that order.
     public let cache: KVCache
+    /// The cache layer of each model layer; nil for a sliding-window layer.
+    private let cacheLayer: [Int?]
+    /// The window of each sliding-window layer (nil for the others).
+    private var windows: [SlidingWindowKV?]
     /// Position of the next token.
     public private(set) var position: Int = 0
 
@@ -26,17 +31,31 @@ public final class LlamaSession {
     private var x, h, q, k, v, att, gate, up: [Float]
     private var logits: [Float]
 
-    /// A session whose cache holds up to `capacity` tokens per layer under `policy`.
+    /// A session whose cache holds up to `capacity` tokens per layer under `policy` (a
+    /// sliding-window layer holds its window, dense).
     ///
     /// - Throws: ``ModelError/tooManyTokens(tokens:limit:)`` when `capacity` is not in
-    ///   `1...config.maxPositions + 1`, and the cache's errors.
+    ///   `1...config.maxPositions + 1`, ``ModelError/invalidConfig(key:detail:)`` when every layer
+    ///   slides, and the cache's errors.
     public init(model: LlamaModel, policy: CompressionPolicy, capacity: Int) throws {
         self.model = model
         let c = model.config
         guard capacity >= 1, capacity <= c.maxPositions + 1 else {
             throw ModelError.tooManyTokens(tokens: capacity, limit: c.maxPositions + 1)
         }
+        let cached = c.cachedLayers
+        guard !cached.isEmpty else {
+            throw ModelError.invalidConfig(key: "\(c.architecture.name).attention.sliding_window",
+                                           detail: "every one of the \(c.layers) layers slides: none for the SparKV cache")
+        }
         cache = try KVCache(shape: c.cacheShape(capacity: capacity), policy: policy)
+        var cacheLayer = [Int?](repeating: nil, count: c.layers)
+        for (index, layer) in cached.enumerated() { cacheLayer[layer] = index }
+        self.cacheLayer = cacheLayer
+        windows = (0..<c.layers).map { layer in
+            guard let window = c.architecture.slidingWindow, cacheLayer[layer] == nil else { return nil }
+            return SlidingWindowKV(window: window, kvHeads: c.kvHeads, headDim: c.headDim)
+        }
         x = .init(repeating: 0, count: c.hidden)
         h = .init(repeating: 0, count: c.hidden)
         q = .init(repeating: 0, count: c.queryHeads * c.headDim)
@@ -52,12 +71,17 @@ public final class LlamaSession {
     /// whose next token sits at `position`: ``step(token:)`` appends to it from there.
     ///
     /// - Throws: ``ModelError/invalidConfig(key:detail:)`` when the cache's shape is not the model's
-    ///   (layers, heads, head dimension), ``ModelError/tooManyTokens(tokens:limit:)`` for a position
-    ///   beyond the model's.
+    ///   (cached layers, heads, head dimension) or the model has sliding-window layers (their keys
+    ///   live outside the cache), ``ModelError/tooManyTokens(tokens:limit:)`` for a position beyond
+    ///   the model's.
     public init(model: LlamaModel, cache: KVCache, position: Int) throws {
         self.model = model
         let c = model.config
         let s = cache.shape
+        guard c.cachedLayers.count == c.layers else {
+            throw ModelError.invalidConfig(key: "\(c.architecture.name).attention.sliding_window",
+                                           detail: "sliding-window layers keep keys outside the SparKV cache: a saved cache cannot resume them")
+        }
         guard s.layers == c.layers, s.queryHeads == c.queryHeads, s.kvHeads == c.kvHeads, s.headDim == c.headDim else {
             throw ModelError.invalidConfig(key: "cache shape", detail: "\(s.layers) layers, \(s.queryHeads)/\(s.kvHeads) heads, "
                                            + "head_dim \(s.headDim); the model has \(c.layers), \(c.queryHeads)/\(c.kvHeads), \(c.headDim)")
@@ -67,6 +91,8 @@ public final class LlamaSession {
         }
         self.cache = cache
         self.position = position
+        cacheLayer = (0..<c.layers).map { $0 }
+        windows = [SlidingWindowKV?](repeating: nil, count: c.layers)
         x = .init(repeating: 0, count: c.hidden)
         h = .init(repeating: 0, count: c.hidden)
         q = .init(repeating: 0, count: c.queryHeads * c.headDim)
@@ -78,8 +104,9 @@ public final class LlamaSession {
         logits = .init(repeating: 0, count: c.vocabularySize)
     }
 
-    /// Compresses a prefilled prompt into the cache (every layer) and returns the logits of its
-    /// last position. The session must be empty.
+    /// Compresses a prefilled prompt into the cache (every cached layer; a sliding-window layer
+    /// keeps the prompt's last window) and returns the logits of its last position. The session
+    /// must be empty.
     @discardableResult
     public func load(_ state: PromptState) throws -> ArraySlice<Float> {
         let n = state.tokens.count
@@ -89,7 +116,11 @@ public final class LlamaSession {
                                            detail: "\(state.keys.count) layers, the model has \(model.config.layers)")
         }
         for layer in 0..<model.config.layers {
-            try cache.prefill(layer: layer, keys: state.keys[layer], values: state.values[layer],
+            guard let cached = cacheLayer[layer] else {
+                windows[layer]?.load(keys: state.keys[layer], values: state.values[layer], tokens: n)
+                continue
+            }
+            try cache.prefill(layer: cached, keys: state.keys[layer], values: state.values[layer],
                               windowQueries: state.windowQueries[layer], tokenCount: n,
                               windowCount: state.windowCount)
         }
@@ -99,7 +130,7 @@ public final class LlamaSession {
 
     /// Runs one token at the next position and returns the logits of the token after it.
     public func step(token: Int) throws -> [Float] {
-        let c = model.config, d = c.headDim
+        let c = model.config
         guard position < c.maxPositions else {
             throw ModelError.tooManyTokens(tokens: position + 1, limit: c.maxPositions)
         }
@@ -107,14 +138,16 @@ public final class LlamaSession {
         var pos = [Int32(position)]
         for (layer, block) in model.blocks.enumerated() {
             svm_rmsnorm(x, block.attentionNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
-            try block.q.apply(h, 1, &q, exact: model.exactMatmul)
-            try block.k.apply(h, 1, &k, exact: model.exactMatmul)
-            try block.v.apply(h, 1, &v, exact: model.exactMatmul)
-            svm_rope_adjacent(&q, 1, Int32(c.queryHeads), Int32(d), &pos, c.ropeBase)
-            svm_rope_adjacent(&k, 1, Int32(c.kvHeads), Int32(d), &pos, c.ropeBase)
-            // one token: token-major [1][heads][d] is SparKV's [heads][d]
-            try cache.append(layer: layer, keys: k, values: v)
-            try cache.attend(layer: layer, query: q, into: &att)
+            try model.attentionInputs(block, layer: layer, n: 1, h: h, positions: &pos, q: &q, k: &k, v: &v)
+            if let cached = cacheLayer[layer] {
+                // one token: token-major [1][heads][d] is SparKV's [heads][d]
+                // the step's query feeds decode-time compression (CompressionPolicy.decodeCompression)
+                try cache.append(layer: cached, keys: k, values: v, query: q)
+                try cache.attend(layer: cached, query: q, into: &att)
+            } else {
+                windows[layer]?.append(position: position, key: k, value: v)
+                try windows[layer]?.attend(query: q, queryHeads: c.queryHeads, scale: model.attentionScale, into: &att)
+            }
             try model.residualAndFFN(block, n: 1, x: &x, h: &h, att: att, gate: &gate, up: &up)
         }
         svm_rmsnorm(x, model.outputNorm, 1, Int32(c.hidden), c.rmsEpsilon, &h)
@@ -122,6 +155,10 @@ public final class LlamaSession {
         position += 1
         return logits
     }
+
+    /// Bytes the sliding-window layers hold (dense float32 keys and values of their windows), apart
+    /// from ``cache``'s memory report; 0 for a model without sliding windows.
+    public var slidingWindowBytes: Int { windows.reduce(0) { $0 + ($1?.bytes ?? 0) } }
 
     /// The index of the largest logit (greedy decoding; the lowest index on ties), counted from the
     /// start of `logits`.

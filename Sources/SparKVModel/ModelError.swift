@@ -47,7 +47,7 @@ public enum ModelError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .badToken(id, vocab): return "token id \(id) is outside the vocabulary (size \(vocab))"
         case let .unsupportedArchitecture(name):
             return "unsupported model architecture \(quoted(name)) (supported: "
-                + LlamaConfig.supportedArchitectures.joined(separator: ", ") + ")"
+                + ModelArchitecture.supportedNames.joined(separator: ", ") + ")"
         case let .invalidConfig(key, detail): return "model hyper-parameter \(quoted(key)): \(detail)"
         case let .tensorShape(tensor, shape, expected):
             return "weight \(quoted(tensor)) has shape \(shape), expected \(expected)"

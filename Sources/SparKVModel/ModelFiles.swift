@@ -67,11 +67,13 @@ public enum ModelFiles {
 
     /// The model's path.
     ///
+    /// `fetchName`: the name to pass to the fetch script in the error's hint (nil: the default model).
     /// - Throws: ``ModelError/environmentPath(variable:value:reason:)`` when `SPARKV_MODEL` is
     ///   set but names no non-empty regular file (nor a directory holding `fileName`);
     ///   ``GGUFError/fileNotFound(path:)`` naming the places searched and the fetch script.
     public static func locate(_ fileName: String = smolLM2FileName,
-                              environmentValue: String? = environmentValue()) throws -> String {
+                              environmentValue: String? = environmentValue(),
+                              fetchName: String? = nil) throws -> String {
         let candidates = candidatePaths(fileName, environmentValue: environmentValue)
         if let path = candidates.first(where: isNonEmptyFile) { return path }
         if let value = environmentValue {
@@ -81,7 +83,7 @@ public enum ModelFiles {
         }
         throw GGUFError.fileNotFound(
             path: "\(fileName) (looked in: \(candidates.joined(separator: ", ")); "
-                + "run \(fetchScript) or set \(environmentVariable))")
+                + "run \(fetchScript)\(fetchName.map { " " + $0 } ?? "") or set \(environmentVariable))")
     }
 
     /// Why `path` is not a usable model file.

@@ -1,6 +1,6 @@
 /// A failure building a ``Tokenizer`` or decoding with it.
 public enum TokenizerError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// `tokenizer.ggml.model` is not "gpt2" (byte-level BPE), the only model implemented.
+    /// `tokenizer.ggml.model` is neither "gpt2" (byte-level BPE) nor "llama" (SentencePiece).
     case unsupportedModel(String)
     /// `tokenizer.ggml.pre` names a pre-tokenizer this implementation does not have.
     case unsupportedPreTokenizer(String)
@@ -13,9 +13,9 @@ public enum TokenizerError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unsupportedModel(let model):
-            return "unsupported tokenizer model \(quoted(model)) (only \"gpt2\" byte-level BPE is implemented)"
+            return "unsupported tokenizer model \(quoted(model)) (implemented: \"gpt2\" byte-level BPE, \"llama\" SentencePiece)"
         case .unsupportedPreTokenizer(let name):
-            return "unsupported pre-tokenizer \(quoted(name)) (implemented: smollm and its family, gpt2)"
+            return "unsupported pre-tokenizer \(quoted(name)) (implemented: smollm and its family, gpt2, qwen2)"
         case .invalidVocabulary(let detail):
             return "invalid tokenizer vocabulary: \(detail)"
         case .invalidTokenID(let id, let size):
@@ -77,6 +77,8 @@ public struct Tokenizer: Sendable {
     public let defaultSystemPrompt: String?
 
     let vocabulary: [String: Int32]
+    /// The SentencePiece model (`tokenizer.ggml.model` = "llama"); nil for byte-level BPE.
+    let sentencePiece: SentencePieceModel?
     let merges: BPEMerges
     let preTokenizer: PreTokenizer
     /// The token of each byte's alphabet scalar.
@@ -93,22 +95,31 @@ public struct Tokenizer: Sendable {
     /// (0xC0, 0xC1, 0xF5...0xFF): any text without those characters round-trips exactly.
     public let unencodableBytes: [UInt8]
 
+    /// The turn markers of the model's chat template, from its vocabulary: ``ChatFormat/gemma``
+    /// with `<start_of_turn>`/`<end_of_turn>`, ``ChatFormat/chatML`` with
+    /// `<|im_start|>`/`<|im_end|>`, nil when it has neither (a base model without chat turns).
+    public var chatFormat: ChatFormat? {
+        if tokenID("<start_of_turn>") != nil && tokenID("<end_of_turn>") != nil { return .gemma }
+        if tokenID("<|im_start|>") != nil && tokenID("<|im_end|>") != nil { return .chatML }
+        return nil
+    }
+
     /// Number of vocabulary entries (49152 for SmolLM2).
     public var vocabularySize: Int { tokens.count }
 
     /// Number of usable merges.
     public var mergeCount: Int { merges.count }
 
-    /// Reads the tokenizer stored in a GGUF file's metadata: `tokenizer.ggml.model` (must be
-    /// "gpt2"), `.pre`, `.tokens`, `.token_type`, `.merges`, the special token ids and flags, and
-    /// `tokenizer.chat_template`.
+    /// Reads the tokenizer stored in a GGUF file's metadata: `tokenizer.ggml.model` ("gpt2":
+    /// byte-level BPE with `.pre` and `.merges`; "llama": SentencePiece with `.scores`), `.tokens`,
+    /// `.token_type`, the special token ids and flags, and `tokenizer.chat_template`.
     ///
     /// - Throws: ``GGUFError/missingKey(_:)`` or ``GGUFError/metadataType(key:expected:found:)``
     ///   for missing or mistyped metadata, ``TokenizerError`` for an unsupported or unusable
     ///   vocabulary.
     public init(gguf file: GGUFFile) throws {
         let model = try file.string("tokenizer.ggml.model")
-        guard model == "gpt2" else { throw TokenizerError.unsupportedModel(model) }
+        guard model == "gpt2" || model == "llama" else { throw TokenizerError.unsupportedModel(model) }
         let pre = file.metadata["tokenizer.ggml.pre"]?.string ?? "gpt2"
         let tokens = try file.stringArray("tokenizer.ggml.tokens")
         let types: [GGUFTokenType]
@@ -125,9 +136,19 @@ public struct Tokenizer: Sendable {
             guard file.metadata[key] != nil else { return nil }
             return try file.bool(key)
         }
+        var scores: [Float]?
+        if model == "llama" {
+            let key = "tokenizer.ggml.scores"
+            let value = try file.value(key)
+            guard let doubles = value.doubleArray else {
+                throw GGUFError.metadataType(key: key, expected: "an array of numbers", found: value.type.description)
+            }
+            scores = doubles.map(Float.init)
+        }
         try self.init(
-            tokens: tokens, tokenTypes: types, merges: try file.stringArray("tokenizer.ggml.merges"),
-            preTokenizer: pre,
+            tokens: tokens, tokenTypes: types,
+            merges: model == "gpt2" ? try file.stringArray("tokenizer.ggml.merges") : [],
+            preTokenizer: model == "gpt2" ? pre : nil, sentencePieceScores: scores,
             bosID: try optionalID("tokenizer.ggml.bos_token_id"),
             eosID: try optionalID("tokenizer.ggml.eos_token_id"),
             unknownID: try optionalID("tokenizer.ggml.unknown_token_id"),
@@ -150,8 +171,12 @@ public struct Tokenizer: Sendable {
     ///   - tokenTypes: kinds of the entries (nil: all normal); control and user-defined entries are
     ///     matched in text before BPE.
     ///   - merges: "left right" lines, highest priority first.
-    ///   - preTokenizer: a `tokenizer.ggml.pre` name ("smollm", "gpt2", ...).
-    public init(tokens: [String], tokenTypes: [GGUFTokenType]?, merges: [String], preTokenizer: String,
+    ///   - preTokenizer: a `tokenizer.ggml.pre` name ("smollm", "gpt2", "qwen2", ...); ignored with
+    ///     `sentencePieceScores` (SentencePiece splits no words).
+    ///   - sentencePieceScores: the scores of a SentencePiece vocabulary (GGUF model "llama"),
+    ///     whose entries spell spaces "▁" and bytes `<0xXX>`; nil for byte-level BPE.
+    public init(tokens: [String], tokenTypes: [GGUFTokenType]?, merges: [String], preTokenizer: String?,
+                sentencePieceScores: [Float]? = nil,
                 bosID: Int? = nil, eosID: Int? = nil, unknownID: Int? = nil, paddingID: Int? = nil,
                 addBOS: Bool = false, addEOS: Bool = false, chatTemplate: String? = nil) throws {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
@@ -161,8 +186,13 @@ public struct Tokenizer: Sendable {
         guard types.count == tokens.count else {
             throw TokenizerError.invalidVocabulary("\(types.count) token types for \(tokens.count) tokens")
         }
-        guard let rule = PreTokenizer(ggufName: preTokenizer) else {
-            throw TokenizerError.unsupportedPreTokenizer(preTokenizer)
+        let rule: PreTokenizer
+        if sentencePieceScores != nil {
+            rule = PreTokenizer(kind: .gpt2)   // unused: SentencePiece encodes whole stretches
+        } else if let preTokenizer, let named = PreTokenizer(ggufName: preTokenizer) {
+            rule = named
+        } else {
+            throw TokenizerError.unsupportedPreTokenizer(preTokenizer ?? "(none)")
         }
         for (name, id) in [("bos", bosID), ("eos", eosID), ("unknown", unknownID), ("padding", paddingID)] {
             if let id, !(0..<tokens.count).contains(id) {
@@ -177,7 +207,7 @@ public struct Tokenizer: Sendable {
         self.paddingID = paddingID
         self.addBOS = addBOS
         self.addEOS = addEOS
-        self.preTokenizerName = preTokenizer
+        self.preTokenizerName = sentencePieceScores == nil ? preTokenizer ?? "" : "sentencepiece"
         self.preTokenizer = rule
         self.chatTemplate = chatTemplate
         self.defaultSystemPrompt = chatTemplate.flatMap(ChatTemplate.defaultSystemPrompt(in:))
@@ -197,6 +227,8 @@ public struct Tokenizer: Sendable {
                 table.append(bytes)
             case .unused:
                 table.append([])
+            case _ where sentencePieceScores != nil:
+                table.append(SentencePieceModel.bytes(of: token, type: types[i]))
             default:
                 // Byte-alphabet text; a scalar outside the alphabet stands for its own UTF-8.
                 table.append(ByteLevel.decode(token) ?? Array(token.utf8))
@@ -209,8 +241,15 @@ public struct Tokenizer: Sendable {
             let symbol = String(Unicode.Scalar(ByteLevel.scalarForByte[byte])!)
             if let id = vocabulary[symbol] { byteTokens[byte] = id } else { unencodable.append(UInt8(byte)) }
         }
-        guard unencodable.count < 256 else {
-            throw TokenizerError.invalidVocabulary("no token of the byte alphabet is in the vocabulary")
+        if let scores = sentencePieceScores {
+            let model = try SentencePieceModel(tokens: tokens, tokenTypes: types, scores: scores, vocabulary: vocabulary)
+            unencodable = (0..<256).filter { model.byteTokens[$0] < 0 }.map(UInt8.init)
+            sentencePiece = model
+        } else {
+            guard unencodable.count < 256 else {
+                throw TokenizerError.invalidVocabulary("no token of the byte alphabet is in the vocabulary")
+            }
+            sentencePiece = nil
         }
         self.unencodableBytes = unencodable
         self.vocabulary = vocabulary
@@ -254,6 +293,11 @@ public struct Tokenizer: Sendable {
 
         func encodeStretch(_ start: Int, _ end: Int) {
             guard start < end else { return }
+            if let sentencePiece {
+                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+                sentencePiece.encode(text[...], into: &out)
+                return
+            }
             preTokenizer.split(bytes, from: start, to: end, scratch: &scratch) { a, b in
                 if b - a == 1 {
                     let id = byteTokens[Int(bytes[a])]

@@ -27,27 +27,32 @@ enum ChatTemplate {
     static let smolLM2SystemPrompt = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
     /// The system prompt a ChatML Jinja template inserts when the conversation has none: the
-    /// literal text between "<|im_start|>system" + newline and "<|im_end|>" inside the template.
-    /// Nil when the template has no such literal (or the text holds template syntax).
+    /// first literal text between "<|im_start|>system" + newline and "<|im_end|>" inside the
+    /// template that holds no template syntax. Every occurrence is tried: Qwen2's template opens a
+    /// system message with a variable content first (its tools branch) and has the literal
+    /// default later. Nil when the template has no such literal.
     static func defaultSystemPrompt(in template: String) -> String? {
         for opener in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
-            guard let start = template.firstRange(of: opener) else { continue }
-            guard let end = template[start.upperBound...].firstRange(of: "<|im_end|>") else { continue }
-            let text = String(template[start.upperBound..<end.lowerBound])
-            if text.isEmpty || text.contains("{") || text.contains("}") || text.contains("'") || text.contains("\"") {
-                continue
+            var rest = template[...]
+            while let start = rest.firstRange(of: opener) {
+                rest = rest[start.upperBound...]
+                guard let end = rest.firstRange(of: "<|im_end|>") else { break }
+                let text = String(rest[..<end.lowerBound])
+                if !text.isEmpty && !text.contains(where: { "{}'\"".contains($0) }) { return text }
             }
-            return text
         }
         return nil
     }
 }
 
 extension Tokenizer {
-    /// The ChatML prompt of a conversation, as SmolLM2-Instruct's chat template renders it:
-    /// each message as `<|im_start|>{role}\n{content}<|im_end|>\n`, preceded by the template's
-    /// default system message (``defaultSystemPrompt``) when the first message is not a system
-    /// message (an empty conversation gets none), and followed by `<|im_start|>assistant\n` when `addGenerationPrompt` is true.
+    /// The chat prompt of a conversation in the model's ``chatFormat`` (ChatML when the
+    /// vocabulary has no turn markers: check ``chatFormat`` first to refuse such a model), as
+    /// SmolLM2-Instruct's template renders it: each message as
+    /// `<|im_start|>{role}\n{content}<|im_end|>\n`, preceded by the template's default system
+    /// message (``defaultSystemPrompt``) when the first message is not a system message (an empty
+    /// conversation gets none), and followed by `<|im_start|>assistant\n` when
+    /// `addGenerationPrompt` is true (see ``ChatFormat`` for Gemma's).
     /// Encode the result with ``encode(_:addSpecial:parseSpecial:)`` (special tokens parsed).
     ///
     /// ```swift
@@ -56,18 +61,10 @@ extension Tokenizer {
     /// // + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     /// ```
     public func chatPrompt(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
-        var out = ""
-        if let first = messages.first, first.role != "system", let system = defaultSystemPrompt {
-            out += "<|im_start|>system\n" + system + "<|im_end|>\n"
-        }
-        for message in messages {
-            out += "<|im_start|>" + message.role + "\n" + message.content + "<|im_end|>\n"
-        }
-        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
-        return out
+        (chatFormat ?? .chatML).render(messages, defaultSystem: defaultSystemPrompt, addGenerationPrompt: addGenerationPrompt)
     }
 
-    /// The ChatML prompt of one user message, with `system` as the system message (the
+    /// The chat prompt of one user message, with `system` as the system message (the
     /// template's default when nil).
     ///
     /// ```swift

@@ -11,12 +11,22 @@
 /// implemented here as a hand-written scanner over Unicode scalars, equivalent to the regex:
 /// \p{L} is the letter categories (Lu Ll Lt Lm Lo), \p{N} the number categories (Nd Nl No) and \s
 /// the Unicode White_Space property. Grapheme clusters play no part ("\r\n" is two scalars).
+///
+/// Qwen2 ("qwen2") uses Llama 3's regex with single digits:
+///
+///     (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+///
+/// (contractions in any case; a letter run takes one leading non-letter, non-digit, non-newline
+/// scalar, such as a space, a tab or a quote; punctuation runs take the newlines after them;
+/// whitespace up to its last newline is one word).
 struct PreTokenizer: Sendable {
     enum Kind: Sendable {
         /// The GPT-2 regex alone.
         case gpt2
         /// Each \p{N} scalar alone, then the GPT-2 regex on the stretches between them.
         case digitsThenGPT2
+        /// Qwen2's regex (Llama 3's with `\p{N}` instead of `\p{N}{1,3}`).
+        case qwen2
     }
 
     let kind: Kind
@@ -28,6 +38,8 @@ struct PreTokenizer: Sendable {
             kind = .digitsThenGPT2
         case "gpt2", "gpt-2", "mpt", "olmo", "jais", "trillion":
             kind = .gpt2
+        case "qwen2", "deepseek-r1-qwen":
+            kind = .qwen2
         default:
             return nil
         }
@@ -111,6 +123,66 @@ struct PreTokenizer: Sendable {
                 a = j + 1
             }
             if a < n { gpt2(scratch, a, n, emit) }
+        case .qwen2:
+            qwen2(scratch, 0, n, emit)
+        }
+    }
+
+    /// Qwen2's regex over scalars `a..<b` of `s` (llama.cpp's hand-written Llama 3 splitter with
+    /// one digit per number word).
+    private func qwen2(_ s: Scratch, _ a: Int, _ b: Int, _ emit: (Int, Int) -> Void) {
+        let scalars = s.scalars, classes = s.classes, offsets = s.offsets
+        func isNewline(_ j: Int) -> Bool { scalars[j] == 0x0a || scalars[j] == 0x0d }
+        func lower(_ j: Int) -> UInt32 { scalars[j] >= 0x41 && scalars[j] <= 0x5a ? scalars[j] + 0x20 : scalars[j] }
+        var i = a
+        while i < b {
+            // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+            if scalars[i] == 0x27, i + 1 < b {
+                let n1 = lower(i + 1)
+                if n1 == 0x73 || n1 == 0x74 || n1 == 0x6d || n1 == 0x64 {   // s t m d
+                    emit(offsets[i], offsets[i + 2]); i += 2; continue
+                }
+                if i + 2 < b {
+                    let n2 = lower(i + 2)
+                    if (n1 == 0x72 && n2 == 0x65) || (n1 == 0x76 && n2 == 0x65) || (n1 == 0x6c && n2 == 0x6c) {  // re ve ll
+                        emit(offsets[i], offsets[i + 3]); i += 3; continue
+                    }
+                }
+            }
+            let cls = classes[i]
+            // [^\r\n\p{L}\p{N}]?\p{L}+
+            if cls == Self.letter || (cls != Self.number && !isNewline(i) && i + 1 < b && classes[i + 1] == Self.letter) {
+                var e = i + 1
+                while e < b && classes[e] == Self.letter { e += 1 }
+                emit(offsets[i], offsets[e]); i = e; continue
+            }
+            // \p{N}
+            if cls == Self.number {
+                emit(offsets[i], offsets[i + 1]); i += 1; continue
+            }
+            // " ?[^\s\p{L}\p{N}]+[\r\n]*"
+            let j = scalars[i] == 0x20 && i + 1 < b && classes[i + 1] == Self.other ? i + 1 : i
+            if classes[j] == Self.other {
+                var e = j + 1
+                while e < b && classes[e] == Self.other { e += 1 }
+                while e < b && isNewline(e) { e += 1 }
+                emit(offsets[i], offsets[e]); i = e; continue
+            }
+            // \s*[\r\n]+ : the whitespace run up to its last newline; else "\s+(?!\S)|\s+" as in GPT-2.
+            var e = i
+            var lastNewline = -1
+            while e < b && classes[e] == Self.space {
+                if isNewline(e) { lastNewline = e }
+                e += 1
+            }
+            if lastNewline >= 0 {
+                emit(offsets[i], offsets[lastNewline + 1]); i = lastNewline + 1; continue
+            }
+            if e == b || e - i == 1 {
+                emit(offsets[i], offsets[e]); i = e
+            } else {
+                emit(offsets[i], offsets[e - 1]); i = e - 1
+            }
         }
     }
 

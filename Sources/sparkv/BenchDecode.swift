@@ -55,6 +55,12 @@ struct BenchDecodeCommand: ParsableCommand {
     @Option(name: .customLong("server-gbps-per-core"), help: "Bandwidth per core of the server the compute table projects to.")
     var serverGBpsPerCore: Double = 7
 
+    @Option(help: "Batch mode: for each dense batch size, every policy runs as many sequences as fit in the dense batch's memory (one attend(batch:) per layer); reports tokens/s. E.g. 1,4,16.")
+    var batch: String?
+
+    @Option(help: "Long-generation mode: after a prompt of the first --contexts size, generate this many tokens (append with the query, then attend, every layer): bytes and speed as the cache grows. Default policies: dense, SparK 0.8 prefill-only, SparK 0.8 with decode(32).")
+    var generate: Int?
+
     func validate() throws {
         if let layers, layers < 1 { throw ValidationError("--layers must be at least 1") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
@@ -62,10 +68,33 @@ struct BenchDecodeCommand: ParsableCommand {
         if let computeTokens, computeTokens < 64 { throw ValidationError("--compute-tokens must be at least 64") }
         guard policySeconds > 0 else { throw ValidationError("--policy-seconds must be positive") }
         guard serverGBpsPerCore > 0 else { throw ValidationError("--server-gbps-per-core must be positive") }
+        if let batch {
+            let sizes = try benchList(batch, flag: "--batch") { Int($0) }
+            guard sizes.allSatisfy({ (1...4096).contains($0) }) else { throw ValidationError("--batch sizes must be in 1...4096") }
+        }
+        if let generate, !(1...(1 << 24)).contains(generate) { throw ValidationError("--generate must be in 1...\(1 << 24)") }
+        if batch != nil && generate != nil { throw ValidationError("--batch and --generate are separate modes: give one") }
     }
 
     func run() throws {
         benchWarnIfDebug()
+        if let batch {
+            let runner = BenchBatchRunner(
+                options: options, batches: try benchList(batch, flag: "--batch") { Int($0) },
+                policies: try BenchPolicies.resolve(options.policyNames() ?? ["dense-f16", "spark-0.8-mean",
+                                                                                "spark(0.8,mean,signed)+kprec(i8)+vprec(i8)"]),
+                layers: layers ?? 4, steps: steps ?? (options.quick ? 3 : 10), warmup: warmup ?? 1)
+            print(try runner.run())
+            return
+        }
+        if let generate {
+            let runner = BenchGenerationRunner(
+                options: options, generate: generate,
+                policies: try BenchPolicies.resolve(options.policyNames() ?? BenchGenerationRunner.defaultPolicies),
+                layers: layers ?? 4, steps: steps ?? (options.quick ? 3 : 10))
+            print(try runner.run())
+            return
+        }
         let runner = try BenchDecodeRunner(command: self)
         let report = try runner.run()
         print(report.table())

@@ -7,7 +7,7 @@ import SparKVModel
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Measure what each KV-cache policy costs in accuracy and bytes with SmolLM2-135M.",
+        abstract: "Measure what each KV-cache policy costs in accuracy and bytes on a real model (SmolLM2-135M by default).",
         discussion: """
             Three protocols, the same prompts for every policy (each prompt is prefilled densely once and \
             its keys/values handed to every policy's cache):
@@ -46,7 +46,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the passkey trials.")
     var seed: UInt64 = 1
 
-    @Option(name: .long, help: "Path of the GGUF model (default: $SPARKV_MODEL or models/).")
+    @Option(name: .long, help: ModelArguments.modelHelp)
     var model: String?
 
     @Option(name: .long, help: "Threads of the model kernels and caches (default: OpenMP's).")
@@ -122,7 +122,7 @@ struct EvalCommand: ParsableCommand {
         let progress = ProgressBox(Progress(task: "eval", total: units))
         eval.progress = { message in progress.step(message) }
         defer { progress.finish() }
-        var report = EvalReport(model: ModelFiles.smolLM2FileName, text: self.text, textTokens: available)
+        var report = EvalReport(model: llama.displayName, text: self.text, textTokens: available)
         let clock = ContinuousClock(), start = clock.now
         for p in prefixList where p + scored <= available {
             report.continuation += try eval.continuation(text: text, prefix: p, scored: scored, policies: policies)
@@ -149,7 +149,7 @@ struct EvalCommand: ParsableCommand {
             // positions after a 1920-token GPL-3 prefix; measured by the issue's author)
             points += [FrontierPlot.Point(label: "llama.cpp q8_0 (reference)", bytes: 0.53, kl: 0.005, reference: true),
                        FrontierPlot.Point(label: "llama.cpp q4_0 (reference)", bytes: 0.28, kl: 0.067, reference: true)]
-            let title = "SmolLM2-135M: K+V bytes vs KL(dense || policy), P = \(longest), \(scored) scored tokens"
+            let title = "\(llama.displayName): K+V bytes vs KL(dense || policy), P = \(longest), \(scored) scored tokens"
             try FrontierPlot(title: title, points: points).svg().write(toFile: plot, atomically: true, encoding: .utf8)
         }
         if let json {
@@ -181,7 +181,7 @@ struct EvalReport: Codable {
 
     /// One row per policy: bytes (from the longest prefix), then each metric.
     func table(policies: [String], prefixes: [Int], passkeyLengths: [Int]) -> (text: String, csv: String) {
-        var header = ["policy", "K %", "K meta %", "V %", "total %"]
+        var header = ["policy", "K %", "K meta %", "V %", "total %", "end %"]
         for p in prefixes { header += ["dNLL@\(p)", "top1@\(p)", "KL@\(p)"] }
         if !greedy.isEmpty { header += ["greedy prefix", "greedy all"] }
         for l in passkeyLengths { header += ["passkey@\(l)"] }
@@ -194,6 +194,7 @@ struct EvalReport: Codable {
                 row += [pct(Double(m.keyBytes) / d), pct(Double(m.keyMetaBytes) / d),
                         pct(Double(m.valueBytes + m.valueMetaBytes) / d), pct(m.ratioToDense)]
             } else { row += ["-", "-", "-", "-"] }
+            if let e = longest?.endMemory, e.denseBytes > 0 { row.append(pct(e.ratioToDense)) } else { row.append("-") }
             for p in prefixes {
                 if let r = continuation.first(where: { $0.policy == policy && $0.prefixTokens == p }) {
                     row += [String(format: "%+.4f", r.deltaNLL), String(format: "%.3f", r.top1Agreement),
@@ -213,7 +214,8 @@ struct EvalReport: Codable {
             rows.append(row)
         }
         var text = textTable([header] + rows)
-        text += "\n\nbytes: % of a dense fp16 cache of the same prompt (P = \(prefixes.max() ?? 0)); dNLL: mean NLL minus dense's "
+        text += "\n\nbytes: % of a dense fp16 cache of the same prompt (P = \(prefixes.max() ?? 0)); end: after the scored "
+            + "tokens were appended (decode(R) policies compress them as they age); dNLL: mean NLL minus dense's "
             + "(nats/token); top1: argmax agreement with dense; KL: mean KL(dense||policy); greedy: tokens equal to dense's "
             + "up to the first divergence / overall; passkey: correct/trials. \(textTokens) tokens of text; "
             + String(format: "%.0f s.", seconds)

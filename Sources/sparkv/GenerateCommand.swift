@@ -4,19 +4,20 @@ import SparKV
 import SparKVModel
 import CSparKVModel
 
-/// `sparkv generate`: generation with SmolLM2-135M on a SparKV cache under any policy — one
+/// `sparkv generate`: generation with a real model on a SparKV cache under any policy — one
 /// prompt, or an interactive chat — streamed to stdout token by token.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text with the real model (SmolLM2-135M-Instruct) on a compressed KV cache.",
+        abstract: "Generate text with a real model (SmolLM2-135M-Instruct by default) on a compressed KV cache.",
         discussion: """
             The prompt is prefilled densely once, its keys/values are compressed into a SparKV cache under \
             --policy, and the completion is decoded from that cache and printed to stdout as it is decoded. \
             Decoding is greedy unless --temperature > 0 (then --top-k, --top-p and --seed apply; the same seed \
             gives the same text). Prefill and decode tokens/s and the KV bytes held against a dense fp16 cache \
-            go to stderr (or, with --json, everything to stdout at the end). The model is looked up in \
-            $SPARKV_MODEL, then models/ (fetch it with scripts/fetch-model.sh).
+            go to stderr (or, with --json, everything to stdout at the end). --model names a model \
+            (\(KnownModel.names); fetch it with scripts/fetch-model.sh NAME) or a GGUF path; without it \
+            the model is looked up in $SPARKV_MODEL, then models/ (SmolLM2-135M-Instruct).
 
             With --chat the prompt is a user turn of the model's chat template (after --system, or the \
             template's default system prompt). --chat without --prompt or --prompt-file is an interactive chat: \
@@ -60,7 +61,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Stop when the text contains this string (not printed; repeatable).")
     var stop: [String] = []
 
-    @Option(name: .long, help: "Path of the GGUF model (default: $SPARKV_MODEL or models/).")
+    @Option(name: .long, help: ModelArguments.modelHelp)
     var model: String?
 
     @Option(name: .long, help: "Threads of the model kernels and the cache, 1...1024 (default: OpenMP's).")
@@ -116,6 +117,9 @@ struct GenerateCommand: ParsableCommand {
         llama.exactMatmul = exactMatmul
         _ = try ModelArguments.parsePolicy(self.policy, headDim: llama.config.headDim)   // values vs the model
         let tokenizer = try Tokenizer(gguf: llama.file)
+        if chat && tokenizer.chatFormat == nil {
+            throw ValidationError("--chat: the model's vocabulary has no chat turn markers (<|im_start|> or <start_of_turn>)")
+        }
         if interactive {
             try chatLoop(llama: llama, tokenizer: tokenizer, policy: policy, sampler: &sampler)
             return
@@ -174,9 +178,18 @@ struct GenerateCommand: ParsableCommand {
                 \(turn.stopped ? " (ended at a --stop string)" : "")
                 prefill \(fmt(summary.prefillTokensPerSecond)) tokens/s, decode \(fmt(summary.decodeTokensPerSecond)) tokens/s \
                 (\(summary.threads) threads; kernels: \(summary.kernel))
-                KV cache: \(summary.kvBytes) bytes = \(fmt(100 * summary.ratioToDense))% of dense fp16 (\(summary.denseBytes) bytes)
+                KV cache: \(summary.kvBytes) bytes = \(fmt(100 * summary.ratioToDense))% of dense fp16 (\(summary.denseBytes) bytes)\
+                \(slidingNote(session))
                 """)
         }
+    }
+
+    /// The sliding-window layers' bytes, which the cache's report leaves out ("" without them).
+    private func slidingNote(_ session: LlamaSession) -> String {
+        let bytes = session.slidingWindowBytes
+        guard bytes > 0 else { return "" }
+        let slides = (0..<session.model.config.layers).filter(session.model.config.architecture.isSlidingWindow).count
+        return "; plus \(bytes) bytes of dense float32 windows in the \(slides) sliding-window layers"
     }
 
     /// One decoded turn: its tokens (the last one not yet run through the model), its text, and
@@ -228,8 +241,9 @@ struct GenerateCommand: ParsableCommand {
         let capacity = llama.config.contextLength + 1
         var session: LlamaSession?
         var pending: [Int] = []     // sampled tokens not yet run through the model
-        let endOfTurn = tokenizer.encode("<|im_end|>", addSpecial: false, parseSpecial: true)
-        if tty { printError("Chat with SmolLM2 (policy \(policy)); end with Ctrl-D.") }
+        let format = tokenizer.chatFormat ?? .chatML   // checked in execute()
+        let endOfTurn = tokenizer.encode(format.endOfTurn, addSpecial: false, parseSpecial: true)
+        if tty { printError("Chat with \(llama.displayName) (policy \(policy)); end with Ctrl-D.") }
         while true {
             if tty { FileHandle.standardError.write(Data("> ".utf8)) }
             guard let line = readLine(strippingNewline: true) else { break }
@@ -238,8 +252,7 @@ struct GenerateCommand: ParsableCommand {
             if let session {
                 var feed = pending
                 if let last = pending.last, !tokenizer.isEndOfGeneration(last) { feed += endOfTurn }
-                feed += tokenizer.encode("\n<|im_start|>user\n" + line + "<|im_end|>\n<|im_start|>assistant\n",
-                                         addSpecial: false, parseSpecial: true)
+                feed += tokenizer.encode(format.nextTurn(user: line), addSpecial: false, parseSpecial: true)
                 guard session.position + feed.count + maxTokens < capacity else {
                     // Not a usage error: the conversation so far was fine; end it with what it said.
                     printError("sparkv generate: the conversation fills the model's context of "

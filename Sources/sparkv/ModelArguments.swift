@@ -109,11 +109,30 @@ enum ModelArguments {
         return text
     }
 
-    /// The model of `--model`, or the one ``ModelFiles/locate(_:environmentValue:)`` finds. A
-    /// `--model` that is missing or not a regular file is a usage error; `SPARKV_MODEL` naming
-    /// nothing is reported as such (a ``ModelError``).
-    static func openModel(_ path: String?) throws -> LlamaModel {
-        guard let path else { return try LlamaModel(path: try ModelFiles.locate()) }
+    /// The help of every model command's `--model`.
+    static let modelHelp = ArgumentHelp(
+        "A model name (\(KnownModel.names); fetch with scripts/fetch-model.sh NAME) or a GGUF file's path "
+            + "(default: $SPARKV_MODEL, else \(KnownModel.defaultModel.rawValue) in models/).",
+        valueName: "name|path")
+
+    /// The path of `--model`: a ``KnownModel`` name resolves to its file in `models/` (a file of
+    /// that very name is reached as `./NAME`); anything else is a path, used as is. Nil:
+    /// ``ModelFiles/locate(_:environmentValue:fetchName:)``, the default model.
+    static func modelPath(_ model: String?) throws -> String {
+        guard let model else { return try ModelFiles.locate() }
+        if let known = KnownModel(rawValue: model) {
+            do { return try known.locate() } catch let error as GGUFError { throw ValidationError("--model \(model): \(error)") }
+        }
+        return model
+    }
+
+    /// The model of `--model` (see ``modelPath(_:)``), or the one
+    /// ``ModelFiles/locate(_:environmentValue:fetchName:)`` finds. A `--model` that is missing or
+    /// not a regular file is a usage error; `SPARKV_MODEL` naming nothing is reported as such (a
+    /// ``ModelError``).
+    static func openModel(_ model: String?) throws -> LlamaModel {
+        guard model != nil else { return try LlamaModel(path: try ModelFiles.locate()) }
+        let path = try modelPath(model)
         do {
             return try LlamaModel(path: path)
         } catch let error as GGUFError {

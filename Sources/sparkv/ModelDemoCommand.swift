@@ -8,7 +8,7 @@ import SparKVModel
 struct ModelDemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model-demo",
-        abstract: "Run one long prompt through dense, SnapKV and SnapKV+SparK caches of SmolLM2-135M.",
+        abstract: "Run one long prompt through dense, SnapKV and SnapKV+SparK caches of a real model (SmolLM2-135M by default).",
         discussion: """
             The prompt (the start of --text, then a question about it, in the chat template) is prefilled \
             densely once; each policy's cache is built from that prefill and decodes --max-tokens greedy tokens. \
@@ -33,7 +33,7 @@ struct ModelDemoCommand: ParsableCommand {
     @Option(name: .long, help: "Greedy tokens per policy.")
     var maxTokens: Int = 48
 
-    @Option(name: .long, help: "Path of the GGUF model (default: $SPARKV_MODEL or models/).")
+    @Option(name: .long, help: ModelArguments.modelHelp)
     var model: String?
 
     @Option(name: .long, help: "Threads (default: OpenMP's).")
@@ -70,7 +70,7 @@ struct ModelDemoCommand: ParsableCommand {
         let t0 = clock.now
         let state = try llama.prefill(tokens: tokens, window: policies.map(\.window).max() ?? 32)
         let prefillSeconds = seconds(clock.now - t0)
-        let title = "SparKV model demo: SmolLM2-135M-Instruct (Q4_1), prompt \(tokens.count) tokens "
+        let title = "SparKV model demo: \(llama.displayName), prompt \(tokens.count) tokens "
             + "(\(Int(Double(tokens.count) / prefillSeconds)) tokens/s dense prefill), \(maxTokens) greedy tokens per policy\n"
 
         var reference: [Int] = []

@@ -35,7 +35,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Sequences sharing the budget when answering the longest context.")
     var batch: Int = 1
 
-    @Option(help: "Tokens appended per sequence after the prompt (decode), stored dense.")
+    @Option(help: "Tokens appended per sequence after the prompt (decode): stored dense, or compressed as they age under decode(R).")
     var generated: Int = 0
 
     @Option(help: "Capacity per sequence searched for the longest context (tokens).")

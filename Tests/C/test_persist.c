@@ -66,11 +66,13 @@ static sparkv_cache *build(const sparkv_shape *s, const sparkv_policy *p, uint64
             CHECK_OK(sparkv_prefill(c, l, k, v, prompt, q, nw));
             free(k); free(v); free(q);
         }
-        float kr[4 * MAX_D], vr[4 * MAX_D];
+        float kr[4 * MAX_D], vr[4 * MAX_D], qr[8 * MAX_D];
         for (uint64_t t = 0; t < appended; t++) {
             fill_normal(&r, kr, (size_t)nkv * d, 1.0f);
             fill_normal(&r, vr, (size_t)nkv * d, 1.0f);
-            CHECK_OK(sparkv_append(c, l, kr, vr));
+            fill_normal(&r, qr, (size_t)nq * d, 1.0f);
+            /* with the step's query: decode-time compression keeps the last window of them */
+            CHECK_OK(sparkv_append_step(c, l, SPARKV_DTYPE_F32, kr, vr, qr));
         }
     }
     return c;
@@ -298,6 +300,31 @@ static void test_round_trips(void) {
     st.recent_tokens = 60;
     round_trip("StreamingLLM", &s1, &st, 300, 3, 0, 2);
 
+    /* decode-time compression: aged pages (SparK with norms of their own, ThinK, value-pruned), the
+     * decode-query ring, the aging state; appends after the load keep aging identically */
+    const sparkv_shape sd = make_shape(2, 4, 2, 32, 2048);
+    sparkv_policy dc = spark(0.5f, SPARKV_RECOVER_MEAN, 1);
+    dc.compress_decode = 1;
+    dc.decode_recent = 16;
+    dc.window = 8;
+    round_trip("decode-time compression, SparK (ring partly filled)", &sd, &dc, 100, 5, 0, 2);
+    round_trip("decode-time compression, SparK, aged pages", &sd, &dc, 100, 700, 0, 2);
+    dc.key_precision = SPARKV_I8;
+    dc.value_prune_ratio = 0.25f;
+    round_trip("decode-time compression, SparK i8 + value pruning", &sd, &dc, 300, 560, 0, 2);
+    sparkv_policy dt = sparkv_default_policy();
+    dt.key_pruning = SPARKV_KEYS_THINK;
+    dt.key_prune_ratio = 0.5f;
+    dt.recovery = SPARKV_RECOVER_NONE;
+    dt.sign_bits = 0;
+    dt.compress_decode = 1;
+    dt.decode_recent = 40;
+    round_trip("decode-time compression, ThinK", &sd, &dt, 60, 600, 0, 2);
+    sparkv_policy dv = sparkv_default_policy();
+    dv.value_prune_ratio = 0.5f;
+    dv.compress_decode = 1;
+    round_trip("decode-time compression, dense keys + value pruning", &sd, &dv, 20, 560, 0, 2);
+
     const sparkv_shape s3 = make_shape(3, 2, 1, 32, 600);
     sparkv_policy r3 = spark(0.5f, SPARKV_RECOVER_EXPONENTIAL, 1);
     round_trip("layer range [1, 2)", &s3, &r3, 50, 2, 1, 1);
@@ -361,11 +388,11 @@ static void doctor(const uint8_t *f, size_t size, edit_fn edit, const sparkv_sha
     free(g);
 }
 
-/* Layout of the SparK f16 test file's first page: fixed 32 bytes (u64 first, u32 n, cap, keys,
- * values pruned, u64 kept_bytes), then k (kept_bytes), mask (n * D/8),
+/* Layout of the SparK f16 test file's first page: fixed 40 bytes (u64 first, u32 n, cap, keys,
+ * values pruned, u64 kept_bytes, u32 own norms, u32 0), then k (kept_bytes), mask (n * D/8),
  * sign (n * D/8), stats (n * n_stats * 2). D = 16, MEAN (1 statistic), sign bits. */
 #define HD 16u
-#define FIXED 32u
+#define FIXED 40u
 static size_t page0(const uint8_t *f, size_t size) { return find_section(f, size, T_PAGE, 0); }
 static uint8_t *page0_field(uint8_t *f, size_t size, size_t at) { return payload(f, page0(f, size)) + at; }
 static uint64_t page0_kept(uint8_t *f, size_t size) { return rd64(page0_field(f, size, 24)); }

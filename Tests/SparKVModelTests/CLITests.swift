@@ -120,6 +120,31 @@ struct CLIArgumentTests {
         #expect(r.stdout.contains("llama.cpp q8_0") && r.stdout.contains("spark:0.8"))
     }
 
+    /// Batch mode: at the memory of one dense sequence, int8 SparK fits more than one.
+    @Test func benchBatchRunsMoreCompressedSequencesInTheSameMemory() throws {
+        let r = try SparKVExecutable.run(["bench", "decode", "--batch", "1", "--contexts", "512", "--layers", "1",
+                                          "--threads", "1", "--quick", "--probe-mib", "16"], timeout: 120)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        let row = r.stdout.split(separator: "\n").first { $0.contains("kprec(i8)+vprec(i8)") }.map(String.init) ?? ""
+        let sequences = row.split(separator: " ", omittingEmptySubsequences: true).dropFirst(5).first.flatMap { Int($0) } // "1.0 MiB" is two words
+        #expect((sequences ?? 0) >= 2, "\(r.stdout)")
+    }
+
+    /// Long-generation mode: decode-time compression holds fewer bytes than prefill-only SparK.
+    @Test func benchGenerateShowsDecodeCompressionSavingBytes() throws {
+        let r = try SparKVExecutable.run(["bench", "decode", "--generate", "600", "--contexts", "256", "--layers", "1",
+                                          "--threads", "1", "--quick", "--probe-mib", "16"], timeout: 120)
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        func ratio(_ prefix: String) -> Double? {
+            r.stdout.split(separator: "\n").first { $0.hasPrefix(prefix) }
+                .flatMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first }
+                .flatMap { Double($0) }
+        }
+        let prefillOnly = ratio("spark-0.8-mean "), aged = ratio("spark(0.8,mean,signed)+decode(32) ")
+        #expect(prefillOnly != nil && aged != nil && aged! < prefillOnly!, "\(r.stdout)")
+        try expectUsageError(["bench", "decode", "--batch", "1", "--generate", "5"], "separate modes", usage: "bench decode")
+    }
+
     /// `9999999999999999k` overflowed in `* 1024`; bench threads are bounded like the others.
     @Test func benchRejectsOverflowingContextsAndThreads() throws {
         try expectUsageError(["bench", "decode", "--contexts", "9999999999999999k"],

@@ -101,6 +101,24 @@ struct ModelTests {
         #expect(r[3].memory.totalBytes < r[0].memory.totalBytes)
     }
 
+    /// The long-generation protocol: a short prompt, then a long teacher-forced continuation. With
+    /// decode(32) the appended tokens age into SparK pages (the session passes each step's query),
+    /// so the cache ends smaller than prefill-only SparK's while the prediction stays close to dense.
+    @Test("decode-time compression shrinks a long continuation's cache and stays close to dense")
+    func decodeCompressionOnALongContinuation() throws {
+        let (model, tokenizer) = try Self.shared
+        let text = try String(contentsOfFile: "/usr/share/common-licenses/GPL-3", encoding: .utf8)
+        var eval = Evaluation(model: model, tokenizer: tokenizer)
+        eval.progress = { _ in }
+        let policies = try ["dense", "spark(0.8)", "spark(0.8)+decode(32)"].map { try CompressionPolicy(parsing: $0) }
+        let r = try eval.continuation(text: text, prefix: 64, scored: 600, policies: policies)
+        // 599 appended tokens: two full pages have 32 newer tokens after them and age
+        #expect(r[2].endMemory.totalBytes < r[1].endMemory.totalBytes)
+        #expect(r[2].endMemory.ratioToDense < 0.9, "end ratio \(r[2].endMemory.ratioToDense)")
+        #expect(r[2].memory == r[1].memory) // the prompt is stored the same way
+        #expect(r[2].meanKL < 0.1 && r[2].top1Agreement > 0.85, "KL \(r[2].meanKL), top-1 \(r[2].top1Agreement)")
+    }
+
     /// With 8-bit activations (llama.cpp's scheme, and SparKV's fast path) this prompt sits on a
     /// knife's edge: llama.cpp's own logits after the chat prompt rank "L" (24.74) just above "The"
     /// (24.65), and it answers "L'Étoile, ..." like SparKV's fast path does (top-1 agreement with

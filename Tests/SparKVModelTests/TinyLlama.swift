@@ -3,7 +3,7 @@ import Testing
 
 @testable import SparKVModel
 
-/// A tiny, valid Llama GGUF built in memory (F32 weights, a 32-token byte-level vocabulary), with
+/// A tiny, valid Llama (or, with ``architecture``, Qwen2 or Gemma 3) GGUF built in memory (F32 weights, a 32-token byte-level vocabulary), with
 /// knobs to make it wrong in one place: the tests of the loader's checks start from it.
 ///
 /// hidden 32, 2 query heads and 1 KV head of 16 channels, feed-forward 64, 2 layers, context 16.
@@ -15,6 +15,8 @@ struct TinyLlama {
     var layers = 2
     var vocabulary = 32
     var contextLength: GGUFValue? = .uint32(16)
+    /// `general.architecture`, also the prefix of the hyper-parameter keys. "qwen2" adds the Q/K/V
+    /// biases; "gemma3" the QK-norms, the post-norms and `gemma3.attention.sliding_window` (8).
     var architecture = "llama"
     /// Shapes to use instead of the right ones, by tensor name (GGUF order).
     var shapeOverride: [String: [UInt64]] = [:]
@@ -42,23 +44,32 @@ struct TinyLlama {
                     ("blk.\(l).attn_output.weight", [q, hidden]), ("blk.\(l).ffn_norm.weight", [hidden]),
                     ("blk.\(l).ffn_gate.weight", [hidden, feedForward]), ("blk.\(l).ffn_up.weight", [hidden, feedForward]),
                     ("blk.\(l).ffn_down.weight", [feedForward, hidden])]
+            if architecture == "qwen2" {
+                out += [("blk.\(l).attn_q.bias", [q]), ("blk.\(l).attn_k.bias", [kv]), ("blk.\(l).attn_v.bias", [kv])]
+            }
+            if architecture == "gemma3" {
+                out += [("blk.\(l).attn_q_norm.weight", [headDim]), ("blk.\(l).attn_k_norm.weight", [headDim]),
+                        ("blk.\(l).post_attention_norm.weight", [hidden]), ("blk.\(l).post_ffw_norm.weight", [hidden])]
+            }
         }
         return out
     }
 
     func builder() -> GGUFBuilder {
         var b = GGUFBuilder()
+        let a = architecture
         var meta: [(String, GGUFValue)] = [
-            ("general.architecture", .string(architecture)),
-            ("llama.block_count", .uint32(UInt32(layers))),
-            ("llama.embedding_length", .uint32(UInt32(hidden))),
-            ("llama.feed_forward_length", .uint32(UInt32(feedForward))),
-            ("llama.attention.head_count", .uint32(UInt32(heads))),
-            ("llama.attention.head_count_kv", .uint32(UInt32(kvHeads))),
-            ("llama.rope.freq_base", .float32(10000)),
-            ("llama.attention.layer_norm_rms_epsilon", .float32(1e-5)),
+            ("general.architecture", .string(a)),
+            ("\(a).block_count", .uint32(UInt32(layers))),
+            ("\(a).embedding_length", .uint32(UInt32(hidden))),
+            ("\(a).feed_forward_length", .uint32(UInt32(feedForward))),
+            ("\(a).attention.head_count", .uint32(UInt32(heads))),
+            ("\(a).attention.head_count_kv", .uint32(UInt32(kvHeads))),
+            ("\(a).rope.freq_base", .float32(10000)),
+            ("\(a).attention.layer_norm_rms_epsilon", .float32(1e-5)),
         ]
-        if let contextLength { meta.append(("llama.context_length", contextLength)) }
+        if a == "gemma3" { meta.append(("gemma3.attention.sliding_window", .uint32(8))) }
+        if let contextLength { meta.append(("\(a).context_length", contextLength)) }
         for (key, value) in metadata {
             if let i = meta.firstIndex(where: { $0.0 == key }) { meta[i].1 = value } else { meta.append((key, value)) }
         }

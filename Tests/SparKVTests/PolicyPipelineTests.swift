@@ -371,7 +371,8 @@ struct PolicyPipelineTests {
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(CompressionPolicy.snapSpark(budget: 512, ratio: 0.8)
             .withValuePruning(ratio: 0.5)), as: UTF8.self)
-        #expect(json == #"{"attention_scale":null,"eviction":{"budget":512,"mode":"snapkv","pool_kernel":5},"#
+        #expect(json == #"{"attention_scale":null,"compress_decode":false,"decode_recent":32,"#
+                + #""eviction":{"budget":512,"mode":"snapkv","pool_kernel":5},"#
                 + #""key_precision":"f16","key_prune_ratio":0.8,"key_pruning":"spark","quant_group":32,"recovery":"mean","seed":0,"#
                 + #""selection":{"mode":"topk"},"sign_bits":true,"threads":null,"value_precision":"f16","#
                 + #""value_prune_ratio":0.5,"window":32}"#)

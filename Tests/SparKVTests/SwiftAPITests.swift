@@ -144,7 +144,8 @@ struct SwiftAPITests {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = String(decoding: try encoder.encode(CompressionPolicy.spark(ratio: 0.8)), as: UTF8.self)
-        #expect(json == #"{"attention_scale":null,"eviction":null,"key_precision":"f16","key_prune_ratio":0.8,"#
+        #expect(json == #"{"attention_scale":null,"compress_decode":false,"decode_recent":32,"eviction":null,"#
+                + #""key_precision":"f16","key_prune_ratio":0.8,"#
                 + #""key_pruning":"spark","quant_group":32,"recovery":"mean","seed":0,"selection":{"mode":"topk"},"sign_bits":true,"#
                 + #""threads":null,"value_precision":"f16","value_prune_ratio":0,"window":32}"#)
 

@@ -75,6 +75,9 @@ class CPolicy(ctypes.Structure):
         ("value_prune_ratio", c_float),
         # quantization (key_precision / value_precision I8 or I4)
         ("quant_group", c_uint32),
+        # decode-time compression (append)
+        ("compress_decode", c_int32),
+        ("decode_recent", c_uint32),
     ]
 
 
@@ -127,6 +130,7 @@ _PROTOTYPES = {
     "sparkv_attend_batch": (c_int, [POINTER(c_void_p), c_uint32, c_uint32, c_void_p, c_void_p]),
     "sparkv_prefill_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p, c_uint64, c_void_p, c_uint64]),
     "sparkv_append_typed": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p]),
+    "sparkv_append_step": (c_int, [c_void_p, c_uint32, c_int, c_void_p, c_void_p, c_void_p]),
     "sparkv_attend": (c_int, [c_void_p, c_uint32, c_void_p, c_void_p]),
     "sparkv_memory_report": (c_int, [c_void_p, c_uint32, POINTER(CMemory)]),
     "sparkv_inspect_key": (c_int, [c_void_p, c_uint32, c_uint32, c_uint64, POINTER(c_uint8), _F]),

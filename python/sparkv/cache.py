@@ -417,9 +417,15 @@ class KVCache:
             n_window = q_window.shape[1]
         self._call("sparkv_prefill_typed", layer, dtype, k_ptr, v_ptr, n_tokens, q_ptr, n_window)
 
-    def append(self, layer: int, k: np.ndarray, v: np.ndarray, *, bits16: Optional[str] = None) -> None:
+    def append(
+        self, layer: int, k: np.ndarray, v: np.ndarray, q: Optional[np.ndarray] = None, *, bits16: Optional[str] = None
+    ) -> None:
         """Append one decode token: k, v ``(n_kv_heads, head_dim)``, both float32, float16,
-        ``ml_dtypes.bfloat16`` or uint16 bit patterns with ``bits16`` (see ``prefill``)."""
+        ``ml_dtypes.bfloat16`` or uint16 bit patterns with ``bits16`` (see ``prefill``).
+
+        q: the step's post-RoPE query ``(n_q_heads, head_dim)`` float32, or None. With the policy's
+        ``compress_decode``, appended tokens are compressed as they age, and SparK's window-query
+        norms for them come from the last ``window`` queries passed here (sparkv_append_step)."""
         s = self._shape
         layer = self._layer(layer)
         dtype = _input_dtype("k", k, bits16)
@@ -427,7 +433,8 @@ class KVCache:
             raise TypeError(f"v must have the dtype of k ({k.dtype}), got {v.dtype}")
         k_ptr = _input_array("k", k, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"), dtype)
         v_ptr = _input_array("v", v, (s.n_kv_heads, s.head_dim), ("n_kv_heads", "head_dim"), dtype)
-        self._call("sparkv_append_typed", layer, dtype, k_ptr, v_ptr)
+        q_ptr = None if q is None else _float32_array("q", q, (s.n_q_heads, s.head_dim), ("n_q_heads", "head_dim"))
+        self._call("sparkv_append_step", layer, dtype, k_ptr, v_ptr, q_ptr)
 
     def attend(self, layer: int, q: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Decode attention of one query token over every token of ``layer``.

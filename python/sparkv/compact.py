@@ -126,6 +126,10 @@ class _Parser:
         elif name == "qgroup":
             self.expect(name, args, 1, 1)
             f["quant_group"] = self.int(args, 0, name, 32)
+        elif name == "decode":
+            self.expect(name, args, 0, 1)
+            f["compress_decode"] = True
+            f["decode_recent"] = self.int(args, 0, name, 32)
         elif name == "window":
             self.expect(name, args, 1, 1)
             f["window"] = self.int(args, 0, name, 32)
@@ -141,7 +145,7 @@ class _Parser:
             self.expect(name, args, 1, 1)
             f["attention_scale"] = self.float(args, 0, name, 0.0)
         else:
-            raise self.fail(f'unknown term "{name}"; terms are dense, snapkv, pyramidkv, streaming, spark, think, '
+            raise self.fail(f'unknown term "{name}"; terms are dense, snapkv, pyramidkv, streaming, spark, think, decode, '
                             "vprune, kprec, vprec, qgroup, window, seed, threads, scale")
 
     def read_keys(self, name: str, args: List[str]) -> None:
@@ -259,6 +263,8 @@ def format_policy(p) -> str:
         stages.append(f"vprec({p.value_precision.name.lower()})")
     if p.quant_group != 32:
         stages.append(f"qgroup({p.quant_group})")
+    if p.compress_decode:
+        stages.append(f"decode({p.decode_recent})")
     if p.window != 32:
         stages.append(f"window({p.window})")
     if p.seed != 0:

@@ -234,6 +234,10 @@ class Policy:
     value_prune_ratio: float = 0.0
     # quantization (key_precision / value_precision I8 or I4)
     quant_group: int = 32
+    # decode-time compression: appended tokens compressed as they age (KVCache.append(..., q=...)),
+    # the newest decode_recent kept dense
+    compress_decode: bool = False
+    decode_recent: int = 32
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -245,6 +249,8 @@ class Policy:
         set_(self, "value_precision", to_enum(Precision, self.value_precision, "value_precision"))
         if not isinstance(self.sign_bits, (bool, int)):
             raise TypeError(f"sign_bits must be a bool, got {type(self.sign_bits).__name__}")
+        if not isinstance(self.compress_decode, (bool, int)):
+            raise TypeError(f"compress_decode must be a bool, got {type(self.compress_decode).__name__}")
 
     @classmethod
     def dense(cls, **fields: Any) -> "Policy":
@@ -408,6 +414,8 @@ class Policy:
             int(self.key_pruning),
             _float_field(self, "value_prune_ratio"),
             _int_field(self, "quant_group", 0, U32),
+            1 if self.compress_decode else 0,
+            _int_field(self, "decode_recent", 0, U32),
         )
 
     @classmethod
@@ -435,6 +443,8 @@ class Policy:
             key_pruning=KeyPruning(c.key_pruning),
             value_prune_ratio=c.value_prune_ratio,
             quant_group=c.quant_group,
+            compress_decode=bool(c.compress_decode),
+            decode_recent=c.decode_recent,
         )
 
     def validate(self, head_dim: int) -> "Policy":

@@ -12,7 +12,8 @@ from typing import Any, Dict, Union
 from .errors import InvalidPolicyError, Status
 
 _KEYS = {"eviction", "key_pruning", "key_prune_ratio", "selection", "recovery", "sign_bits", "value_prune_ratio",
-         "key_precision", "value_precision", "window", "seed", "threads", "attention_scale", "quant_group"}
+         "key_precision", "value_precision", "window", "seed", "threads", "attention_scale", "quant_group",
+         "compress_decode", "decode_recent"}
 
 
 def _f32(x: float) -> float:
@@ -57,6 +58,8 @@ def to_json_dict(p) -> Dict[str, Any]:
         "value_precision": p.value_precision.name.lower(),
         "value_prune_ratio": _f32(p.value_prune_ratio),
         "window": p.window,
+        "compress_decode": bool(p.compress_decode),
+        "decode_recent": p.decode_recent,
     }
 
 
@@ -88,7 +91,8 @@ def from_json_obj(obj: Union[str, bytes, Dict[str, Any]]) -> Dict[str, Any]:
         if obj.get(key) is not None:
             fields[key] = _get(obj, key, kind, None)
     for key, kind in [("key_prune_ratio", float), ("value_prune_ratio", float), ("window", int), ("seed", int),
-                      ("threads", int), ("attention_scale", float), ("quant_group", int), ("sign_bits", bool)]:
+                      ("threads", int), ("attention_scale", float), ("quant_group", int), ("sign_bits", bool),
+                      ("compress_decode", bool), ("decode_recent", int)]:
         if obj.get(key) is not None:
             fields[key] = _get(obj, key, kind, None)
     ev = obj.get("eviction")

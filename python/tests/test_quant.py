@@ -161,7 +161,8 @@ def test_quant_group_field_and_presets():
 def test_struct_matches_the_library():
     lib = _lib.load()
     assert lib.sparkv_default_policy().struct_size == ctypes.sizeof(_lib.CPolicy)
-    assert _lib.CPolicy._fields_[-1] == ("quant_group", ctypes.c_uint32)
+    assert ("quant_group", ctypes.c_uint32) in _lib.CPolicy._fields_
+    assert _lib.CPolicy._fields_[-1] == ("decode_recent", ctypes.c_uint32)
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p.key_precision.name}-{p.value_precision.name}")

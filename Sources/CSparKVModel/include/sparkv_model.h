@@ -66,7 +66,7 @@ const char *svm_status_string(svm_status status);
 typedef enum svm_isa {
     SVM_ISA_AUTO = 0,
     SVM_ISA_PORTABLE = 1, /**< plain C (the specification) */
-    SVM_ISA_AVX2 = 2,     /**< AVX2 + FMA + F16C (+ BMI2, POPCNT: csrc/cpu_features.h's avx2 level) */
+    SVM_ISA_AVX2 = 2,     /**< AVX2 + FMA + F16C (+ BMI2, POPCNT: csrc/platform/cpu_features.h's avx2 level) */
     SVM_ISA_AVX512 = 3,   /**< AVX-512 F/BW/VL/VNNI + the AVX2 set */
 } svm_isa;
 

@@ -17,12 +17,13 @@ static float next(uint64_t *s) {
 
 static int seed(const char *dir, const char *name, uint32_t n_layers, uint32_t d, sparkv_policy p, uint64_t prompt,
                 uint64_t appended, uint32_t first, uint32_t count) {
+    /* appended tokens cycle through the prompt's rows; the step's query is a window row */
     sparkv_shape s = sparkv_default_shape();
     s.n_layers = n_layers;
     s.n_q_heads = 2;
     s.n_kv_heads = 1;
     s.head_dim = d;
-    s.capacity = 64;
+    s.capacity = 400;
     p.threads = 1;
     sparkv_cache *c = NULL;
     if (sparkv_cache_create(&s, &p, &c) != SPARKV_OK) { fprintf(stderr, "%s: %s\n", name, sparkv_last_error(NULL)); return 1; }
@@ -36,7 +37,10 @@ static int seed(const char *dir, const char *name, uint32_t n_layers, uint32_t d
             return 1;
         }
         for (uint64_t t = 0; t < appended; t++)
-            if (sparkv_append(c, l, k + t * d, v + t * d) != SPARKV_OK) { fprintf(stderr, "%s: append\n", name); return 1; }
+            if (sparkv_append_step(c, l, SPARKV_DTYPE_F32, k + t % 60 * d, v + t % 60 * d, q + t % 4 * 2 * d) != SPARKV_OK) {
+                fprintf(stderr, "%s: %s\n", name, sparkv_last_error(c));
+                return 1;
+            }
     }
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -90,5 +94,11 @@ int main(int argc, char **argv) {
     p.evict_budget = 3;
     p.pool_kernel = 3;
     bad |= seed(dir, "seed-snapkv-spark-range", 3, 8, p, 8, 1, 1, 2);
+    p = sparkv_default_policy();
+    p.key_prune_ratio = 0.5f;
+    p.compress_decode = 1;
+    p.decode_recent = 4;
+    p.window = 2;
+    bad |= seed(dir, "seed-decode-compression-spark", 1, 8, p, 6, 262, 0, 1);
     return bad;
 }

@@ -222,6 +222,7 @@ static sv_page *new_prompt(const sparkv_cache *cache, uint32_t n, uint64_t kept_
 
 void sv_page_free(sv_page *page) {
     if (!page) return;
+    free(page->qn);
     block_free(page->base);
     free(page);
 }
@@ -235,4 +236,42 @@ uint64_t sv_page_kept_offset(const sv_page *page, uint32_t d, sparkv_precision k
         off += sv_row_bytes(kp, kept);
     }
     return off;
+}
+
+/* Byte accounting of stored tokens (the memory report's formulas, sparkv.h): next to the layout it
+ * counts, so a layout change and its accounting change together. */
+void sv_account_page(const sparkv_cache *c, sv_key_mode keys, int values_pruned, int signs, uint64_t n,
+                     uint64_t kept_bytes, sparkv_memory *m) {
+    const uint32_t d = c->shape.head_dim;
+    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
+    const uint64_t kscale = sv_is_quantized(kp) ? sizeof(uint16_t) : 0; /* bytes per fp16 scale, 0 if none */
+    const uint64_t vscale = sv_is_quantized(vp) ? sizeof(uint16_t) : 0;
+    switch (keys) {
+    case SV_KEYS_SPARK:
+        m->key_bytes += kept_bytes;
+        m->key_meta_bytes += n * ((d / 8) * (signs ? 2u : 1u) + c->n_stats * 2u + kscale);
+        break;
+    case SV_KEYS_THINK:
+        m->key_bytes += n * sv_row_bytes(kp, c->keep_topk);
+        m->key_meta_bytes += n * kscale;
+        break;
+    default:
+        m->key_bytes += n * sv_row_bytes(kp, d);
+        m->key_meta_bytes += n * c->kgroups * kscale;
+        break;
+    }
+    if (values_pruned) {
+        m->value_bytes += n * sv_row_bytes(vp, c->keep_values);
+        m->value_meta_bytes += n * (d / 8 + sizeof(uint16_t) + vscale);
+    } else {
+        m->value_bytes += n * sv_row_bytes(vp, d);
+        m->value_meta_bytes += n * c->vgroups * vscale;
+    }
+}
+
+uint64_t sv_head_meta_bytes(const sparkv_cache *c, sv_key_mode prompt_keys) {
+    const uint32_t d = c->shape.head_dim;
+    if (prompt_keys == SV_KEYS_SPARK) return (uint64_t)d * sizeof(float) + sizeof(float);
+    if (prompt_keys == SV_KEYS_THINK) return d / 8;
+    return 0;
 }

@@ -78,6 +78,7 @@ void sparkv_cache_free(sparkv_cache *cache) {
     sv_clear_error(cache);
     if (cache->layers) {
         for (uint32_t l = 0; l < cache->shape.n_layers; l++) {
+            free(cache->layers[l].qring);
             if (!cache->layers[l].heads) continue;
             for (uint32_t h = 0; h < cache->shape.n_kv_heads; h++) free_head_pages(&cache->layers[l].heads[h]);
             free(cache->layers[l].heads);
@@ -120,42 +121,6 @@ uint64_t sparkv_layer_tokens(const sparkv_cache *cache, uint32_t layer) {
     return cache->layers[layer].n_tokens;
 }
 
-void sv_account_page(const sparkv_cache *c, sv_key_mode keys, int values_pruned, int signs, uint64_t n,
-                     uint64_t kept_bytes, sparkv_memory *m) {
-    const uint32_t d = c->shape.head_dim;
-    const sparkv_precision kp = c->policy.key_precision, vp = c->policy.value_precision;
-    const uint64_t kscale = sv_is_quantized(kp) ? sizeof(uint16_t) : 0; /* bytes per fp16 scale, 0 if none */
-    const uint64_t vscale = sv_is_quantized(vp) ? sizeof(uint16_t) : 0;
-    switch (keys) {
-    case SV_KEYS_SPARK:
-        m->key_bytes += kept_bytes;
-        m->key_meta_bytes += n * ((d / 8) * (signs ? 2u : 1u) + c->n_stats * 2u + kscale);
-        break;
-    case SV_KEYS_THINK:
-        m->key_bytes += n * sv_row_bytes(kp, c->keep_topk);
-        m->key_meta_bytes += n * kscale;
-        break;
-    default:
-        m->key_bytes += n * sv_row_bytes(kp, d);
-        m->key_meta_bytes += n * c->kgroups * kscale;
-        break;
-    }
-    if (values_pruned) {
-        m->value_bytes += n * sv_row_bytes(vp, c->keep_values);
-        m->value_meta_bytes += n * (d / 8 + sizeof(uint16_t) + vscale);
-    } else {
-        m->value_bytes += n * sv_row_bytes(vp, d);
-        m->value_meta_bytes += n * c->vgroups * vscale;
-    }
-}
-
-uint64_t sv_head_meta_bytes(const sparkv_cache *c, sv_key_mode prompt_keys) {
-    const uint32_t d = c->shape.head_dim;
-    if (prompt_keys == SV_KEYS_SPARK) return (uint64_t)d * sizeof(float) + sizeof(float);
-    if (prompt_keys == SV_KEYS_THINK) return d / 8;
-    return 0;
-}
-
 static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
     const uint32_t d = c->shape.head_dim;
     const sv_layer *L = &c->layers[l];
@@ -168,7 +133,15 @@ static void add_layer(const sparkv_cache *c, uint32_t l, sparkv_memory *m) {
             const sv_page *p = hs->pages[i];
             m->reserved_bytes += p->alloc_bytes;
             sv_account_page(c, p->keys, p->values_pruned, p->sign != NULL, p->n, p->kept_bytes, m);
+            if (p->qn) { /* an aged SparK page's own norms and c */
+                m->key_meta_bytes += (uint64_t)d * sizeof(float) + sizeof(float);
+                m->reserved_bytes += (uint64_t)d * sizeof(float) + sizeof(float);
+            }
         }
+    }
+    if (L->qring) {
+        m->key_meta_bytes += sv_qring_bytes(c);
+        m->reserved_bytes += sv_qring_bytes(c);
     }
     m->n_tokens += L->n_tokens;
     m->dense_bytes += L->n_seen * c->shape.n_kv_heads * d * 2u * 2u;
@@ -234,7 +207,8 @@ sparkv_status sparkv_inspect_key(const sparkv_cache *cache, uint32_t layer, uint
     if (key) {
         const sv_head *hs = &cache->layers[layer].heads[kv_head];
         float rq[SPARKV_MAX_HEAD_DIM];
-        if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
+        if (page->qn) sv_recip_sqrt_qn(page->qn, page->qn[d], d, rq);
+        else if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
         else memset(rq, 0, sizeof(rq));
         uint64_t off = page->keys == SV_KEYS_SPARK ? sv_page_kept_offset(page, d, cache->policy.key_precision, slot) : 0;
         sv_recover_key(cache, page, slot, off, rq, sv_token_hash(cache->policy.seed, layer, kv_head, token),

@@ -16,13 +16,16 @@
  *   policy: every field of sparkv_policy in declaration order after struct_size, enums and 32-bit
  *   fields as u32, floats as their bits, seed as u64 (SV_POLICY_FIELDS below).
  * LAYR payload: u32 layer | u32 prefilled | u32 prompt key mode (sv_key_mode) | u32 0 |
- *   u64 n_tokens | u64 n_prompt | u64 n_seen | u64 pages per KV head.
+ *   u64 n_tokens | u64 n_prompt | u64 n_seen | u64 pages per KV head |
+ *   decode-time compression state: u32 queries in the ring | u32 next ring slot | u64 next page to
+ *   age | u64 pages aged | then, when the ring holds queries, the ring: n_kv x window x D f64.
  * KVHD payload: u32 kv_head | u32 0 | per the layer's prompt key mode when prefilled:
  *   SPARK: D f32 window query norms qn, f32 c; THINK: D/8 bytes channel mask; else nothing.
  * PAGE payload: u64 first token | u32 n | u32 cap | u32 key mode | u32 values pruned | u64 kept_bytes |
+ *   u32 own norms (1: an aged SparK page's qn) | u32 0 |
  *   the page's arrays for its n tokens, in this order, each present when the page has it:
  *   k, kscale (token-major), mask, sign, stats, v, vscale (token-major when values are pruned;
- *   else group-major [D/quant_group][n]), vmask, vfill.
+ *   else group-major [D/quant_group][n]), vmask, vfill; then the own norms: D f32 qn and f32 c.
  */
 #ifndef SPARKV_PERSIST_FORMAT_H
 #define SPARKV_PERSIST_FORMAT_H
@@ -46,10 +49,10 @@
 
 /* Fixed payload sizes. */
 #define SV_HEAD_PAYLOAD_BYTES (4u + 4u + 8u + 4u * 4u + 8u + 4u + 4u + SV_POLICY_BYTES)
-#define SV_POLICY_BYTES (21u * 4u + 8u) /* 21 32-bit fields and the 64-bit seed */
-#define SV_LAYER_PAYLOAD_BYTES (4u * 4u + 4u * 8u)
+#define SV_POLICY_BYTES (23u * 4u + 8u) /* 23 32-bit fields and the 64-bit seed */
+#define SV_LAYER_PAYLOAD_BYTES (4u * 4u + 4u * 8u + 2u * 4u + 2u * 8u) /* without the ring */
 #define SV_KV_HEAD_FIXED_BYTES 8u
-#define SV_PAGE_FIXED_BYTES (8u + 4u * 4u + 8u)
+#define SV_PAGE_FIXED_BYTES (8u + 4u * 4u + 8u + 2u * 4u)
 
 /* CRC-32C of n bytes continuing from crc (0 to start). crc32c.c. */
 SPARKV_HIDDEN uint32_t sv_crc32c_update(uint32_t crc, const void *data, size_t n);

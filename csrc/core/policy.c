@@ -39,6 +39,8 @@ sparkv_policy sparkv_default_policy(void) {
     p.key_pruning = SPARKV_KEYS_SPARK;
     p.value_prune_ratio = 0.0f;
     p.quant_group = 32;
+    p.compress_decode = 0;
+    p.decode_recent = 32;
     return p;
 }
 
@@ -130,6 +132,8 @@ sparkv_status sv_policy_check(sparkv_cache *e, const sparkv_policy *p, uint32_t 
     }
     if (!(p->value_prune_ratio >= 0.0f && p->value_prune_ratio < 1.0f))
         return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "value_prune_ratio %g is outside [0, 1)", (double)p->value_prune_ratio);
+    if (p->compress_decode != 0 && p->compress_decode != 1)
+        return sv_fail(e, SPARKV_ERR_INVALID_POLICY, "compress_decode %d is not 0 or 1", p->compress_decode);
     return SPARKV_OK;
 }
 

@@ -223,7 +223,19 @@ static sparkv_status check_page_content(loader *ld, const sv_page *p) {
 
 /* One page: its fields checked against the layer and (for heads after the first) head 0's page at
  * the same index, then allocated and filled. */
-static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t expect_first,
+/* Whether decode tokens of the layer are re-encoded as they age (decode_age.c's rule). */
+static int layer_ages(const sparkv_cache *c, const sv_layer *L) {
+    return c->policy.compress_decode && L->prefilled &&
+           (L->prompt_keys != SV_KEYS_DENSE || c->keep_values < c->shape.head_dim);
+}
+
+static int norms_ok(const float *qn, uint32_t d) {
+    for (uint32_t j = 0; j < d; j++)
+        if (!(qn[j] >= 0.0f && qn[j] <= 3.4028235e38f)) return 0;
+    return qn[d] > 0.0f && qn[d] <= 3.4028235e38f;
+}
+
+static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t index, uint64_t expect_first,
                                int last, const sv_page *ref, sv_page **out) {
     const sparkv_cache *c = ld->cache;
     const uint32_t d = c->shape.head_dim;
@@ -234,6 +246,8 @@ static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t expect_fi
     const uint64_t first = get_u64(&pl);
     const uint32_t n = get_u32(&pl), cap = get_u32(&pl), keys = get_u32(&pl), vpruned = get_u32(&pl);
     const uint64_t kept_bytes = get_u64(&pl);
+    const uint32_t own_norms = get_u32(&pl), reserved = get_u32(&pl);
+    if (own_norms > 1 || reserved != 0) return FAIL("%sown-norms flag %u, reserved %u", ld->where, own_norms, reserved);
     if (first != expect_first)
         return FAIL("%sthe page starts at token %llu, the previous pages end at %llu", ld->where,
                     (unsigned long long)first, (unsigned long long)expect_first);
@@ -245,12 +259,22 @@ static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t expect_fi
     if (first + n > L->n_tokens)
         return FAIL("%sthe page ends at token %llu, beyond the layer's %llu tokens", ld->where,
                     (unsigned long long)(first + n), (unsigned long long)L->n_tokens);
-    if (ref && (ref->n != n || ref->keys != (sv_key_mode)keys || ref->values_pruned != (int)vpruned))
+    if (ref && (ref->n != n || ref->keys != (sv_key_mode)keys || ref->values_pruned != (int)vpruned ||
+                (ref->qn != NULL) != (own_norms != 0)))
         return FAIL("%sthe page differs from KV head 0's page at the same index (heads share page boundaries)",
                     ld->where);
     const int dense = keys == SV_KEYS_DENSE && !vpruned;
     /* the kind prefill gives this cache's prompt pages (a dense kind is the append kind) */
     const int prompt_dense = c->prompt_keys == SV_KEYS_DENSE && c->keep_values == d;
+    /* decode pages (after the prompt) up to next_age were full when considered for aging */
+    const int decode_page = first >= L->n_prompt;
+    if (decode_page && index < L->next_age && n != SPARKV_PAGE_TOKENS)
+        return FAIL("%sa decode page before the next page to age holds %u tokens, not %u", ld->where, n,
+                    SPARKV_PAGE_TOKENS);
+    const int aged = !dense && decode_page;
+    if (own_norms != (aged && keys == SV_KEYS_SPARK))
+        return FAIL("%s%s", ld->where, own_norms ? "only an aged SparK page has norms of its own"
+                                                 : "an aged SparK page lacks its own norms");
     if (dense) {
         if (cap != SPARKV_PAGE_TOKENS)
             return FAIL("%sa dense page has room for %u tokens, not %u", ld->where, cap, SPARKV_PAGE_TOKENS);
@@ -267,10 +291,13 @@ static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t expect_fi
                         keys == SV_KEYS_SPARK ? "SparK" : keys == SV_KEYS_THINK ? "ThinK" : "dense-key",
                         vpruned ? "pruned" : "whole");
         if (cap != n) return FAIL("%sa prompt page has room for %u tokens but holds %u", ld->where, cap, n);
-        if (first + n > L->n_prompt)
+        if (aged && (!layer_ages(c, L) || index >= L->next_age))
+            return FAIL("%sa compressed page of decode tokens, but the layer %s", ld->where,
+                        layer_ages(c, L) ? "has not aged this page yet" : "does not compress decode tokens");
+        if (!aged && first + n > L->n_prompt)
             return FAIL("%sa prompt page ends at token %llu, beyond the %llu prompt tokens", ld->where,
                         (unsigned long long)(first + n), (unsigned long long)L->n_prompt);
-        if (n != SPARKV_PAGE_TOKENS && first + n != L->n_prompt)
+        if (!aged && n != SPARKV_PAGE_TOKENS && first + n != L->n_prompt)
             return FAIL("%sa prompt page other than the last holds %u tokens, not %u", ld->where, n, SPARKV_PAGE_TOKENS);
         if (keys != SV_KEYS_SPARK && kept_bytes != 0)
             return FAIL("%sa page without SparK keys declares kept_bytes %llu", ld->where, (unsigned long long)kept_bytes);
@@ -286,13 +313,23 @@ static sparkv_status load_page(loader *ld, const sv_layer *L, uint64_t expect_fi
     sv_page_array arr[SV_MAX_PAGE_ARRAYS];
     uint64_t bytes;
     const uint32_t count = sv_page_arrays(c, page, arr, &bytes);
-    if (pl.len - SV_PAGE_FIXED_BYTES != bytes) {
+    const uint64_t norm_bytes = own_norms ? (uint64_t)(d + 1) * sizeof(float) : 0;
+    if (pl.len - SV_PAGE_FIXED_BYTES != bytes + norm_bytes) {
         sv_page_free(page);
         return FAIL("%sthe page record holds %llu array bytes, its %u tokens take %llu", ld->where,
-                    (unsigned long long)(pl.len - SV_PAGE_FIXED_BYTES), n, (unsigned long long)bytes);
+                    (unsigned long long)(pl.len - SV_PAGE_FIXED_BYTES), n, (unsigned long long)(bytes + norm_bytes));
     }
     for (uint32_t a = 0; a < count; a++)
         for (uint32_t r = 0; r < arr[a].rows; r++) take(&pl, arr[a].ptr + r * arr[a].stride, arr[a].bytes);
+    if (own_norms) {
+        page->qn = (float *)malloc(sizeof(float) * (d + 1));
+        if (!page->qn) { sv_page_free(page); return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "%sout of memory", ld->where); }
+        take(&pl, page->qn, norm_bytes);
+        if (!norms_ok(page->qn, d)) {
+            sv_page_free(page);
+            return FAIL("%sthe page's window query norms or c are negative, Inf or NaN", ld->where);
+        }
+    }
     st = check_page_content(ld, page);
     if (st != SPARKV_OK) { sv_page_free(page); return st; }
     *out = page;
@@ -339,11 +376,13 @@ static sparkv_status load_layer(loader *ld, uint32_t expect_layer) {
     reader pl;
     sparkv_status st = section(ld, SV_SECTION_LAYER, &pl);
     if (st != SPARKV_OK) return st;
-    if (pl.len != SV_LAYER_PAYLOAD_BYTES)
-        return FAIL("%sthe layer record is %llu bytes, expected %u", ld->where, (unsigned long long)pl.len,
+    if (pl.len < SV_LAYER_PAYLOAD_BYTES)
+        return FAIL("%sthe layer record is %llu bytes, at least %u expected", ld->where, (unsigned long long)pl.len,
                     SV_LAYER_PAYLOAD_BYTES);
     const uint32_t layer = get_u32(&pl), prefilled = get_u32(&pl), prompt_keys = get_u32(&pl), reserved = get_u32(&pl);
     const uint64_t n_tokens = get_u64(&pl), n_prompt = get_u64(&pl), n_seen = get_u64(&pl), n_pages = get_u64(&pl);
+    const uint32_t qring_n = get_u32(&pl), qring_next = get_u32(&pl);
+    const uint64_t next_age = get_u64(&pl), n_aged = get_u64(&pl);
     if (layer != expect_layer || reserved != 0)
         return FAIL("%sthe layer record is numbered %u", ld->where, layer);
     if (prefilled > 1) return FAIL("%sprefilled flag is %u", ld->where, prefilled);
@@ -379,6 +418,35 @@ static sparkv_status load_layer(loader *ld, uint32_t expect_layer) {
     L->n_seen = n_seen;
     L->prefilled = (int)prefilled;
     L->prompt_keys = (sv_key_mode)prompt_keys;
+    /* decode-time compression: where aging stands, and the decode queries it will use */
+    const uint64_t prompt_pages = (n_prompt + SPARKV_PAGE_TOKENS - 1) / SPARKV_PAGE_TOKENS;
+    if (!prefilled ? next_age != 0 || n_aged != 0
+                   : next_age < prompt_pages || next_age > n_pages || n_aged > next_age - prompt_pages ||
+                         (!layer_ages(c, L) && (next_age != prompt_pages || n_aged != 0)))
+        return FAIL("%saging state (next page %llu, %llu aged) does not fit %llu pages, %llu of the prompt", ld->where,
+                    (unsigned long long)next_age, (unsigned long long)n_aged, (unsigned long long)n_pages,
+                    (unsigned long long)prompt_pages);
+    const uint32_t w = c->policy.window;
+    const uint64_t ring = qring_n ? sv_qring_bytes(c) : 0;
+    if (qring_n > w || (qring_n < w ? qring_next != qring_n % w : qring_next >= w) ||
+        (qring_n && !sv_decode_wants_queries(c, expect_layer)))
+        return FAIL("%sdecode-query ring of %u queries, next slot %u (window %u)%s", ld->where, qring_n, qring_next, w,
+                    qring_n && !sv_decode_wants_queries(c, expect_layer) ? " in a layer that keeps none" : "");
+    if (pl.len - SV_LAYER_PAYLOAD_BYTES != ring)
+        return FAIL("%sthe layer record holds %llu ring bytes, %u queries take %llu", ld->where,
+                    (unsigned long long)(pl.len - SV_LAYER_PAYLOAD_BYTES), qring_n, (unsigned long long)ring);
+    L->next_age = next_age;
+    L->n_aged = n_aged;
+    if (ring) {
+        L->qring = (double *)malloc((size_t)ring);
+        if (!L->qring) return sv_fail(NULL, SPARKV_ERR_OUT_OF_MEMORY, "%sout of memory", ld->where);
+        take(&pl, L->qring, ring);
+        for (uint64_t i = 0; i < ring / sizeof(double); i++)
+            if (!(L->qring[i] >= -1.79e308 && L->qring[i] <= 1.79e308))
+                return FAIL("%sa decode query in the ring is Inf or NaN", ld->where);
+        L->qring_n = qring_n;
+        L->qring_next = qring_next;
+    }
     for (uint32_t h = 0; h < nkv; h++) {
         sv_head *hs = &L->heads[h];
         snprintf(ld->where_buf, sizeof ld->where_buf, "layer %u, KV head %u: ", expect_layer, h);
@@ -391,13 +459,21 @@ static sparkv_status load_layer(loader *ld, uint32_t expect_layer) {
             snprintf(ld->where_buf, sizeof ld->where_buf, "layer %u, KV head %u, page %llu: ", expect_layer, h,
                      (unsigned long long)i);
             const sv_page *ref = h > 0 ? L->heads[0].pages[i] : NULL;
-            if ((st = load_page(ld, L, next, i + 1 == n_pages, ref, &hs->pages[i])) != SPARKV_OK) return st;
+            if ((st = load_page(ld, L, i, next, i + 1 == n_pages, ref, &hs->pages[i])) != SPARKV_OK) return st;
             hs->n_pages = i + 1;
             next += hs->pages[i]->n;
         }
         if (next != n_tokens)
             return FAIL("%sthe pages hold %llu tokens, the layer %llu", ld->where, (unsigned long long)next,
                         (unsigned long long)n_tokens);
+        uint64_t aged = 0;
+        for (uint64_t i = 0; i < n_pages; i++) {
+            const sv_page *p = hs->pages[i];
+            aged += p->first >= n_prompt && !(p->keys == SV_KEYS_DENSE && !p->values_pruned);
+        }
+        if (aged != n_aged)
+            return FAIL("%s%llu pages of decode tokens are compressed, the layer counts %llu", ld->where,
+                        (unsigned long long)aged, (unsigned long long)n_aged);
     }
     return SPARKV_OK;
 }
@@ -426,6 +502,8 @@ static void read_policy(reader *r, sparkv_policy *p) {
     p->key_pruning = (sparkv_key_pruning)get_u32(r);
     p->value_prune_ratio = get_f32(r);
     p->quant_group = get_u32(r);
+    p->compress_decode = (int32_t)get_u32(r);
+    p->decode_recent = get_u32(r);
 }
 
 /* The whole file; on success *out is the new cache. */

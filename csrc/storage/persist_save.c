@@ -68,6 +68,8 @@ static void put_policy(sink *s, const sparkv_policy *p) {
     put_u32(s, (uint32_t)p->key_pruning);
     put_f32(s, p->value_prune_ratio);
     put_u32(s, p->quant_group);
+    put_u32(s, (uint32_t)p->compress_decode);
+    put_u32(s, p->decode_recent);
 }
 
 static uint64_t kv_head_payload(const sparkv_cache *c, const sv_layer *L) {
@@ -78,22 +80,27 @@ static void put_page(sink *s, const sparkv_cache *c, const sv_page *p) {
     sv_page_array arr[SV_MAX_PAGE_ARRAYS];
     uint64_t bytes;
     const uint32_t count = sv_page_arrays(c, p, arr, &bytes);
-    section_begin(s, SV_SECTION_PAGE, SV_PAGE_FIXED_BYTES + bytes);
+    const uint64_t own_norms = p->qn ? (uint64_t)(c->shape.head_dim + 1) * sizeof(float) : 0;
+    section_begin(s, SV_SECTION_PAGE, SV_PAGE_FIXED_BYTES + bytes + own_norms);
     put_u64(s, p->first);
     put_u32(s, p->n);
     put_u32(s, p->cap);
     put_u32(s, (uint32_t)p->keys);
     put_u32(s, (uint32_t)p->values_pruned);
     put_u64(s, p->kept_bytes);
+    put_u32(s, p->qn != NULL);
+    put_u32(s, 0);
     for (uint32_t a = 0; a < count; a++)
         for (uint32_t r = 0; r < arr[a].rows; r++) put(s, arr[a].ptr + r * arr[a].stride, (size_t)arr[a].bytes);
+    put(s, p->qn, (size_t)own_norms);
     section_end(s);
 }
 
 static void put_layer(sink *s, const sparkv_cache *c, uint32_t l) {
     const sv_layer *L = &c->layers[l];
     const uint32_t d = c->shape.head_dim;
-    section_begin(s, SV_SECTION_LAYER, SV_LAYER_PAYLOAD_BYTES);
+    const uint64_t ring = L->qring && L->qring_n ? sv_qring_bytes(c) : 0;
+    section_begin(s, SV_SECTION_LAYER, SV_LAYER_PAYLOAD_BYTES + ring);
     put_u32(s, l);
     put_u32(s, (uint32_t)L->prefilled);
     put_u32(s, (uint32_t)L->prompt_keys);
@@ -102,6 +109,11 @@ static void put_layer(sink *s, const sparkv_cache *c, uint32_t l) {
     put_u64(s, L->n_prompt);
     put_u64(s, L->n_seen);
     put_u64(s, L->heads[0].n_pages);
+    put_u32(s, ring ? L->qring_n : 0);
+    put_u32(s, ring ? L->qring_next : 0);
+    put_u64(s, L->next_age);
+    put_u64(s, L->n_aged);
+    put(s, L->qring, (size_t)ring);
     section_end(s);
     for (uint32_t h = 0; h < c->shape.n_kv_heads; h++) {
         const sv_head *hs = &L->heads[h];

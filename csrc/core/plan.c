@@ -47,6 +47,19 @@ static void plan_head(const sparkv_cache *c, int prefilled, uint64_t n_keep, uin
         sv_account_page(c, c->prompt_keys, vpruned, c->policy.sign_bits != 0, n_keep, n_keep * row, m);
         /* a dense prompt page is an append page: appends fill its free slots first (append.c) */
         if (c->prompt_keys == SV_KEYS_DENSE && !vpruned && rest) free_slots = page - rest;
+        /* decode-time compression (decode_age.c): every full page of appended tokens followed by
+         * decode_recent newer ones is a prompt-style page (SparK: with norms of its own) */
+        if (c->policy.compress_decode && (c->prompt_keys != SV_KEYS_DENSE || vpruned) &&
+            appended >= c->policy.decode_recent) {
+            const uint64_t aged = (appended - c->policy.decode_recent) / page;
+            m->reserved_bytes += aged * sv_page_alloc_bytes(c, 1, page, (uint64_t)page * row);
+            sv_account_page(c, c->prompt_keys, vpruned, c->policy.sign_bits != 0, aged * page, aged * page * row, m);
+            if (c->prompt_keys == SV_KEYS_SPARK) {
+                m->key_meta_bytes += aged * ((uint64_t)d * sizeof(float) + sizeof(float));
+                m->reserved_bytes += aged * ((uint64_t)d * sizeof(float) + sizeof(float));
+            }
+            appended -= aged * page;
+        }
     }
     const uint64_t into_prompt = appended < free_slots ? appended : free_slots;
     const uint64_t fresh = appended - into_prompt;
@@ -73,13 +86,17 @@ static sparkv_status plan(const sparkv_cache *c, uint32_t n_kv, uint64_t prompt,
         memset(&m, 0, sizeof m);
         const uint64_t n_keep = prompt ? sv_evict_count(c, l, prompt, n_use) : 0;
         plan_head(c, prompt != 0, n_keep, appended, &m);
+        /* the layer's decode-query ring (SparK with compress_decode), once per layer */
+        uint64_t ring = 0;
+        if (prompt && appended && c->policy.compress_decode && c->prompt_keys == SV_KEYS_SPARK)
+            ring = sv_qring_bytes(c) * n_kv; /* the model has one KV head */
         f[0] += n_keep + appended;
         f[1] += (u128)m.key_bytes * n_kv;
-        f[2] += (u128)m.key_meta_bytes * n_kv;
+        f[2] += (u128)m.key_meta_bytes * n_kv + ring;
         f[3] += (u128)m.value_bytes * n_kv;
         f[4] += (u128)m.value_meta_bytes * n_kv;
         f[5] += (u128)(prompt + appended) * n_kv * c->shape.head_dim * 2u * 2u;
-        f[6] += (u128)m.reserved_bytes * n_kv;
+        f[6] += (u128)m.reserved_bytes * n_kv + ring;
     }
     f[7] = f[1] + f[2] + f[3] + f[4];
     return SPARKV_OK;

@@ -3,16 +3,22 @@
  * written, so a failure leaves the cache unchanged. */
 #include "internal.h"
 #include "input_rows.h"
+#include "page_encode.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 sparkv_status sparkv_append(sparkv_cache *cache, uint32_t layer, const float *keys, const float *values) {
-    return sparkv_append_typed(cache, layer, SPARKV_DTYPE_F32, keys, values);
+    return sparkv_append_step(cache, layer, SPARKV_DTYPE_F32, keys, values, NULL);
 }
 
 sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
                                   const void *value_data) {
+    return sparkv_append_step(cache, layer, dtype, key_data, value_data, NULL);
+}
+
+sparkv_status sparkv_append_step(sparkv_cache *cache, uint32_t layer, sparkv_dtype dtype, const void *key_data,
+                                 const void *value_data, const float *q) {
     if (!cache) return sv_fail(NULL, SPARKV_ERR_NULL_POINTER, "append: cache is NULL");
     sv_clear_error(cache);
     if (!sv_dtype_valid(dtype))
@@ -31,7 +37,15 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
                        (unsigned long long)sh->capacity);
     sparkv_status st = sv_check_rows(cache, "keys", keys, nkv, 1, d, cache->policy.key_precision);
     if (st == SPARKV_OK) st = sv_check_rows(cache, "values", values, nkv, 1, d, cache->policy.value_precision);
+    if (st == SPARKV_OK && q) st = sv_check_finite(cache, "queries", q, sh->n_q_heads, 1, d);
     if (st != SPARKV_OK) return st;
+    /* the decode-query ring is allocated before anything is written, so a failure changes nothing */
+    const int observe = q && sv_decode_wants_queries(cache, layer);
+    double *ring = NULL;
+    if (observe && !L->qring) {
+        ring = (double *)malloc((size_t)sv_qring_bytes(cache));
+        if (!ring) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
+    }
 
     /* Heads share page boundaries: either all need a new page or none does. */
     const sv_page *last = L->heads[0].n_pages ? L->heads[0].pages[L->heads[0].n_pages - 1] : NULL;
@@ -54,6 +68,7 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
         if (failed) {
             if (fresh) for (uint32_t h = 0; h < nkv; h++) sv_page_free(fresh[h]);
             free(fresh);
+            free(ring);
             return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "append: out of memory");
         }
         for (uint32_t h = 0; h < nkv; h++) {
@@ -62,18 +77,13 @@ sparkv_status sparkv_append_typed(sparkv_cache *cache, uint32_t layer, sparkv_dt
         }
         free(fresh);
     }
-    const sparkv_precision kp = cache->policy.key_precision, vp = cache->policy.value_precision;
-    const size_t qg = cache->policy.quant_group;
     float k_row[SPARKV_MAX_HEAD_DIM], v_row[SPARKV_MAX_HEAD_DIM];
-    for (uint32_t h = 0; h < nkv; h++) {
-        sv_page *p = L->heads[h].pages[L->heads[h].n_pages - 1];
-        sv_store_values((uint8_t *)p->k + (size_t)p->n * sv_row_bytes(kp, d),
-                        p->kscale ? p->kscale + (size_t)p->n * cache->kgroups : NULL, 1, kp, sv_rows_get(keys, h, d, k_row), d, qg);
-        sv_store_values((uint8_t *)p->v + (size_t)p->n * sv_row_bytes(vp, d), p->vscale ? p->vscale + p->n : NULL, p->cap,
-                        vp, sv_rows_get(values, h, d, v_row), d, qg);
-        p->n++;
-    }
+    for (uint32_t h = 0; h < nkv; h++)
+        sv_encode_dense_token(cache, L->heads[h].pages[L->heads[h].n_pages - 1], sv_rows_get(keys, h, d, k_row),
+                              sv_rows_get(values, h, d, v_row));
     L->n_tokens++;
     L->n_seen++;
+    if (observe) sv_decode_observe(cache, layer, q, ring);
+    sv_decode_age(cache, layer);
     return SPARKV_OK;
 }

@@ -6,6 +6,7 @@
 #include "input_rows.h"
 #include "prefill_arena.h"
 #include "prefill_kernels.h"
+#include "page_encode.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,79 +14,6 @@
 
 static int thread_count(const sparkv_cache *c) {
     return c->policy.threads > 0 ? c->policy.threads : omp_get_max_threads();
-}
-
-/* What every page build of one head needs. */
-typedef struct {
-    sv_rows keys, values;         /* this head's rows: [n_tokens][D] */
-    const uint64_t *rows;         /* surviving prompt rows, ascending */
-    const float *qn;              /* SPARK */
-    float c;                      /* SPARK */
-    const uint8_t *think_mask;    /* THINK */
-} head_input;
-
-/* Index of the first fp16 infinity in h[0..n) (n if none). */
-static uint32_t first_inf_half(const uint16_t *h, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++)
-        if ((h[i] & 0x7fffu) == 0x7c00u) return i;
-    return n;
-}
-
-/* The page's first token whose fp16 statistics or value fill overflowed (n_stats-wide rows of
- * statistics, one fill per token), or page->n if none. Inputs are range-checked before, so only
- * a statistic can overflow: sqrt(m / c) grows like |k| * sqrt(qn_j / c), up to |k| * sqrt(D). */
-static uint32_t first_overflow(const sparkv_cache *c, const sv_page *page) {
-    uint32_t bad = page->n;
-    if (page->stats) bad = first_inf_half(page->stats, page->n * c->n_stats) / c->n_stats;
-    if (page->vfill) {
-        const uint32_t v = first_inf_half(page->vfill, page->n);
-        bad = v < bad ? v : bad;
-    }
-    return bad;
-}
-
-/* Build the page holding survivors [i0, i0 + n) of one head. NULL when out of memory. */
-static sv_page *build_page(const sparkv_cache *c, const head_input *in, uint64_t i0, uint32_t n,
-                           sv_page_arena *arena) {
-    const uint32_t d = c->shape.head_dim;
-    const sparkv_precision vp = c->policy.value_precision, kp = c->policy.key_precision;
-    const size_t qg = c->policy.quant_group;
-    sv_page *page;
-    if (c->prompt_keys == SV_KEYS_SPARK) {
-        page = sv_spark_page(c, in->keys, in->rows + i0, n, in->qn, in->c, arena);
-        if (!page) return NULL;
-    } else if (c->prompt_keys == SV_KEYS_THINK) {
-        page = sv_page_new_prompt_in(c, n, 0, arena);
-        if (!page) return NULL;
-        const uint32_t t = c->keep_topk;
-        float row[SPARKV_MAX_HEAD_DIM], scratch[SPARKV_MAX_HEAD_DIM];
-        for (uint32_t i = 0; i < n; i++) {
-            const float *k = sv_rows_get(in->keys, in->rows[i0 + i], d, scratch);
-            uint32_t m = 0;
-            for (uint32_t j = 0; j < d; j++)
-                if (in->think_mask[j >> 3] >> (j & 7) & 1u) row[m++] = k[j];
-            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, t), page->kscale ? page->kscale + i : NULL,
-                            1, kp, row, t, t);
-        }
-    } else {
-        page = sv_page_new_prompt_in(c, n, 0, arena);
-        if (!page) return NULL;
-        float scratch[SPARKV_MAX_HEAD_DIM];
-        for (uint32_t i = 0; i < n; i++)
-            sv_store_values((uint8_t *)page->k + (size_t)i * sv_row_bytes(kp, d),
-                            page->kscale ? page->kscale + (size_t)i * c->kgroups : NULL, 1, kp,
-                            sv_rows_get(in->keys, in->rows[i0 + i], d, scratch), d, qg);
-    }
-    float scratch[SPARKV_MAX_HEAD_DIM];
-    for (uint32_t i = 0; i < n; i++) {
-        const float *v = sv_rows_get(in->values, in->rows[i0 + i], d, scratch);
-        if (page->values_pruned) sv_pack_value(c, page, i, v);
-        else sv_store_values((uint8_t *)page->v + (size_t)i * sv_row_bytes(vp, d), page->vscale ? page->vscale + i : NULL,
-                             page->cap, vp, v, d, qg);
-    }
-    page->n = n;
-    page->first = i0;
-    return page;
 }
 
 static sparkv_status check_eviction(sparkv_cache *c, uint64_t n, uint32_t n_use) {
@@ -207,10 +135,10 @@ sparkv_status sparkv_prefill_typed(sparkv_cache *cache, uint32_t layer, sparkv_d
             const uint32_t h = (uint32_t)((uint64_t)item / n_pages);
             const uint64_t i0 = ((uint64_t)item % n_pages) * SPARKV_PAGE_TOKENS;
             const uint32_t n = (uint32_t)(n_keep - i0 < SPARKV_PAGE_TOKENS ? n_keep - i0 : SPARKV_PAGE_TOKENS);
-            const head_input in = {sv_rows_at(keys, (uint64_t)h * n_tokens, d), sv_rows_at(values, (uint64_t)h * n_tokens, d),
+            const sv_encode_input in = {sv_rows_at(keys, (uint64_t)h * n_tokens, d), sv_rows_at(values, (uint64_t)h * n_tokens, d),
                                    rows + (uint64_t)h * n_keep, qn + (size_t)h * d, qc[h],
                                    think + (size_t)h * (SPARKV_MAX_HEAD_DIM / 8)};
-            pages[item] = build_page(cache, &in, i0, n, arena);
+            pages[item] = sv_encode_page(cache, &in, i0, n, arena);
             if (!pages[item]) {
 #pragma omp atomic write
                 failed = 1;
@@ -222,7 +150,7 @@ sparkv_status sparkv_prefill_typed(sparkv_cache *cache, uint32_t layer, sparkv_d
     uint64_t bad_item = 0, bad_token = 0;
     int overflow = 0;
     for (int64_t item = 0; !failed && item < n_items; item++) {
-        const uint32_t slot = first_overflow(cache, pages[item]);
+        const uint32_t slot = sv_page_first_overflow(cache, pages[item]);
         if (slot < pages[item]->n) {
             overflow = failed = 1;
             bad_item = (uint64_t)item;
@@ -264,6 +192,7 @@ sparkv_status sparkv_prefill_typed(sparkv_cache *cache, uint32_t layer, sparkv_d
     L->n_seen = n_tokens;
     L->prompt_keys = cache->prompt_keys;
     L->prefilled = 1;
+    L->next_age = n_pages; /* decode tokens start on a fresh page (or fill a dense prompt page) */
     free(tables); free(norms); free(pages); free(rows); free(qn); free(qc); free(think);
     return SPARKV_OK;
 }

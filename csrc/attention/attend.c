@@ -24,6 +24,8 @@ static const sv_kernels *kernels_for(sparkv_kernel k) {
     }
 }
 
+static void build_lut(const float *qs, const float *rq, uint32_t g, uint32_t d, float *lut);
+
 /* Per-head query preparation: scaled queries, rq, (THINK) the queries gathered at the head's kept
  * channels and (MEAN) the byte look-up tables. */
 static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const float *q, float scale,
@@ -41,9 +43,12 @@ static void prepare_head(const sparkv_cache *cache, const sv_head *hs, const flo
     }
     if (hs->qn) sv_recip_sqrt_qn(hs->qn, hs->c, d, rq);
     else memset(rq, 0, d * sizeof(float));
-    if (!lut) return;
-    /* lut[i][b][x] = sum over set bits k of x of qs_i[8b + k] * rq[8b + k]: built by adding the
-     * lowest bit to the entry without it, so each entry costs one addition. */
+    if (lut) build_lut(qs, rq, g, d, lut);
+}
+
+/* lut[i][b][x] = sum over set bits k of x of qs_i[8b + k] * rq[8b + k]: built by adding the
+ * lowest bit to the entry without it, so each entry costs one addition. */
+static void build_lut(const float *qs, const float *rq, uint32_t g, uint32_t d, float *lut) {
     for (uint32_t i = 0; i < g; i++) {
         for (uint32_t b = 0; b < d / 8; b++) {
             float *row = lut + ((size_t)i * (d / 8) + b) * 256;
@@ -67,8 +72,9 @@ typedef struct {
     float scale;
     int use_lut, think;
     uint64_t n_pages, chunk_pages;
-    size_t part_stride, qt_stride, prep_stride;
-    float *prep, *parts, *merged; /* one allocation (prep) */
+    size_t part_stride, qt_stride, prep_stride, lut_stride;
+    size_t norm_stride;           /* per item: rq and LUT of aged SparK pages' own norms (0: none) */
+    float *prep, *parts, *merged, *norms; /* one allocation (prep) */
     int64_t n_items;
 } attend_job;
 
@@ -102,16 +108,19 @@ static sparkv_status job_setup(attend_job *j, sparkv_cache *cache, uint32_t laye
     /* per item: max[g], sum[g], acc[g][d], block scores[g][SV_BLOCK], and one float whose bits
      * flag a non-finite score */
     j->part_stride = (size_t)g * (d + 2 + SV_BLOCK) + 1;
-    const size_t lut_stride = j->use_lut ? (size_t)g * (d / 8) * 256 : 0;
+    j->lut_stride = j->use_lut ? (size_t)g * (d / 8) * 256 : 0;
     j->qt_stride = (size_t)g * j->tstride;
-    j->prep_stride = (size_t)g * d + d + j->qt_stride + lut_stride;
+    j->prep_stride = (size_t)g * d + d + j->qt_stride + j->lut_stride;
     j->n_items = (int64_t)nkv * j->n_chunks;
+    j->norm_stride = L->n_aged && L->prompt_keys == SV_KEYS_SPARK ? d + j->lut_stride : 0;
     /* the merged result is written to `merged` and copied to `out` only when it is all finite */
-    j->prep = (float *)malloc(sizeof(float) * (j->prep_stride * nkv + j->part_stride * (size_t)j->n_items +
-                                               (size_t)cache->shape.n_q_heads * d));
+    const size_t n_out = (size_t)cache->shape.n_q_heads * d;
+    j->prep = (float *)malloc(sizeof(float) * (j->prep_stride * nkv + j->part_stride * (size_t)j->n_items + n_out +
+                                               j->norm_stride * (size_t)j->n_items));
     if (!j->prep) return sv_fail(cache, SPARKV_ERR_OUT_OF_MEMORY, "attend: cannot allocate scratch");
     j->parts = j->prep + j->prep_stride * nkv;
     j->merged = j->parts + j->part_stride * (size_t)j->n_items;
+    j->norms = j->merged + n_out;
     return SPARKV_OK;
 }
 
@@ -138,9 +147,24 @@ static void job_item(const attend_job *j, int64_t item) {
     float *bad = sc + (size_t)g * SV_BLOCK;
     *bad = 0.0f;
     const sv_kernels *K = j->K;
+    const float *head_rq = ctx.rq, *head_lut = ctx.lut, *norms_of = NULL; /* NULL: the head's norms */
+    float *page_rq = j->norms + j->norm_stride * (size_t)item, *page_lut = page_rq + d;
     const uint64_t p_end = (c + 1) * j->chunk_pages < j->n_pages ? (c + 1) * j->chunk_pages : j->n_pages;
     for (uint64_t pi = c * j->chunk_pages; pi < p_end && *bad == 0.0f; pi++) {
         const sv_page *page = j->L->heads[h].pages[pi];
+        if (page->keys == SV_KEYS_SPARK && page->qn != norms_of) {
+            /* an aged decode page recovers with its own norms; prompt pages with the head's */
+            norms_of = page->qn;
+            if (page->qn) {
+                sv_recip_sqrt_qn(page->qn, page->qn[d], d, page_rq);
+                if (j->use_lut) build_lut(ctx.qs, page_rq, g, d, page_lut);
+                ctx.rq = page_rq;
+                ctx.lut = j->use_lut ? page_lut : NULL;
+            } else {
+                ctx.rq = head_rq;
+                ctx.lut = head_lut;
+            }
+        }
         uint64_t kept = 0;
         for (uint32_t t0 = 0; t0 < page->n; t0 += SV_BLOCK) {
             const uint32_t n = page->n - t0 < SV_BLOCK ? page->n - t0 : SV_BLOCK;

@@ -47,6 +47,9 @@ typedef struct sv_page {
                               them into the softmax weights); values_pruned: one per token */
     void *base;            /* the single allocation holding every array above */
     size_t alloc_bytes;
+    float *qn;             /* SPARK pages of aged decode tokens: their own D window query norms
+                              (a separate allocation of D + 1 floats, qn[D] = their mean c); NULL:
+                              the head's (sv_head.qn / .c) */
 } sv_page;
 
 /* A caller's input tensor of rows of D elements in a sparkv_dtype; read through input_rows.h. */
@@ -72,6 +75,14 @@ typedef struct sv_layer {
     int prefilled;
     sv_key_mode prompt_keys; /* how the prompt's keys are stored */
     sv_head *heads;        /* n_kv_heads */
+    /* decode-time compression (decode_age.c) */
+    double *qring;         /* the last policy.window decode queries passed to append, as their group
+                              means (what the norms square), [n_kv][window][D], a ring (NULL until
+                              the first) */
+    uint32_t qring_n;      /* queries in the ring (<= window) */
+    uint32_t qring_next;   /* ring slot the next query goes to */
+    uint64_t next_age;     /* page index (of every head) of the oldest page not yet considered for aging */
+    uint64_t n_aged;       /* pages of decode tokens re-encoded */
 } sv_layer;
 
 struct sparkv_cache {
@@ -120,7 +131,7 @@ SPARKV_HIDDEN void sv_page_free(sv_page *page);
 /* page->alloc_bytes of a page before it is built: a prompt page of n tokens (kept_bytes as above),
  * or (prompt 0) an append page. */
 SPARKV_HIDDEN size_t sv_page_alloc_bytes(const sparkv_cache *cache, int prompt, uint32_t n, uint64_t kept_bytes);
-/* cache.c: adds the used bytes of a page of n tokens (stored as `keys`, values pruned or not,
+/* page.c: adds the used bytes of a page of n tokens (stored as `keys`, values pruned or not,
  * kept_bytes packed SparK key bytes, sign bits or not) to m, the memory report's formulas. */
 SPARKV_HIDDEN void sv_account_page(const sparkv_cache *cache, sv_key_mode keys, int values_pruned, int signs,
                                    uint64_t n, uint64_t kept_bytes, sparkv_memory *m);
@@ -149,6 +160,11 @@ SPARKV_HIDDEN void sv_load_values(float *dst, const void *src, const uint16_t *s
 SPARKV_HIDDEN uint16_t sv_quant_scale(float amax, sparkv_precision p);
 
 /* saliency.c */
+/* The group mean of window row w (double, heads ascending: the mean sv_window_qnorm squares), and
+ * qn_j = sqrt(acc_j), c = mean qn (1 if 0) from acc_j = the sum of squared means over the window. */
+SPARKV_HIDDEN void sv_group_mean(sv_rows q_window, uint64_t n_window_total, uint64_t w, uint32_t group,
+                                 uint32_t first_q_head, uint32_t d, double *mean);
+SPARKV_HIDDEN void sv_qnorm_finish(const double *acc, uint32_t d, float *qn, float *c);
 SPARKV_HIDDEN void sv_window_qnorm(sv_rows q_window, uint64_t n_window_total, uint32_t n_use,
                                    uint32_t group, uint32_t first_q_head, uint32_t d, float *qn, float *c);
 
@@ -171,6 +187,14 @@ SPARKV_HIDDEN uint32_t sv_pyramid_budget(uint32_t mean_budget, float ratio, uint
 SPARKV_HIDDEN int sv_evict_select(const sparkv_cache *cache, uint32_t layer, uint32_t head, sv_rows keys,
                                   uint64_t n_tokens, sv_rows q_window, uint64_t n_window, uint32_t n_use,
                                   uint64_t n_keep, uint64_t *keep);
+
+/* decode_age.c: decode-time compression. sv_decode_wants_queries: the layer keeps decode queries;
+ * sv_decode_observe records one (ring: a fresh sv_qring_bytes allocation the layer adopts if it has
+ * none yet, else unused); sv_decode_age re-encodes the pages that have aged. */
+SPARKV_HIDDEN int sv_decode_wants_queries(const sparkv_cache *cache, uint32_t layer);
+SPARKV_HIDDEN void sv_decode_observe(sparkv_cache *cache, uint32_t layer, const float *q, double *ring);
+SPARKV_HIDDEN void sv_decode_age(sparkv_cache *cache, uint32_t layer);
+SPARKV_HIDDEN uint64_t sv_qring_bytes(const sparkv_cache *cache);
 
 /* think.c: ThinK's channel set of one head from its surviving keys. */
 SPARKV_HIDDEN void sv_think_select(const sparkv_cache *cache, sv_rows keys, const uint64_t *rows, uint64_t n,
