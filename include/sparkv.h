@@ -506,8 +506,9 @@ SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_
  * The file is self-describing and versioned: a magic, the format version (1), a byte-order mark,
  * the library version that wrote it, the whole shape and every policy field, then per saved layer
  * its token counts and per KV head its window-query norms / ThinK mask and its pages' stored bytes
- * (only the tokens held, never free slots), each section with a CRC-32C. It stores exactly the
- * bytes the cache holds: loading gives a cache whose attend output, memory report, inspect results
+ * (only the tokens held, never free slots), and the decode-time compression state (the next page
+ * to age, the pages aged, the decode-query ring, aged SparK pages' own norms), each section with a
+ * CRC-32C. It stores exactly the bytes the cache holds: loading gives a cache whose attend output, memory report, inspect results
  * and later appends are bit-identical to the saved one's. Not saved: the kernel choice (a loaded
  * cache picks one as sparkv_cache_create does) and nothing of layers outside the range (they load
  * empty). Integers and floats are stored in the machine's byte order; a machine of the other order
@@ -550,7 +551,9 @@ SPARKV_API sparkv_status sparkv_cache_save_buffer(const sparkv_cache *cache, uin
  * failed section checksum, sizes or counts that overflow or exceed the shape, the capacity or the
  * bytes present, a policy or shape that sparkv_cache_create rejects, and any content the library
  * could not have written for that policy: page boundaries not shared by every KV head, n > cap,
- * page kinds the policy does not build (say a dense page holding ThinK prompt tokens), SparK masks
+ * page kinds the policy does not build (say a dense page holding ThinK prompt tokens, or a compressed
+ * page of decode tokens the layer has not aged), aging state or a decode-query ring that does not fit
+ * the layer, SparK masks
  * whose kept counts differ from the policy's T (TOPK) or its clamps (CUMULATIVE) or disagree with the
  * packed kept bytes, sign bits on kept channels, value masks not keeping T_v channels, NaN/Inf stored
  * values, negative or non-finite fp16 scales and statistics, window-query norms that are negative

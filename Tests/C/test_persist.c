@@ -665,6 +665,62 @@ static void e_dense_not_full(uint8_t *f, size_t n) {
     fix_crc(f, p0);
 }
 
+/* Decode-time compression state (layer payload: qring_n at 48, qring_next 52, next_age 56, n_aged 64;
+ * page 1 of head 0 is an aged SparK page: own-norms flag at 32, its norms at the end). */
+static void layer_edit(uint8_t *f, size_t n, size_t at, uint64_t value, int wide) {
+    const size_t s = find_section(f, n, T_LAYER, 0);
+    if (wide) wr64(payload(f, s) + at, value);
+    else wr32(payload(f, s) + at, (uint32_t)value);
+    fix_crc(f, s);
+}
+static void e_n_aged(uint8_t *f, size_t n) {
+    layer_edit(f, n, 64, rd64(payload(f, find_section(f, n, T_LAYER, 0)) + 64) + 1, 1);
+}
+static void e_next_age_back(uint8_t *f, size_t n) { layer_edit(f, n, 56, 1, 1); } /* before an aged page */
+static void e_next_age_huge(uint8_t *f, size_t n) { layer_edit(f, n, 56, 1ull << 40, 1); }
+static void e_ring_slot(uint8_t *f, size_t n) { layer_edit(f, n, 52, 4, 0); } /* the full ring's window is 4 */
+static void e_ring_count(uint8_t *f, size_t n) { layer_edit(f, n, 48, 0, 0); } /* ring bytes without a count */
+static void e_ring_nan(uint8_t *f, size_t n) {
+    const size_t s = find_section(f, n, T_LAYER, 0);
+    wr64(payload(f, s) + 72 + 8, 0x7ff8000000000000ull);
+    fix_crc(f, s);
+}
+static void e_aged_no_norms(uint8_t *f, size_t n) {
+    const size_t s = find_section(f, n, T_PAGE, 1);
+    wr32(payload(f, s) + 32, 0);
+    fix_crc(f, s);
+}
+static void e_aged_norm_nan(uint8_t *f, size_t n) {
+    const size_t s = find_section(f, n, T_PAGE, 1);
+    const uint64_t len = rd64(f + s + 8);
+    wr32(payload(f, s) + len - 4 * 3, 0x7fc00000u);
+    fix_crc(f, s);
+}
+
+static void test_decode_state(void) {
+    g_section = "hostile files: decode-time compression";
+    const sparkv_shape s = make_shape(1, 2, 1, HD, 600);
+    sparkv_policy p = spark(0.5f, SPARKV_RECOVER_MEAN, 1);
+    p.compress_decode = 1;
+    p.decode_recent = 8;
+    p.window = 4;
+    sparkv_cache *c = build(&s, &p, 10, 270, 3);
+    if (!c) return;
+    size_t size;
+    uint8_t *f = save_to_buffer(c, 0, 1, &size);
+    CHECK(rd32(payload(f, find_section(f, size, T_PAGE, 1)) + 32) == 1); /* the fixture has an aged page */
+    doctor(f, size, e_n_aged, NULL, SPARKV_ERR_FORMAT, "aged-page count off by one");
+    doctor(f, size, e_next_age_back, NULL, SPARKV_ERR_FORMAT, "next page to age before an aged page");
+    doctor(f, size, e_next_age_huge, NULL, SPARKV_ERR_FORMAT, "next page to age beyond the pages");
+    doctor(f, size, e_ring_slot, NULL, SPARKV_ERR_FORMAT, "ring slot beyond the window");
+    doctor(f, size, e_ring_count, NULL, SPARKV_ERR_FORMAT, "ring bytes without queries");
+    doctor(f, size, e_ring_nan, NULL, SPARKV_ERR_FORMAT, "NaN decode query in the ring");
+    doctor(f, size, e_aged_no_norms, NULL, SPARKV_ERR_FORMAT, "aged SparK page without its norms");
+    doctor(f, size, e_aged_norm_nan, NULL, SPARKV_ERR_FORMAT, "NaN in an aged page's norms");
+    free(f);
+    sparkv_cache_free(c);
+}
+
 static void test_policy_invariants(void) {
     g_section = "hostile files: policy invariants";
     const sparkv_shape s = make_shape(1, 2, 1, HD, 600);
@@ -758,6 +814,7 @@ int main(void) {
     test_round_trips();
     test_hostile_files();
     test_policy_invariants();
+    test_decode_state();
     test_sweeps();
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
