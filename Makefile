@@ -98,7 +98,7 @@ OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SAN_OBJS := $(patsubst csrc/%.c,$(BUILD)/san/%.o,$(SRCS))
 
 .PHONY: all shared static pc install uninstall clean check check-symbols check-header check-install \
-        test-c test-diff example test-python FORCE
+        test-c test-diff test-persist example test-python FORCE
 
 all: shared static pc
 shared: $(LIB_SHARED) $(BUILD)/$(SONAME)
@@ -240,9 +240,16 @@ $(BUILD)/test_prefill_kernels: Tests/C/test_prefill_kernels.c Tests/C/reference.
 $(BUILD)/test_differential_opt: Tests/C/test_differential.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(OBJS)
 	$(CC) -std=c11 -O2 $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_differential.c \
 	    Tests/C/reference.c $(OBJS) $(OMP_LDFLAGS) -lm
+# Saved caches: round trips of every storage mode, hostile files, truncation and bit-flip sweeps.
+$(BUILD)/test_persist: Tests/C/test_persist.c Tests/C/reference.c $(wildcard Tests/C/*.h) $(HEADER) $(SAN_OBJS)
+	$(CC) -std=c11 $(SAN_FLAGS) $(FP_FLAGS) -Iinclude -ITests/C $(OMP_CFLAGS) $(WARNFLAGS) -o $@ Tests/C/test_persist.c \
+	    Tests/C/reference.c $(SAN_OBJS) $(OMP_LDFLAGS) -lm
+test-persist: $(BUILD)/test_persist
+	$(DIFF_ENV) $(BUILD)/test_persist
 test-c: $(BUILD)/test_api $(BUILD)/test_robustness $(BUILD)/test_differential $(BUILD)/test_prefill_kernels \
-        $(BUILD)/test_differential_opt $(BUILD)/test_decode_compression
+        $(BUILD)/test_differential_opt $(BUILD)/test_decode_compression $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_api
+	$(DIFF_ENV) $(BUILD)/test_persist
 	$(SAN_ENV) $(BUILD)/test_robustness
 	$(SAN_ENV) $(BUILD)/test_decode_compression
 	$(DIFF_ENV) $(BUILD)/test_prefill_kernels
@@ -292,6 +299,8 @@ check-install: all
 #                                    with ASan + UBSan: replays Tests/Fuzz/api/corpus (a failure stops
 #                                    here), then fuzzes for FUZZ_SECONDS. New inputs go to
 #                                    $(BUILD)/fuzz/corpus-api, crash reproducers to $(BUILD)/fuzz/.
+#   make fuzz-persist [FUZZ_SECONDS=60] [FUZZ_SEED=0]
+#                                    libFuzzer target for the saved-cache loader (Tests/Fuzz/persist), the same way.
 #   make test-tsan                   Tests/C/test_threads.c and every csrc file under ThreadSanitizer.
 # Both need a clang with compiler-rt's fuzzer/tsan runtimes (SAN_CC; the Swift toolchain's by default).
 SAN_CC       ?= /opt/swift/usr/bin/clang
@@ -315,6 +324,25 @@ fuzz-api: $(FUZZ_DIR)/fuzz_api
 	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -runs=0 Tests/Fuzz/api/corpus
 	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_api -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -timeout=30 -rss_limit_mb=2048 -max_len=1024 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-api Tests/Fuzz/api/corpus
+
+# make fuzz-persist [FUZZ_SECONDS=60] [FUZZ_SEED=0]: the saved-cache loader (Tests/Fuzz/persist/fuzz_persist.c)
+# under ASan + UBSan. Its library objects are built apart, with -DSPARKV_FUZZ_SKIP_CHECKSUMS: the loader
+# then ignores section checksums so mutations reach the checks behind them (only in this build).
+FUZZ_PERSIST_OBJS := $(patsubst csrc/%.c,$(FUZZ_DIR)/obj-persist/%.o,$(SRCS))
+$(FUZZ_DIR)/obj-persist/%.o: csrc/%.c $(wildcard csrc/*/*.h) $(HEADER)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(FUZZ_CFLAGS) -DSPARKV_FUZZ_SKIP_CHECKSUMS -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
+	    -isystem $(OMP_LLVM_INCLUDE) $(CSRC_INC) -c $< -o $@
+$(FUZZ_DIR)/fuzz_persist: Tests/Fuzz/persist/fuzz_persist.c $(HEADER) $(FUZZ_PERSIST_OBJS)
+	$(SAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -Wall -Wextra -fuse-ld=lld -o $@ $< \
+	    $(FUZZ_PERSIST_OBJS) -fopenmp -L$(OMP_LLVM_LIBDIR) -Wl,-rpath,$(OMP_LLVM_LIBDIR) -lm
+fuzz-persist: $(FUZZ_DIR)/fuzz_persist
+	@mkdir -p $(FUZZ_DIR)/corpus-persist
+	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_persist -runs=0 Tests/Fuzz/persist/corpus
+	$(FUZZ_RUN) $(FUZZ_DIR)/fuzz_persist -max_total_time=$(FUZZ_SECONDS) -seed=$(FUZZ_SEED) -timeout=30 -rss_limit_mb=2048 \
+	    -max_len=16384 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/persist- $(FUZZ_DIR)/corpus-persist \
+	    Tests/Fuzz/persist/corpus
+.PHONY: fuzz-persist
 
 # TSan: the library is built without OpenMP (its pragmas are ignored, every call runs on the calling
 # thread): libomp is not TSan-instrumented and its internal synchronisation would be reported as races.

@@ -91,7 +91,11 @@ typedef enum sparkv_status {
                                           (see sparkv_precision), or a stored fp16 statistic would be */
     SPARKV_ERR_OVERFLOW = 17,        /**< attend: a score or output is not finite in float32 although
                                           every input is (|scale * q.k| or a value sum beyond 3.4e38) */
-    SPARKV_ERR_DTYPE = 18            /**< an input element type is not a sparkv_dtype */
+    SPARKV_ERR_DTYPE = 18,           /**< an input element type is not a sparkv_dtype */
+    SPARKV_ERR_FORMAT = 19,          /**< a saved cache is malformed: truncated, corrupt (checksum), not a
+                                          SparKV file, another format version, or contents the library
+                                          could not have written (see sparkv_cache_load) */
+    SPARKV_ERR_IO = 20               /**< a file cannot be opened, read, written or renamed */
 } sparkv_status;
 
 /** A stable English sentence describing `status` (unknown codes get a generic sentence).
@@ -489,6 +493,86 @@ typedef struct sparkv_memory {
  *  out->struct_size must be sizeof(sparkv_memory) (SPARKV_ERR_STRUCT_SIZE otherwise). */
 #define SPARKV_ALL_LAYERS 0xFFFFFFFFu
 SPARKV_API sparkv_status sparkv_memory_report(const sparkv_cache *cache, uint32_t layer, sparkv_memory *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Saved caches: compress a prompt once, reuse it from a file                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Save layers [first_layer, first_layer + n_layers) of a cache (n_layers = SPARKV_ALL_LAYERS: every
+ * layer from first_layer on) to the file at `path`, so a long system prompt or document is
+ * compressed once and reused by sparkv_cache_load.
+ *
+ * The file is self-describing and versioned: a magic, the format version (1), a byte-order mark,
+ * the library version that wrote it, the whole shape and every policy field, then per saved layer
+ * its token counts and per KV head its window-query norms / ThinK mask and its pages' stored bytes
+ * (only the tokens held, never free slots), and the decode-time compression state (the next page
+ * to age, the pages aged, the decode-query ring, aged SparK pages' own norms), each section with a
+ * CRC-32C. It stores exactly the bytes the cache holds: loading gives a cache whose attend output, memory report, inspect results
+ * and later appends are bit-identical to the saved one's. Not saved: the kernel choice (a loaded
+ * cache picks one as sparkv_cache_create does) and nothing of layers outside the range (they load
+ * empty). Integers and floats are stored in the machine's byte order; a machine of the other order
+ * rejects the file (SPARKV_ERR_FORMAT).
+ *
+ * The file is written beside `path` (path + ".tmp<pid>") and renamed over it, so readers never see a
+ * partial file and a failed save leaves an existing file unchanged. Errors: SPARKV_ERR_NULL_POINTER,
+ * SPARKV_ERR_LAYER (empty or out-of-range layer range), SPARKV_ERR_IO (cannot create, write or
+ * rename; the temporary file is removed), SPARKV_ERR_OUT_OF_MEMORY. Threading: only reads the cache
+ * (may run concurrently with attend, reports and other saves of the same handle).
+ */
+SPARKV_API sparkv_status sparkv_cache_save(const sparkv_cache *cache, uint32_t first_layer, uint32_t n_layers,
+                                           const char *path);
+
+/** The size in bytes of the file sparkv_cache_save would write for these layers (into *out_bytes). */
+SPARKV_API sparkv_status sparkv_cache_save_size(const sparkv_cache *cache, uint32_t first_layer, uint32_t n_layers,
+                                                uint64_t *out_bytes);
+
+/** sparkv_cache_save into a caller's buffer of buffer_bytes bytes: *out_written receives the file's
+ *  size. SPARKV_ERR_CAPACITY (nothing written) when the buffer is smaller than
+ *  sparkv_cache_save_size reports. The caller owns the buffer. */
+SPARKV_API sparkv_status sparkv_cache_save_buffer(const sparkv_cache *cache, uint32_t first_layer, uint32_t n_layers,
+                                                  void *buffer, size_t buffer_bytes, size_t *out_written);
+
+/**
+ * Load a cache saved by sparkv_cache_save. On success *out receives a new handle owned by the caller
+ * (free with sparkv_cache_free) holding the saved layers exactly as they were (layers outside the
+ * saved range empty), with the file's shape and policy; it can be attended, reported, inspected,
+ * appended to and saved like the original.
+ *
+ * expected_shape (may be NULL): the model the cache is for. Its n_layers, n_q_heads, n_kv_heads and
+ * head_dim must equal the file's (SPARKV_ERR_INVALID_SHAPE otherwise, naming both), and its capacity
+ * replaces the file's (SPARKV_ERR_CAPACITY when a saved layer holds more tokens), so a prefix saved
+ * with a short capacity can continue in a longer session. NULL keeps the file's shape.
+ *
+ * The file is untrusted input. It is mapped read-only (mmap; read into a buffer where mapping is not
+ * possible) and every byte is bounds-checked; pages are copied out of the mapping, which is unmapped
+ * before returning. Any malformed file returns an error, never crashes or reads past the file:
+ * SPARKV_ERR_FORMAT for a truncated or oversized file, a wrong magic, format version or byte order, a
+ * failed section checksum, sizes or counts that overflow or exceed the shape, the capacity or the
+ * bytes present, a policy or shape that sparkv_cache_create rejects, and any content the library
+ * could not have written for that policy: page boundaries not shared by every KV head, n > cap,
+ * page kinds the policy does not build (say a dense page holding ThinK prompt tokens, or a compressed
+ * page of decode tokens the layer has not aged), aging state or a decode-query ring that does not fit
+ * the layer, SparK masks
+ * whose kept counts differ from the policy's T (TOPK) or its clamps (CUMULATIVE) or disagree with the
+ * packed kept bytes, sign bits on kept channels, value masks not keeping T_v channels, NaN/Inf stored
+ * values, negative or non-finite fp16 scales and statistics, window-query norms that are negative
+ * or not finite, quantized codes off their grid (I8 -128, I4 nibble 0). The message
+ * (sparkv_last_error(NULL)) names the layer, KV head, page and token. Every invariant attend and
+ * append rely on is checked before the cache is returned, so a loaded cache never makes them
+ * misbehave. Memory: the pages' stored bytes come from the file, and a page is allocated only after
+ * its record has been seen, so allocation is bounded by about 256 times the file's size (a 1-token
+ * dense page gets its 256 slots) plus the shape's head tables (refused beyond 64 MiB and 64 bytes
+ * per file byte). Also SPARKV_ERR_IO (cannot open / not a regular file), SPARKV_ERR_NULL_POINTER,
+ * SPARKV_ERR_STRUCT_SIZE (expected_shape), SPARKV_ERR_OUT_OF_MEMORY. On any failure *out is NULL.
+ * Threading: independent of every other call. The file must not be truncated by another process
+ * while it loads (as for any memory-mapped reader, that would raise SIGBUS).
+ */
+SPARKV_API sparkv_status sparkv_cache_load(const char *path, const sparkv_shape *expected_shape, sparkv_cache **out);
+
+/** sparkv_cache_load from `size` bytes at `data` (the caller's, only read during the call). */
+SPARKV_API sparkv_status sparkv_cache_load_buffer(const void *data, size_t size, const sparkv_shape *expected_shape,
+                                                  sparkv_cache **out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Memory planning: what a cache would hold, before it exists                                   */

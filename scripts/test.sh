@@ -9,7 +9,8 @@
 #   4. scripts/test-consumer.sh — a package depending on SparKV by version (a local tag) builds and runs;
 #      scripts/test-pip-install.sh — `pip install ./python` in a fresh venv, then the README's Python example
 #   5. make fuzz-api         — the C API libFuzzer target: corpus replay, then FUZZ_SECONDS (60) of fuzzing
-#   6. scripts/fuzz-gguf.sh  — the GGUF reader's libFuzzer target: corpus replay, then 60 s of fuzzing
+#   6. make fuzz-persist     — the saved-cache loader's libFuzzer target: corpus replay, then FUZZ_SECONDS (60)
+#   7. scripts/fuzz-gguf.sh  — the GGUF reader's libFuzzer target: corpus replay, then 60 s of fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-deps.sh
@@ -49,6 +50,9 @@ scripts/test-pip-install.sh
 # random one.
 echo "== make fuzz-api"
 make fuzz-api FUZZ_SECONDS="${FUZZ_SECONDS:-60}" FUZZ_SEED="${FUZZ_SEED:-1}"
+
+echo "== make fuzz-persist"
+make fuzz-persist FUZZ_SECONDS="${FUZZ_SECONDS:-60}" FUZZ_SEED="${FUZZ_SEED:-1}"
 
 echo "== scripts/fuzz-gguf.sh"
 FUZZ_SEED="${FUZZ_SEED:-1}" scripts/fuzz-gguf.sh "${FUZZ_SECONDS:-60}"

@@ -67,6 +67,13 @@ public final class KVCache {
         self.handle = created
     }
 
+    /// Adopts a handle the C library created (the loaders of KVCache+Persistence.swift).
+    init(adopting handle: OpaquePointer, shape: ModelShape, policy: CompressionPolicy) {
+        self.shape = shape
+        self.policy = policy
+        self.handle = handle
+    }
+
     /// Threads ``prefill(layer:keys:values:windowQueries:tokenCount:windowCount:)`` and attend use:
     /// the policy's ``CompressionPolicy/threads``, or OpenMP's default when that is nil.
     ///

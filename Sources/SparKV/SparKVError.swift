@@ -56,6 +56,11 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
     /// An input element type is not float32, float16 or bfloat16 (status 18). The Swift API's
     /// ``KVElement`` types rule this out; it comes only from a newer or misused C layer.
     case elementType(String)
+    /// A saved cache is malformed (status 19): truncated, corrupt (a section's checksum fails), not a
+    /// SparKV file, another format version, or contents the library could not have written.
+    case format(String)
+    /// A file cannot be opened, read, written or renamed (status 20).
+    case io(String)
     /// A status code this version of the Swift layer does not know (a newer C library).
     case unknown(status: Int32, String)
 
@@ -84,6 +89,8 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .range: return 16
         case .overflow: return 17
         case .elementType: return 18
+        case .format: return 19
+        case .io: return 20
         case .unknown(let status, _): return status
         }
     }
@@ -98,7 +105,7 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case .nullPointer(let d), .invalidShape(let d), .headDim(let d), .gqa(let d), .invalidPolicy(let d),
              .nonFinite(let d), .layer(let d), .capacity(let d), .state(let d), .window(let d),
              .outOfMemory(let d), .unsupported(let d), .empty(let d), .structSize(let d), .index(let d),
-             .range(let d), .overflow(let d), .elementType(let d), .unknown(_, let d):
+             .range(let d), .overflow(let d), .elementType(let d), .format(let d), .io(let d), .unknown(_, let d):
             return d
         }
     }
@@ -144,6 +151,8 @@ public enum SparKVError: Error, Hashable, Sendable, CustomStringConvertible {
         case 16: self = .range(detail)
         case 17: self = .overflow(detail)
         case 18: self = .elementType(detail)
+        case 19: self = .format(detail)
+        case 20: self = .io(detail)
         default: self = .unknown(status: Int32(bitPattern: status.rawValue), detail)
         }
     }

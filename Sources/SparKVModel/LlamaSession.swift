@@ -67,6 +67,43 @@ public final class LlamaSession {
         logits = .init(repeating: 0, count: c.vocabularySize)
     }
 
+    /// A session continuing from an existing cache (say one loaded with ``KVCache/init(contentsOf:expectedShape:)``)
+    /// whose next token sits at `position`: ``step(token:)`` appends to it from there.
+    ///
+    /// - Throws: ``ModelError/invalidConfig(key:detail:)`` when the cache's shape is not the model's
+    ///   (cached layers, heads, head dimension) or the model has sliding-window layers (their keys
+    ///   live outside the cache), ``ModelError/tooManyTokens(tokens:limit:)`` for a position beyond
+    ///   the model's.
+    public init(model: LlamaModel, cache: KVCache, position: Int) throws {
+        self.model = model
+        let c = model.config
+        let s = cache.shape
+        guard c.cachedLayers.count == c.layers else {
+            throw ModelError.invalidConfig(key: "\(c.architecture.name).attention.sliding_window",
+                                           detail: "sliding-window layers keep keys outside the SparKV cache: a saved cache cannot resume them")
+        }
+        guard s.layers == c.layers, s.queryHeads == c.queryHeads, s.kvHeads == c.kvHeads, s.headDim == c.headDim else {
+            throw ModelError.invalidConfig(key: "cache shape", detail: "\(s.layers) layers, \(s.queryHeads)/\(s.kvHeads) heads, "
+                                           + "head_dim \(s.headDim); the model has \(c.layers), \(c.queryHeads)/\(c.kvHeads), \(c.headDim)")
+        }
+        guard position >= 0, position <= c.maxPositions else {
+            throw ModelError.tooManyTokens(tokens: position, limit: c.maxPositions)
+        }
+        self.cache = cache
+        self.position = position
+        cacheLayer = (0..<c.layers).map { $0 }
+        windows = [SlidingWindowKV?](repeating: nil, count: c.layers)
+        x = .init(repeating: 0, count: c.hidden)
+        h = .init(repeating: 0, count: c.hidden)
+        q = .init(repeating: 0, count: c.queryHeads * c.headDim)
+        att = .init(repeating: 0, count: c.queryHeads * c.headDim)
+        k = .init(repeating: 0, count: c.kvHeads * c.headDim)
+        v = .init(repeating: 0, count: c.kvHeads * c.headDim)
+        gate = .init(repeating: 0, count: c.feedForward)
+        up = .init(repeating: 0, count: c.feedForward)
+        logits = .init(repeating: 0, count: c.vocabularySize)
+    }
+
     /// Compresses a prefilled prompt into the cache (every cached layer; a sliding-window layer
     /// keeps the prompt's last window) and returns the logits of its last position. The session
     /// must be empty.

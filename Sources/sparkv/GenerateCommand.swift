@@ -73,6 +73,14 @@ struct GenerateCommand: ParsableCommand {
     @Flag(name: .long, help: "Print a JSON summary at the end instead of streaming text.")
     var json = false
 
+    @Option(name: .long, help: "Save the compressed prompt cache to this file, for --load-prefix (not with --chat).")
+    var savePrefix: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Start from a prompt cache saved with --save-prefix instead of prefilling (not with --chat).",
+        discussion: "The prompt is then the text that follows the saved one; the saved policy applies."))
+    var loadPrefix: String?
+
     /// Interactive: --chat with no prompt given.
     private var interactive: Bool { chat && prompt == nil && promptFile == nil }
 
@@ -95,6 +103,7 @@ struct GenerateCommand: ParsableCommand {
         guard !(json && interactive) else { throw ValidationError("--json: needs one prompt (--prompt or --prompt-file), not an interactive --chat") }
         try ModelArguments.validateThreads(threads)
         try ModelArguments.validatePolicy(policy)
+        try validatePrefixOptions()
     }
 
     func run() throws { try runReportingUsage(execute) }
@@ -129,10 +138,17 @@ struct GenerateCommand: ParsableCommand {
 
         let clock = ContinuousClock()
         let t0 = clock.now
-        policy = ModelArguments.fitEviction(policy, promptTokens: tokens.count)
-        let state = try Self.prefill(llama, tokens: tokens, window: policy.window)
-        let session = try LlamaSession(model: llama, policy: policy, capacity: tokens.count + maxTokens + 1)
-        let logits = Array(try session.load(state))
+        let session: LlamaSession, logits: [Float]
+        if let loadPrefix {
+            (session, logits) = try resumePrefix(loadPrefix, llama: llama, tokens: tokenizer.encode(text, addSpecial: false))
+            policy = session.cache.policy
+        } else {
+            policy = ModelArguments.fitEviction(policy, promptTokens: tokens.count)
+            let state = try Self.prefill(llama, tokens: tokens, window: policy.window)
+            session = try LlamaSession(model: llama, policy: policy, capacity: tokens.count + maxTokens + 1)
+            logits = Array(try session.load(state))
+            if let savePrefix { try saveCache(session.cache, to: savePrefix) }
+        }
         let prefillTime = clock.now - t0
 
         let t1 = clock.now

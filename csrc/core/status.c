@@ -44,6 +44,8 @@ const char *sparkv_status_string(sparkv_status status) {
     case SPARKV_ERR_RANGE: return "a finite input is beyond the range of its storage precision";
     case SPARKV_ERR_OVERFLOW: return "attention overflowed float32 (a score or an output is not finite)";
     case SPARKV_ERR_DTYPE: return "an input element type is not float32, float16 or bfloat16";
+    case SPARKV_ERR_FORMAT: return "the saved cache is malformed, truncated, corrupt or of another format version";
+    case SPARKV_ERR_IO: return "a file cannot be opened, read, written or renamed";
     }
     return "unknown status code";
 }

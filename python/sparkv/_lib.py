@@ -141,6 +141,11 @@ _PROTOTYPES = {
     "sparkv_cache_set_kernel": (c_int, [c_void_p, c_int]),
     "sparkv_cache_kernel": (c_int, [c_void_p]),
     "sparkv_kernel_name": (c_char_p, [c_int]),
+    "sparkv_cache_save": (c_int, [c_void_p, c_uint32, c_uint32, c_char_p]),
+    "sparkv_cache_save_size": (c_int, [c_void_p, c_uint32, c_uint32, POINTER(c_uint64)]),
+    "sparkv_cache_save_buffer": (c_int, [c_void_p, c_uint32, c_uint32, c_void_p, ctypes.c_size_t, POINTER(ctypes.c_size_t)]),
+    "sparkv_cache_load": (c_int, [c_char_p, POINTER(CShape), POINTER(c_void_p)]),
+    "sparkv_cache_load_buffer": (c_int, [c_void_p, ctypes.c_size_t, POINTER(CShape), POINTER(c_void_p)]),
 }
 
 _lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import operator
+import os
 import threading
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -173,6 +174,87 @@ class KVCache:
         self._handle = out.value
         self._shape = shape
         self._policy = policy
+
+    # ---- saved caches ---------------------------------------------------------------------------
+
+    @classmethod
+    def _adopt(cls, handle: int) -> "KVCache":
+        """A KVCache owning a handle the C library created (the loaders)."""
+        self = cls.__new__(cls)
+        self._handle = None
+        self._lock = threading.Lock()
+        self._lib = _lib.load()
+        self._handle = handle
+        c_shape, c_policy = _lib.CShape(), _lib.CPolicy()
+        for fn, out in (("sparkv_cache_shape", c_shape), ("sparkv_cache_policy", c_policy)):
+            status = getattr(self._lib, fn)(handle, ctypes.byref(out))
+            if status != 0:
+                self.close()
+                raise error_for(status, self._message(status, handle))
+        self._shape = Shape.from_c(c_shape)
+        self._policy = Policy.from_c(c_policy)
+        return self
+
+    def _layer_range(self, first_layer: int, n_layers: Optional[int]) -> Tuple[int, int]:
+        first = self._layer(first_layer)
+        count = _lib.ALL_LAYERS if n_layers is None else _index("n_layers", n_layers)
+        if not 0 <= count <= U32:
+            raise error_for(Status.LAYER, f"n_layers {count} is out of range")
+        return first, count
+
+    def save(self, path: Union[str, "os.PathLike[str]"], first_layer: int = 0, n_layers: Optional[int] = None) -> None:
+        """Save layers ``[first_layer, first_layer + n_layers)`` (all from ``first_layer`` when
+        ``n_layers`` is None) to ``path`` (sparkv_cache_save): a versioned file with a checksum per
+        section, written beside ``path`` and renamed over it. :meth:`load` gives back a cache whose
+        attend, memory report and appends are bit-identical.
+
+        Example::
+
+            cache.save("prefix.svc")
+            again = KVCache.load("prefix.svc", expected_shape=cache.shape)
+        """
+        first, count = self._layer_range(first_layer, n_layers)
+        self._call("sparkv_cache_save", first, count, os.fsencode(path))
+
+    def to_bytes(self, first_layer: int = 0, n_layers: Optional[int] = None) -> bytes:
+        """The file :meth:`save` would write, as bytes (sparkv_cache_save_buffer)."""
+        first, count = self._layer_range(first_layer, n_layers)
+        size = ctypes.c_uint64()
+        self._call("sparkv_cache_save_size", first, count, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(max(int(size.value), 1))
+        written = ctypes.c_size_t()
+        self._call("sparkv_cache_save_buffer", first, count, buf, int(size.value), ctypes.byref(written))
+        return buf.raw[: written.value]
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"], expected_shape: Optional[Shape] = None) -> "KVCache":
+        """Load a cache saved by :meth:`save` (sparkv_cache_load). ``expected_shape``: the model's
+        shape; its layers, heads and head_dim must match the file's (``InvalidShapeError``) and its
+        capacity replaces the file's (``CapacityError`` when a layer holds more). A malformed file
+        raises ``FormatError``, an unreadable one ``FileIOError``."""
+        return cls._load_with("sparkv_cache_load", (os.fsencode(path),), expected_shape)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_shape: Optional[Shape] = None) -> "KVCache":
+        """:meth:`load` from the bytes of a saved cache (sparkv_cache_load_buffer)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        raw = bytes(data)
+        return cls._load_with("sparkv_cache_load_buffer", (raw, len(raw)), expected_shape)
+
+    @classmethod
+    def _load_with(cls, fn: str, args: Tuple[object, ...], expected_shape: Optional[Shape]) -> "KVCache":
+        if expected_shape is not None and not isinstance(expected_shape, Shape):
+            raise TypeError(f"expected_shape must be a sparkv.Shape, got {type(expected_shape).__name__}")
+        lib = _lib.load()
+        c_shape = expected_shape.to_c() if expected_shape is not None else None
+        out = ctypes.c_void_p()
+        status = getattr(lib, fn)(*args, ctypes.byref(c_shape) if c_shape is not None else None, ctypes.byref(out))
+        if status != 0:
+            raw = lib.sparkv_last_error(None)
+            msg = raw.decode("utf-8", "replace") if raw else ""
+            raise error_for(status, msg or lib.sparkv_status_string(status).decode())
+        return cls._adopt(out.value)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 

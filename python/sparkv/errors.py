@@ -34,6 +34,8 @@ class Status(IntEnum):
     RANGE = 16
     OVERFLOW = 17
     DTYPE = 18
+    FORMAT = 19
+    IO = 20
 
 
 class SparKVError(Exception):
@@ -128,6 +130,15 @@ class ElementTypeError(SparKVError):
     first, so this comes only from a mismatched C library)."""
 
 
+class FormatError(SparKVError):
+    """A saved cache is malformed: truncated, corrupt (checksum), not a SparKV file, of another
+    format version, or holding contents the library could not have written."""
+
+
+class FileIOError(SparKVError):
+    """A file cannot be opened, read, written or renamed."""
+
+
 ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.NULL_POINTER: NullPointerError,
     Status.INVALID_SHAPE: InvalidShapeError,
@@ -147,6 +158,8 @@ ERROR_CLASSES: Dict[Status, Type[SparKVError]] = {
     Status.RANGE: RangeError,
     Status.OVERFLOW: AttentionOverflowError,
     Status.DTYPE: ElementTypeError,
+    Status.FORMAT: FormatError,
+    Status.IO: FileIOError,
 }
 
 
