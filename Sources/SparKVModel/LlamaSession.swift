@@ -56,15 +56,7 @@ public final class LlamaSession {
             guard let window = c.architecture.slidingWindow, cacheLayer[layer] == nil else { return nil }
             return SlidingWindowKV(window: window, kvHeads: c.kvHeads, headDim: c.headDim)
         }
-        x = .init(repeating: 0, count: c.hidden)
-        h = .init(repeating: 0, count: c.hidden)
-        q = .init(repeating: 0, count: c.queryHeads * c.headDim)
-        att = .init(repeating: 0, count: c.queryHeads * c.headDim)
-        k = .init(repeating: 0, count: c.kvHeads * c.headDim)
-        v = .init(repeating: 0, count: c.kvHeads * c.headDim)
-        gate = .init(repeating: 0, count: c.feedForward)
-        up = .init(repeating: 0, count: c.feedForward)
-        logits = .init(repeating: 0, count: c.vocabularySize)
+        (x, h, q, att, k, v, gate, up, logits) = Self.scratch(c)
     }
 
     /// A session continuing from an existing cache (say one loaded with ``KVCache/init(contentsOf:expectedShape:)``)
@@ -93,15 +85,16 @@ public final class LlamaSession {
         self.position = position
         cacheLayer = (0..<c.layers).map { $0 }
         windows = [SlidingWindowKV?](repeating: nil, count: c.layers)
-        x = .init(repeating: 0, count: c.hidden)
-        h = .init(repeating: 0, count: c.hidden)
-        q = .init(repeating: 0, count: c.queryHeads * c.headDim)
-        att = .init(repeating: 0, count: c.queryHeads * c.headDim)
-        k = .init(repeating: 0, count: c.kvHeads * c.headDim)
-        v = .init(repeating: 0, count: c.kvHeads * c.headDim)
-        gate = .init(repeating: 0, count: c.feedForward)
-        up = .init(repeating: 0, count: c.feedForward)
-        logits = .init(repeating: 0, count: c.vocabularySize)
+        (x, h, q, att, k, v, gate, up, logits) = Self.scratch(c)
+    }
+
+    /// The zeroed scratch of one decode step: x, h, q, att, k, v, gate, up, logits.
+    private static func scratch(_ c: LlamaConfig)
+        -> ([Float], [Float], [Float], [Float], [Float], [Float], [Float], [Float], [Float]) {
+        func zeros(_ n: Int) -> [Float] { .init(repeating: 0, count: n) }
+        return (zeros(c.hidden), zeros(c.hidden), zeros(c.queryHeads * c.headDim), zeros(c.queryHeads * c.headDim),
+                zeros(c.kvHeads * c.headDim), zeros(c.kvHeads * c.headDim), zeros(c.feedForward), zeros(c.feedForward),
+                zeros(c.vocabularySize))
     }
 
     /// Compresses a prefilled prompt into the cache (every cached layer; a sliding-window layer

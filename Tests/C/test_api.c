@@ -30,16 +30,6 @@
 
 static const sparkv_kernel ALL_KERNELS[] = {SPARKV_KERNEL_PORTABLE, SPARKV_KERNEL_AVX2, SPARKV_KERNEL_AVX512};
 
-static sparkv_shape make_shape(uint32_t n_layers, uint32_t n_q, uint32_t n_kv, uint32_t d, uint64_t capacity) {
-    sparkv_shape s = sparkv_default_shape();
-    s.n_layers = n_layers;
-    s.n_q_heads = n_q;
-    s.n_kv_heads = n_kv;
-    s.head_dim = d;
-    s.capacity = capacity;
-    return s;
-}
-
 static sparkv_policy spark_policy(float r, sparkv_recovery rec, int sign_bits) {
     sparkv_policy p = sparkv_default_policy();
     p.key_prune_ratio = r;

@@ -25,15 +25,7 @@
 
 enum { NQ = 8, NKV = 2, D = 64, G = NQ / NKV, PROMPT = 300, WIN = 16, PAGE = 256 };
 
-static sparkv_shape shape_of(uint64_t capacity) {
-    sparkv_shape s = sparkv_default_shape();
-    s.n_layers = 2;
-    s.n_q_heads = NQ;
-    s.n_kv_heads = NKV;
-    s.head_dim = D;
-    s.capacity = capacity;
-    return s;
-}
+static sparkv_shape shape_of(uint64_t capacity) { return make_shape(2, NQ, NKV, D, capacity); }
 
 /* A row of D values as a dense (appended) row of precision p stores it. */
 static void stored_row(const float *x, sparkv_precision p, uint32_t group, float *out) {

@@ -36,16 +36,6 @@
 #define T_KVHEAD TAG('K', 'V', 'H', 'D')
 #define T_PAGE TAG('P', 'A', 'G', 'E')
 
-static sparkv_shape make_shape(uint32_t n_layers, uint32_t n_q, uint32_t n_kv, uint32_t d, uint64_t capacity) {
-    sparkv_shape s = sparkv_default_shape();
-    s.n_layers = n_layers;
-    s.n_q_heads = n_q;
-    s.n_kv_heads = n_kv;
-    s.head_dim = d;
-    s.capacity = capacity;
-    return s;
-}
-
 /* A cache with every layer prefilled with `prompt` tokens (prompt 0: none) and `appended` tokens
  * appended, from seeded normal data (scaled by layer so layers differ). */
 static sparkv_cache *build(const sparkv_shape *s, const sparkv_policy *p, uint64_t prompt, uint64_t appended,

@@ -96,4 +96,15 @@ static inline int check_close_impl(const float *got, const double *want, size_t 
     return ok;
 }
 
+/* A shape with every field set (struct_size from sparkv_default_shape). */
+static inline sparkv_shape make_shape(uint32_t n_layers, uint32_t n_q, uint32_t n_kv, uint32_t d, uint64_t capacity) {
+    sparkv_shape s = sparkv_default_shape();
+    s.n_layers = n_layers;
+    s.n_q_heads = n_q;
+    s.n_kv_heads = n_kv;
+    s.head_dim = d;
+    s.capacity = capacity;
+    return s;
+}
+
 #endif
