@@ -188,31 +188,7 @@ private struct References {
     }
 }
 
-private enum KPath: CaseIterable, CustomStringConvertible {
-    case portable, avx2, avx512
-    var isa: svm_isa {
-        switch self {
-        case .portable: return SVM_ISA_PORTABLE
-        case .avx2: return SVM_ISA_AVX2
-        case .avx512: return SVM_ISA_AVX512
-        }
-    }
-    var description: String { String(cString: svm_isa_name(isa)) }
-    static var available: [KPath] { allCases.filter { svm_isa_supported($0.isa) != 0 } }
-}
 
-/// `body` on one ISA path and thread count, the previous settings restored afterwards.
-private func on<T>(_ path: KPath, threads: Int = 2, _ body: () throws -> T) rethrows -> T {
-    let oldISA = svm_get_isa(), oldThreads = svm_get_threads()
-    #expect(svm_set_isa(path.isa) == SVM_OK)
-    #expect(svm_get_isa() == path.isa)
-    svm_set_threads(Int32(threads))
-    defer {
-        _ = svm_set_isa(oldISA)
-        svm_set_threads(oldThreads)
-    }
-    return try body()
-}
 
 private func multiply(_ w: KWeights, _ x: [Float], n: Int) -> (svm_status, [Float]) {
     var y = [Float](repeating: .nan, count: n * w.rows)
@@ -349,12 +325,12 @@ struct KQuantKernelTests {
     /// documented activation bound sum_b dx_b/2 sum |w_k|, plus rounding).
     @Test(arguments: [SVM_Q5_0, SVM_Q4_K, SVM_Q6_K])
     func matmulMatchesReferencesOnEveryPath(type: svm_type) {
-        for path in KPath.available {
+        for path in ISAPath.available {
             for c in cases(type) {
                 let w = KWeights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.rows * 31 + c.n))
                 var rng = TestRng(UInt64(c.cols + c.n))
                 let x = rng.floats(c.n * c.cols, scale: 2)
-                let (st, y) = on(path) { multiply(w, x, n: c.n) }
+                let (st, y) = onPath(path) { multiply(w, x, n: c.n) }
                 #expect(st == SVM_OK)
                 let ref = References(w, x, n: c.n)
                 var worst = 0.0, failures = 0
@@ -385,9 +361,9 @@ struct KQuantKernelTests {
         let w = KWeights(type: type, rows: c.rows, cols: c.cols, seed: 8)
         var rng = TestRng(9)
         let x = rng.floats(c.n * c.cols)
-        for path in KPath.available {
-            let (_, y1) = on(path, threads: 1) { multiply(w, x, n: c.n) }
-            let (_, y3) = on(path, threads: 3) { multiply(w, x, n: c.n) }
+        for path in ISAPath.available {
+            let (_, y1) = onPath(path, threads: 1) { multiply(w, x, n: c.n) }
+            let (_, y3) = onPath(path, threads: 3) { multiply(w, x, n: c.n) }
             #expect(y1.map(\.bitPattern) == y3.map(\.bitPattern), "\(path)")
         }
     }
@@ -503,8 +479,8 @@ struct KQuantKernelTests {
         let n = 3
         let x = rng.floats(n * cols, scale: 2)
         let ref = References(w, x, n: n)
-        for path in KPath.available {
-            let (st, y) = on(path) { multiply(w, x, n: n) }
+        for path in ISAPath.available {
+            let (st, y) = onPath(path) { multiply(w, x, n: n) }
             #expect(st == SVM_OK)
             var worst = 0.0, failures = 0
             for i in 0..<y.count {

@@ -161,31 +161,7 @@ private func exactReference(_ w: Weights, _ x: [Float], n: Int) -> (y: [Double],
     return (y, mag, bound)
 }
 
-private enum Path: CaseIterable, CustomStringConvertible {
-    case portable, avx2, avx512
-    var isa: svm_isa {
-        switch self {
-        case .portable: return SVM_ISA_PORTABLE
-        case .avx2: return SVM_ISA_AVX2
-        case .avx512: return SVM_ISA_AVX512
-        }
-    }
-    var supported: Bool { svm_isa_supported(isa) != 0 }
-    var description: String { String(cString: svm_isa_name(isa)) }
-    static var available: [Path] { allCases.filter(\.supported) }
-}
 
-/// Run `body` with a given ISA path and thread count, restoring the defaults afterwards.
-private func with<T>(_ path: Path, threads: Int = 2, _ body: () throws -> T) rethrows -> T {
-    let oldISA = svm_get_isa(), oldThreads = svm_get_threads()
-    #expect(svm_set_isa(path.isa) == SVM_OK)
-    svm_set_threads(Int32(threads))
-    defer {
-        _ = svm_set_isa(oldISA)
-        svm_set_threads(oldThreads)
-    }
-    return try body()
-}
 
 private func matmul(_ w: Weights, _ x: [Float], n: Int, exact: Bool = false) -> (svm_status, [Float]) {
     var y = [Float](repeating: .nan, count: n * w.rows)
@@ -299,19 +275,19 @@ struct KernelTests {
             let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.cols))
             var rng = TestRng(77)
             let x = rng.floats(c.n * c.cols)
-            let results = Path.available.map { path in with(path) { matmul(w, x, n: c.n, exact: true).1 } }
+            let results = ISAPath.available.map { path in onPath(path) { matmul(w, x, n: c.n, exact: true).1 } }
             for r in results.dropFirst() { #expect(bitsEqual(r, results[0]), "\(c)") }
         }
     }
 
     @Test(arguments: [SVM_Q4_1, SVM_Q8_0])
     func quantizedMatmulMatchesItsFormulaOnEveryPath(type: svm_type) {
-        for path in Path.available {
+        for path in ISAPath.available {
             for c in matmulCases {
                 let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: UInt64(c.rows * 7 + c.cols))
                 var rng = TestRng(UInt64(c.n) * 3 + 1)
                 let x = rng.floats(c.n * c.cols, scale: 2)
-                let (st, y) = with(path) { matmul(w, x, n: c.n) }
+                let (st, y) = onPath(path) { matmul(w, x, n: c.n) }
                 #expect(st == SVM_OK)
                 let ref = q8Reference(w, x, n: c.n)
                 let exact = exactReference(w, x, n: c.n)
@@ -334,10 +310,10 @@ struct KernelTests {
         let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: 3)
         var rng = TestRng(4)
         let x = rng.floats(c.n * c.cols)
-        let (_, yp) = with(.portable) { matmul(w, x, n: c.n) }
+        let (_, yp) = onPath(.portable) { matmul(w, x, n: c.n) }
         let ref = q8Reference(w, x, n: c.n)
-        for path in Path.available where path != .portable {
-            let (st, y) = with(path) { matmul(w, x, n: c.n) }
+        for path in ISAPath.available where path != .portable {
+            let (st, y) = onPath(path) { matmul(w, x, n: c.n) }
             #expect(st == SVM_OK)
             for i in 0..<y.count {
                 #expect(abs(y[i] - yp[i]) <= Float(2e-6 * ref.mag[i]), "\(path) element \(i): \(y[i]) vs \(yp[i])")
@@ -347,18 +323,18 @@ struct KernelTests {
 
     @Test(arguments: [SVM_Q4_1, SVM_Q8_0, SVM_F16])
     func matmulIsUnchangedByThreadCount(type: svm_type) {
-        for path in Path.available {
+        for path in ISAPath.available {
             for c in [MatmulCase(rows: 61, cols: 576, n: 9), MatmulCase(rows: 8, cols: 64, n: 70),
                       MatmulCase(rows: 576, cols: 1536, n: 1), MatmulCase(rows: 130, cols: 224, n: 40)] {
                 let w = Weights(type: type, rows: c.rows, cols: c.cols, seed: 8)
                 var rng = TestRng(9)
                 let x = rng.floats(c.n * c.cols)
-                let (_, y1) = with(path, threads: 1) { matmul(w, x, n: c.n) }
-                let (_, y2) = with(path, threads: 2) { matmul(w, x, n: c.n) }
-                let (_, y3) = with(path, threads: 3) { matmul(w, x, n: c.n) }
+                let (_, y1) = onPath(path, threads: 1) { matmul(w, x, n: c.n) }
+                let (_, y2) = onPath(path, threads: 2) { matmul(w, x, n: c.n) }
+                let (_, y3) = onPath(path, threads: 3) { matmul(w, x, n: c.n) }
                 #expect(bitsEqual(y1, y2) && bitsEqual(y1, y3), "\(path) \(c)")
-                let (_, e1) = with(path, threads: 1) { matmul(w, x, n: c.n, exact: true) }
-                let (_, e2) = with(path, threads: 2) { matmul(w, x, n: c.n, exact: true) }
+                let (_, e1) = onPath(path, threads: 1) { matmul(w, x, n: c.n, exact: true) }
+                let (_, e2) = onPath(path, threads: 2) { matmul(w, x, n: c.n, exact: true) }
                 #expect(bitsEqual(e1, e2), "exact \(path) \(c)")
             }
         }
@@ -380,9 +356,9 @@ struct KernelTests {
     }
 
     @Test func zeroActivationsGiveZero() {
-        for path in Path.available {
+        for path in ISAPath.available {
             let w = Weights(type: SVM_Q4_1, rows: 9, cols: 64, seed: 2)
-            let (_, y) = with(path) { matmul(w, [Float](repeating: 0, count: 128), n: 2) }
+            let (_, y) = onPath(path) { matmul(w, [Float](repeating: 0, count: 128), n: 2) }
             #expect(y.allSatisfy { $0 == 0 }, "\(path)")
         }
     }
@@ -472,9 +448,9 @@ struct KernelTests {
         let n = 40_000  // several thread chunks
         let gate = rng.floats(n, scale: 12), up = rng.floats(n, scale: 3)
         var results: [[Float]] = []
-        for path in Path.available {
+        for path in ISAPath.available {
             var out = [Float](repeating: .nan, count: n)
-            with(path) { svm_swiglu(gate, up, Int64(n), &out) }
+            onPath(path) { svm_swiglu(gate, up, Int64(n), &out) }
             results.append(out)
         }
         for i in 0..<n {
@@ -485,7 +461,7 @@ struct KernelTests {
         for r in results.dropFirst() { #expect(bitsEqual(r, results[0]), "SIMD swiglu differs") }
         // thread-invariant and in place
         var inPlace = gate
-        with(.portable, threads: 1) { svm_swiglu(inPlace, up, Int64(n), &inPlace) }
+        onPath(.portable, threads: 1) { svm_swiglu(inPlace, up, Int64(n), &inPlace) }
         #expect(bitsEqual(inPlace, results[0]))
     }
 
@@ -576,15 +552,15 @@ struct KernelTests {
             let scale = 1 / Float(c.d).squareRoot()
             let ref = Self.naiveAttention(q, k, v, c, scale: Double(scale))
             var outs: [[Float]] = []
-            for path in Path.available {
-                let (st, out) = with(path) { Self.attention(q, k, v, c, scale: scale) }
+            for path in ISAPath.available {
+                let (st, out) = onPath(path) { Self.attention(q, k, v, c, scale: scale) }
                 #expect(st == SVM_OK)
                 var worst = 0.0
                 for i in 0..<out.count { worst = max(worst, abs(Double(out[i]) - ref.out[i])) }
                 #expect(worst <= 2e-5 * ref.vmax, "\(path) \(c): max error \(worst)")
                 outs.append(out)
-                let (_, one) = with(path, threads: 1) { Self.attention(q, k, v, c, scale: scale) }
-                let (_, three) = with(path, threads: 3) { Self.attention(q, k, v, c, scale: scale) }
+                let (_, one) = onPath(path, threads: 1) { Self.attention(q, k, v, c, scale: scale) }
+                let (_, three) = onPath(path, threads: 3) { Self.attention(q, k, v, c, scale: scale) }
                 #expect(bitsEqual(one, out) && bitsEqual(three, out), "\(path) \(c): depends on the thread count")
             }
             for o in outs.dropFirst() {
@@ -600,8 +576,8 @@ struct KernelTests {
         let c = AttnCase(nQ: 40, nKV: 40, hq: 9, hkv: 3, d: 64)
         var rng = TestRng(7)
         let q = rng.floats(c.nQ * c.hq * c.d), k = rng.floats(c.nKV * c.hkv * c.d), v = rng.floats(c.nKV * c.hkv * c.d)
-        for path in Path.available {
-            let (_, out) = with(path) { Self.attention(q, k, v, c, scale: 0.125) }
+        for path in ISAPath.available {
+            let (_, out) = onPath(path) { Self.attention(q, k, v, c, scale: 0.125) }
             for h in 0..<c.hq {
                 let kh = h / 3
                 for e in 0..<c.d { #expect(out[h * c.d + e] == v[kh * c.d + e], "\(path) head \(h)") }
