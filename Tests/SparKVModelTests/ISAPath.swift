@@ -25,18 +25,25 @@ enum ISAPath: CaseIterable, CustomStringConvertible {
 /// under each other's feet.
 private let isaLock = NSLock()
 
+/// Runs `body` while no other test switches the ISA or thread count.
+func holdingISA<T>(_ body: () throws -> T) rethrows -> T {
+    isaLock.lock()
+    defer { isaLock.unlock() }
+    return try body()
+}
+
 /// Runs `body` on one ISA path and thread count, the previous settings restored afterwards; one
 /// such body at a time across all suites.
 func onPath<T>(_ path: ISAPath, threads: Int = 2, _ body: () throws -> T) rethrows -> T {
-    isaLock.lock()
-    defer { isaLock.unlock() }
-    let oldISA = svm_get_isa(), oldThreads = svm_get_threads()
-    #expect(svm_set_isa(path.isa) == SVM_OK)
-    #expect(svm_get_isa() == path.isa)
-    svm_set_threads(Int32(threads))
-    defer {
-        _ = svm_set_isa(oldISA)
-        svm_set_threads(oldThreads)
+    try holdingISA {
+        let oldISA = svm_get_isa(), oldThreads = svm_get_threads()
+        #expect(svm_set_isa(path.isa) == SVM_OK)
+        #expect(svm_get_isa() == path.isa)
+        svm_set_threads(Int32(threads))
+        defer {
+            _ = svm_set_isa(oldISA)
+            svm_set_threads(oldThreads)
+        }
+        return try body()
     }
-    return try body()
 }

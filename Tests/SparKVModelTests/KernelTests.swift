@@ -365,16 +365,18 @@ struct KernelTests {
 
     @Test func isaSelection() {
         #expect(svm_isa_supported(SVM_ISA_PORTABLE) == 1)
-        #expect(svm_get_isa() != SVM_ISA_AUTO)
-        let old = svm_get_isa()
-        #expect(svm_set_isa(SVM_ISA_AUTO) == SVM_OK)
-        #expect(svm_get_isa() != SVM_ISA_AUTO)
-        #expect(svm_set_isa(svm_isa(rawValue: 9)) == SVM_ERR_UNSUPPORTED)
-        _ = svm_set_isa(old)
-        let t = svm_get_threads()
-        svm_set_threads(3)
-        #expect(svm_get_threads() == 3)
-        svm_set_threads(t)
+        holdingISA {
+            #expect(svm_get_isa() != SVM_ISA_AUTO)
+            let old = svm_get_isa()
+            #expect(svm_set_isa(SVM_ISA_AUTO) == SVM_OK)
+            #expect(svm_get_isa() != SVM_ISA_AUTO)
+            #expect(svm_set_isa(svm_isa(rawValue: 9)) == SVM_ERR_UNSUPPORTED)
+            _ = svm_set_isa(old)
+            let t = svm_get_threads()
+            svm_set_threads(3)
+            #expect(svm_get_threads() == 3)
+            svm_set_threads(t)
+        }
         // scratch can be released at any time; the next call allocates again
         svm_release_scratch()
         let w = Weights(type: SVM_Q8_0, rows: 4, cols: 32, seed: 1)
